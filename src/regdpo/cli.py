@@ -1,0 +1,59 @@
+"""The ``regdpo`` command.
+
+Each subcommand lives in its own module exposing ``configure_parser(parser)`` and
+``run(args) -> int``; modules are imported only when their command runs, so
+``regdpo --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from . import __version__
+from .errors import RegdpoError
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "generate": ("regdpo.generate.cli", "generate GT/mask/negative clips into a dpo_data folder"),
+    "manifest": ("regdpo.manifest_cli", "rebuild dpo_data/manifest.json from the per-video records"),
+    "audit": ("regdpo.audit.cli", "measure that every negative shows its defect (audit.json, audit.html)"),
+    "preview": ("regdpo.audit.preview", "side-by-side preview clips and a contact sheet"),
+}
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="regdpo", description="Build preference-pair (DPO) datasets for video inpainting (DiffuEraser)."
+    )
+    parser.add_argument("--version", action="version", version=f"regdpo {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = None
+    if argv:
+        wanted = next((a for a in argv if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:  # only the chosen command's module is imported
+            importlib.import_module(module).configure_parser(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return int(module.run(args) or 0)
+    except RegdpoError as exc:
+        print(f"regdpo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

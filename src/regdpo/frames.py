@@ -1,0 +1,120 @@
+"""Lossless frame and mask I/O.
+
+Conventions used across regdpo:
+- RGB frames are ``uint8`` arrays ``[H, W, 3]`` (clips ``[T, H, W, 3]``), RGB channel order.
+- Holes are ``bool`` arrays ``[H, W]`` (clips ``[T, H, W]``), ``True`` = hole.
+- On disk, frames are RGB PNG and masks L-mode PNG with 255 = hole, 0 = valid.
+
+Errors name the file.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+from .errors import FrameReadError
+from .format import MASK_HOLE_VALUE
+
+PNG_COMPRESSION = 3
+"""zlib level for written PNGs: lossless at any level; 3 trades little size for fast writes."""
+
+cv2.setNumThreads(1)  # frames are small; threads only fight with DataLoader workers
+
+
+
+
+def _imwrite(path: Path, array: np.ndarray) -> None:
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    buf.tofile(str(path))
+
+
+def write_rgb(path: str | os.PathLike, frame: np.ndarray) -> None:
+    """Write an RGB ``uint8 [H, W, 3]`` frame as PNG."""
+    frame = np.asarray(frame)
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"{path}: expected uint8 [H,W,3] RGB frame, got {frame.dtype} {frame.shape}")
+    _imwrite(Path(path), frame[:, :, ::-1])
+
+
+def write_mask(path: str | os.PathLike, hole: np.ndarray) -> None:
+    """Write a hole mask (``bool [H, W]``, True = hole) as an L-mode PNG, 255 = hole."""
+    hole = np.asarray(hole)
+    if hole.ndim != 2:
+        raise ValueError(f"{path}: expected a [H,W] mask, got shape {hole.shape}")
+    _imwrite(Path(path), np.where(hole.astype(bool), np.uint8(MASK_HOLE_VALUE), np.uint8(0)))
+
+
+def _imread(path: Path, flags: int) -> np.ndarray:
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except FileNotFoundError:
+        raise FrameReadError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise FrameReadError(f"{path}: cannot read ({exc})") from exc
+    image = cv2.imdecode(data, flags) if data.size else None
+    if image is None:
+        raise FrameReadError(f"{path}: corrupt or not an image")
+    return image
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Read any image file (PNG, JPEG, ...) as RGB ``uint8 [H, W, 3]``."""
+    image = _imread(Path(path), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | os.PathLike) -> np.ndarray:
+    """Read a mask PNG as ``bool [H, W]``, True = hole (any value > 127).
+
+    Palette PNGs are read as their indices and grey/colour images as their grey level,
+    so a DAVIS-style annotation is *not* a mask here: see ``regdpo.generate`` for those.
+    """
+    image = _imread(Path(path), cv2.IMREAD_GRAYSCALE)
+    return image > 127
+
+
+def read_rgb_clip(paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Read frames into one ``uint8 [T, H, W, 3]`` array; all must share one size."""
+    frames = [read_rgb(p) for p in paths]
+    return _stack(frames, paths)
+
+
+def read_mask_clip(paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Read masks into one ``bool [T, H, W]`` array (True = hole); all must share one size."""
+    return _stack([read_mask(p) for p in paths], paths)
+
+
+def _stack(frames: list[np.ndarray], paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    if not frames:
+        raise ValueError("no frames to read")
+    shape = frames[0].shape
+    for frame, path in zip(frames, paths):
+        if frame.shape != shape:
+            raise FrameReadError(
+                f"{path}: size {frame.shape[1]}x{frame.shape[0]} differs from "
+                f"{paths[0]} ({shape[1]}x{shape[0]})"
+            )
+    return np.stack(frames)
+
+
+def composite(negative: np.ndarray, gt: np.ndarray, hole: np.ndarray) -> np.ndarray:
+    """Paste ``negative`` into ``gt`` inside the hole; ``gt`` everywhere else.
+
+    ``negative``/``gt`` are ``[..., H, W, 3]`` and ``hole`` is ``[..., H, W]`` (True = hole).
+    The result equals ``gt`` exactly outside the hole, whatever the backend did there.
+    """
+    negative = np.asarray(negative)
+    gt = np.asarray(gt)
+    if negative.shape != gt.shape:
+        raise ValueError(f"negative shape {negative.shape} differs from GT shape {gt.shape}")
+    hole = np.asarray(hole, dtype=bool)
+    if hole.shape != gt.shape[:-1]:
+        raise ValueError(f"mask shape {hole.shape} does not match frames {gt.shape[:-1]}")
+    return np.where(hole[..., None], negative, gt)

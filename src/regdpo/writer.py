@@ -1,0 +1,195 @@
+"""Atomic writing of video entries and of the manifest.
+
+A video entry is staged under ``{root}/.staging/``; ``meta.json`` is written last and the
+folder is then renamed into place, so ``{root}/{video}/`` is either complete or absent,
+whatever happens to the process. ``manifest.json`` is derived from the per-video records
+and replaced atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import format as fmt
+from .frames import composite, write_mask, write_rgb
+
+
+def clear_staging(root: str | os.PathLike) -> None:
+    """Remove what an interrupted run left in ``.staging/`` (never a finished video)."""
+    shutil.rmtree(Path(root) / fmt.STAGING_DIR, ignore_errors=True)
+
+
+class VideoEntryWriter:
+    """Write one video entry atomically.
+
+    Usage::
+
+        with VideoEntryWriter(root, "davis_bear") as w:
+            w.write_gt(frames)              # uint8 [T,H,W,3] RGB
+            w.write_masks(hole)             # bool [T,H,W], True = hole
+            w.write_negative("blur", neg)   # composited onto the GT here
+            w.commit(meta)                  # meta.json last, then rename into place
+
+    Leaving the ``with`` block without ``commit`` (an exception) discards the staging folder.
+    ``commit`` replaces an existing entry of the same name (used by ``--overwrite``).
+    """
+
+    def __init__(self, root: str | os.PathLike, name: str):
+        self.root = Path(root)
+        self.name = fmt.check_video_name(name)
+        self.final_dir = self.root / name
+        staging_root = self.root / fmt.STAGING_DIR
+        staging_root.mkdir(parents=True, exist_ok=True)
+        self.staging_dir = staging_root / f"{name}.{uuid.uuid4().hex[:8]}"
+        self.staging_dir.mkdir()
+        self._gt: np.ndarray | None = None
+        self._hole: np.ndarray | None = None
+        self._negatives: list[str] = []
+        self._committed = False
+
+    # -- context manager
+    def __enter__(self) -> "VideoEntryWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self._committed:
+            self.abort()
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+
+    # -- streams
+    def _write_stream(self, stream: str, frames: np.ndarray, writer) -> None:
+        folder = self.staging_dir / stream
+        folder.mkdir()
+        for i, frame in enumerate(frames):
+            writer(folder / fmt.frame_name(i), frame)
+
+    def write_gt(self, frames: np.ndarray) -> None:
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"{self.name}: GT must be uint8 [T,H,W,3], got {frames.dtype} {frames.shape}")
+        self._gt = frames
+        self._write_stream(fmt.GT_DIR, frames, write_rgb)
+
+    def write_masks(self, hole: np.ndarray) -> None:
+        hole = np.asarray(hole).astype(bool)
+        if self._gt is not None and hole.shape != self._gt.shape[:3]:
+            raise ValueError(f"{self.name}: masks {hole.shape} do not match GT {self._gt.shape[:3]}")
+        self._hole = hole
+        self._write_stream(fmt.MASK_DIR, hole, write_mask)
+
+    def write_negative(self, neg_type: str, frames: np.ndarray, *, already_composited: bool = False) -> None:
+        """Write a negative, composited onto the GT with the stored mask (unless told it already is)."""
+        fmt.check_neg_type(neg_type)
+        if self._gt is None or self._hole is None:
+            raise RuntimeError("write_gt and write_masks come before write_negative")
+        frames = np.asarray(frames)
+        if frames.shape != self._gt.shape or frames.dtype != np.uint8:
+            raise ValueError(
+                f"{self.name}: {neg_type} negative is {frames.dtype} {frames.shape}, "
+                f"GT is uint8 {self._gt.shape}"
+            )
+        if not already_composited:
+            frames = composite(frames, self._gt, self._hole)
+        self._negatives.append(neg_type)
+        self._write_stream(neg_type, frames, write_rgb)
+
+    def commit(self, meta: fmt.VideoMeta | Mapping[str, Any]) -> Path:
+        """Write ``meta.json`` last and move the entry into place. Returns the final folder."""
+        if isinstance(meta, Mapping):
+            meta = fmt.VideoMeta.from_dict(dict(meta, format_version=fmt.FORMAT_VERSION))
+        if meta.name != self.name:
+            raise ValueError(f"meta name {meta.name!r} differs from writer name {self.name!r}")
+        if self._gt is None or self._hole is None:
+            raise RuntimeError(f"{self.name}: GT and masks must be written before commit")
+        t, h, w = self._hole.shape
+        if (meta.num_frames, meta.height, meta.width) != (t, h, w):
+            raise ValueError(
+                f"{self.name}: meta says {meta.num_frames} frames of {meta.width}x{meta.height}, "
+                f"streams hold {t} of {w}x{h}"
+            )
+        if sorted(meta.neg_types) != sorted(self._negatives):
+            raise ValueError(f"{self.name}: meta lists {meta.neg_types}, written {self._negatives}")
+        fmt.write_json_atomic(self.staging_dir / fmt.META_FILE, meta.to_dict())
+        _fsync_dir(self.staging_dir)
+        if self.final_dir.exists():
+            trash = self.root / fmt.STAGING_DIR / f"{self.name}.old.{uuid.uuid4().hex[:8]}"
+            os.replace(self.final_dir, trash)
+            os.replace(self.staging_dir, self.final_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.staging_dir, self.final_dir)
+        _fsync_dir(self.root)
+        self._committed = True
+        return self.final_dir
+
+
+def write_video_entry(
+    root: str | os.PathLike,
+    meta: fmt.VideoMeta,
+    gt: np.ndarray,
+    hole: np.ndarray,
+    negatives: Mapping[str, np.ndarray],
+) -> Path:
+    """One-call form of ``VideoEntryWriter``: negatives are composited onto ``gt`` with ``hole``."""
+    with VideoEntryWriter(root, meta.name) as writer:
+        writer.write_gt(gt)
+        writer.write_masks(hole)
+        for neg_type, frames in negatives.items():
+            writer.write_negative(neg_type, frames)
+        return writer.commit(meta)
+
+
+def record_failure(root: str | os.PathLike, name: str, status: str, reason: str, **extra: Any) -> None:
+    """Record that ``name`` was skipped (permanent, e.g. too short) or failed (may be retried)."""
+    if status not in ("failed", "skipped"):
+        raise ValueError(f"status must be 'failed' or 'skipped', got {status!r}")
+    folder = Path(root) / fmt.FAILED_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    fmt.write_json_atomic(folder / f"{name}.json", {"name": name, "status": status, "reason": reason, **extra})
+
+
+def read_failure(root: str | os.PathLike, name: str) -> dict[str, Any] | None:
+    path = Path(root) / fmt.FAILED_DIR / f"{name}.json"
+    return fmt.read_json(path) if path.is_file() else None
+
+
+def clear_failure(root: str | os.PathLike, name: str) -> None:
+    (Path(root) / fmt.FAILED_DIR / f"{name}.json").unlink(missing_ok=True)
+
+
+def rebuild_manifest(root: str | os.PathLike) -> fmt.Manifest:
+    """Rebuild ``manifest.json`` from the per-video ``meta.json`` files and failure records."""
+    root = Path(root)
+    if not root.is_dir():
+        raise fmt.FormatError(f"dataset root {root} does not exist or is not a folder")
+    videos = [fmt.ManifestEntry.from_meta(fmt.read_video_meta(root, n)) for n in fmt.complete_videos(root)]
+    done = {v.name for v in videos}
+    records = [r for r in fmt.failure_records(root) if r.get("name") not in done]
+    manifest = fmt.Manifest(
+        videos=videos,
+        failed=[r for r in records if r.get("status") == "failed"],
+        skipped=[r for r in records if r.get("status") == "skipped"],
+    )
+    fmt.write_json_atomic(root / fmt.MANIFEST_FILE, manifest.to_dict())
+    return manifest
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
