@@ -1,0 +1,174 @@
+"""On-disk format: atomic writer, manifest rebuild, validation errors that name the file."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from regdpo import format as fmt
+from regdpo.errors import FormatError, FrameReadError
+from regdpo.frames import read_mask, read_rgb, read_rgb_clip
+from regdpo.writer import (
+    VideoEntryWriter,
+    clear_staging,
+    rebuild_manifest,
+    record_failure,
+    write_video_entry,
+)
+
+
+def make_clip(t=4, h=16, w=24, seed=0):
+    r = np.random.default_rng(seed)
+    gt = r.integers(0, 256, (t, h, w, 3), dtype=np.uint8)
+    hole = np.zeros((t, h, w), bool)
+    hole[:, 4:10, 6:14] = True
+    return gt, hole
+
+
+def meta_for(name, gt, neg_types):
+    t, h, w, _ = gt.shape
+    return fmt.VideoMeta(name=name, num_frames=t, height=h, width=w, neg_types=list(neg_types), prompt="a street")
+
+
+def test_write_entry_roundtrip_and_composite(tmp_path):
+    gt, hole = make_clip()
+    neg = 255 - gt  # differs everywhere: the writer must composite it onto the GT
+    write_video_entry(tmp_path, meta_for("davis_a", gt, ["blur"]), gt, hole, {"blur": neg})
+    video = tmp_path / "davis_a"
+    assert sorted(p.name for p in video.iterdir()) == ["blur", "gt_frames", "masks", "meta.json"]
+    for i in range(4):
+        assert np.array_equal(read_rgb(video / "gt_frames" / fmt.frame_name(i)), gt[i])
+        stored_neg = read_rgb(video / "blur" / fmt.frame_name(i))
+        assert np.array_equal(stored_neg[~hole[i]], gt[i][~hole[i]])
+        assert np.array_equal(stored_neg[hole[i]], neg[i][hole[i]])
+        with Image.open(video / "masks" / fmt.frame_name(i)) as m:
+            assert m.mode == "L" and set(np.unique(np.asarray(m))) == {0, 255}
+        assert np.array_equal(read_mask(video / "masks" / fmt.frame_name(i)), hole[i])
+    assert not any((tmp_path / fmt.STAGING_DIR).iterdir())
+
+
+def test_failed_write_leaves_no_video_folder(tmp_path):
+    gt, hole = make_clip()
+    with pytest.raises(RuntimeError, match="backend exploded"):
+        with VideoEntryWriter(tmp_path, "davis_b") as w:
+            w.write_gt(gt)
+            w.write_masks(hole)
+            raise RuntimeError("backend exploded")
+    assert not (tmp_path / "davis_b").exists()
+    assert list((tmp_path / fmt.STAGING_DIR).iterdir()) == []
+
+
+def test_uncommitted_staging_is_invisible_and_cleared(tmp_path):
+    gt, hole = make_clip()
+    w = VideoEntryWriter(tmp_path, "davis_c")  # simulates a process killed before commit
+    w.write_gt(gt)
+    assert fmt.complete_videos(tmp_path) == []
+    clear_staging(tmp_path)
+    assert not (tmp_path / fmt.STAGING_DIR).exists()
+
+
+def test_commit_checks_meta_against_streams(tmp_path):
+    gt, hole = make_clip()
+    with VideoEntryWriter(tmp_path, "davis_d") as w:
+        w.write_gt(gt)
+        w.write_masks(hole)
+        w.write_negative("blur", gt)
+        with pytest.raises(ValueError, match="meta lists"):
+            w.commit(meta_for("davis_d", gt, ["blur", "flicker"]))
+    with VideoEntryWriter(tmp_path, "davis_d") as w:
+        w.write_gt(gt)
+        with pytest.raises(ValueError, match="do not match GT"):
+            w.write_masks(hole[:, :8])
+
+
+def test_overwrite_replaces_entry(tmp_path):
+    gt, hole = make_clip()
+    write_video_entry(tmp_path, meta_for("v1", gt, ["blur"]), gt, hole, {"blur": gt})
+    gt2, _ = make_clip(seed=1)
+    write_video_entry(tmp_path, meta_for("v1", gt2, ["flicker"]), gt2, hole, {"flicker": gt2})
+    assert not (tmp_path / "v1" / "blur").exists()
+    assert np.array_equal(read_rgb_clip([tmp_path / "v1" / "gt_frames" / fmt.frame_name(0)])[0], gt2[0])
+
+
+def test_rebuild_manifest_and_load(tmp_path):
+    gt, hole = make_clip()
+    write_video_entry(tmp_path, meta_for("b_video", gt, ["blur", "flicker"]), gt, hole, {"blur": gt, "flicker": gt})
+    write_video_entry(tmp_path, meta_for("a_video", gt, ["hallucination"]), gt, hole, {"hallucination": gt})
+    record_failure(tmp_path, "c_video", "failed", "backend crashed", attempts=1)
+    record_failure(tmp_path, "d_video", "skipped", "too short: 15 frames < 22")
+    manifest = rebuild_manifest(tmp_path)
+    assert [v.name for v in manifest.videos] == ["a_video", "b_video"]
+    data = json.loads((tmp_path / fmt.MANIFEST_FILE).read_text())
+    assert data["format_version"] == fmt.FORMAT_VERSION
+    assert data["num_pairs"] == 3 and data["pairs_per_type"] == {"hallucination": 1, "blur": 1, "flicker": 1}
+    assert [r["name"] for r in data["failed"]] == ["c_video"]
+    assert [r["name"] for r in data["skipped"]] == ["d_video"]
+    loaded = fmt.load_manifest(tmp_path)
+    assert loaded.videos == manifest.videos
+    for entry in loaded.videos:
+        fmt.validate_video_streams(tmp_path, entry)
+
+
+def test_unknown_manifest_version_is_refused(tmp_path):
+    (tmp_path / fmt.MANIFEST_FILE).write_text(json.dumps({"format_version": 99, "videos": []}))
+    with pytest.raises(FormatError, match="format_version 99 is not supported"):
+        fmt.load_manifest(tmp_path)
+    with pytest.raises(FormatError, match="no manifest"):
+        fmt.load_manifest(tmp_path, tmp_path / "other.json")
+    with pytest.raises(FormatError, match="does not exist"):
+        fmt.load_manifest(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("damage", ["missing", "size", "corrupt", "extra"])
+def test_validation_names_video_and_file(tmp_path, damage):
+    gt, hole = make_clip()
+    write_video_entry(tmp_path, meta_for("v", gt, ["blur"]), gt, hole, {"blur": gt})
+    entry = rebuild_manifest(tmp_path).videos[0]
+    target = tmp_path / "v" / "blur" / fmt.frame_name(2)
+    if damage == "missing":
+        target.unlink()
+        expect = "00002.png"
+    elif damage == "size":
+        Image.new("RGB", (8, 8)).save(target)
+        expect = "00002.png is 8x8, expected 24x16"
+    elif damage == "corrupt":
+        target.write_bytes(b"not a png")
+        expect = "cannot read .*00002.png"
+    else:
+        Image.new("RGB", (24, 16)).save(target.with_name("00009.png"))
+        expect = "unexpected .*00009.png"
+    with pytest.raises(FormatError, match=f"video v: .*{expect}"):
+        fmt.validate_video_streams(tmp_path, entry)
+
+
+def test_frame_read_errors_name_the_file(tmp_path):
+    bad = tmp_path / "00000.jpg"
+    bad.write_bytes(b"\xff\xd8garbage")
+    with pytest.raises(FrameReadError, match="00000.jpg: corrupt"):
+        read_rgb(bad)
+    with pytest.raises(FrameReadError, match="nope.png: file not found"):
+        read_mask(tmp_path / "nope.png")
+
+
+def test_names_and_types_are_checked(tmp_path):
+    for bad in ["", ".hidden", "_failed", "a/b", "x y"]:
+        with pytest.raises(ValueError, match="invalid video name"):
+            fmt.check_video_name(bad)
+    with pytest.raises(ValueError, match="unknown negative type 'noise'"):
+        fmt.check_neg_type("noise")
+    meta = fmt.VideoMeta("v", 1, 8, 8, ["blur"]).to_dict()
+    meta["neg_types"] = ["noise"]
+    with pytest.raises(FormatError, match="unknown negative type"):
+        fmt.VideoMeta.from_dict(meta)
+
+
+def test_writes_are_deterministic(tmp_path):
+    gt, hole = make_clip()
+    for name in ("x1", "x2"):
+        write_video_entry(tmp_path / name, meta_for("v", gt, ["blur"]), gt, hole, {"blur": 255 - gt})
+    for stream in ("gt_frames", "masks", "blur"):
+        for f in sorted(os.listdir(tmp_path / "x1" / "v" / stream)):
+            a = (tmp_path / "x1" / "v" / stream / f).read_bytes()
+            assert a == (tmp_path / "x2" / "v" / stream / f).read_bytes()
