@@ -44,10 +44,8 @@ class VideoEntryWriter:
         self.root = Path(root)
         self.name = fmt.check_video_name(name)
         self.final_dir = self.root / name
-        staging_root = self.root / fmt.STAGING_DIR
-        staging_root.mkdir(parents=True, exist_ok=True)
-        self.staging_dir = staging_root / f"{name}.{uuid.uuid4().hex[:8]}"
-        self.staging_dir.mkdir()
+        self.staging_dir = self.root / fmt.STAGING_DIR / f"{name}.{uuid.uuid4().hex[:8]}"
+        self.staging_dir.mkdir(parents=True)
         self._gt: np.ndarray | None = None
         self._hole: np.ndarray | None = None
         self._negatives: list[str] = []
@@ -63,6 +61,13 @@ class VideoEntryWriter:
 
     def abort(self) -> None:
         shutil.rmtree(self.staging_dir, ignore_errors=True)
+        self._remove_empty_staging_root()
+
+    def _remove_empty_staging_root(self) -> None:
+        try:
+            (self.root / fmt.STAGING_DIR).rmdir()
+        except OSError:  # not empty (another writer, an old leftover) or already gone
+            pass
 
     # -- streams
     def _write_stream(self, stream: str, frames: np.ndarray, writer) -> None:
@@ -128,6 +133,7 @@ class VideoEntryWriter:
             os.replace(self.staging_dir, self.final_dir)
         _fsync_dir(self.root)
         self._committed = True
+        self._remove_empty_staging_root()
         return self.final_dir
 
 

@@ -1,0 +1,99 @@
+"""Audit settings: verdict thresholds and measurement parameters (all settable by flags).
+
+Every field becomes a ``regdpo audit`` flag (``blur_clear_db`` -> ``--blur-clear-db``).
+The reasoning behind each default is in ``docs/audit.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from ..errors import UsageError
+
+VERDICTS: tuple[str, ...] = ("none", "weak", "clear")
+"""Verdicts on a negative's intended defect, weakest first."""
+
+NOT_MEASURED = "not_measured"
+"""Verdict of a negative whose frames could not be read or do not match the GT."""
+
+
+def _f(default: float, help_text: str) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Thresholds (a defect is *clear* at or beyond ``*_clear_*``, *weak* at or beyond ``*_weak_*``)."""
+
+    blur_weak_db: float = _f(
+        2.0, "blur: sharpness loss (dB of Laplacian energy, GT over negative, in the hole) for 'weak'"
+    )
+    blur_clear_db: float = _f(6.0, "blur: sharpness loss in dB for 'clear'")
+    hallucination_weak_psnr: float = _f(
+        28.0, "hallucination: low-pass PSNR (dB, negative vs GT in the hole) at or below which it is 'weak'"
+    )
+    hallucination_clear_psnr: float = _f(20.0, "hallucination: low-pass PSNR in dB at or below which it is 'clear'")
+    flicker_weak_excess: float = _f(
+        0.75,
+        "flicker: peak excess temporal instability (largest frame-to-frame jump of the negative beyond GT's, "
+        "in units of GT's mean instability) for 'weak'",
+    )
+    flicker_clear_excess: float = _f(2.0, "flicker: peak excess instability for 'clear'")
+    lowpass_sigma_frac: float = _f(
+        1 / 48, "hallucination: Gaussian low-pass sigma as a fraction of the frame's short side"
+    )
+    erode_px: int = field(
+        default=1, metadata={"help": "blur: erode the hole by this many pixels before measuring (skips the seam)"}
+    )
+    texture_floor: float = _f(
+        4.0, "blur: GT Laplacian energy (grey levels^2) below which the hole is too flat for blur to show"
+    )
+    instability_floor: float = _f(
+        1.0, "flicker: grey levels added to GT's mean instability (noise floor of static scenes)"
+    )
+    flow_preset: str = field(
+        default="medium",
+        metadata={"help": "flicker: OpenCV DIS optical-flow preset", "choices": ("ultrafast", "fast", "medium")},
+    )
+
+    def __post_init__(self) -> None:
+        if self.blur_clear_db < self.blur_weak_db:
+            raise UsageError("--blur-clear-db must be >= --blur-weak-db")
+        if self.hallucination_clear_psnr > self.hallucination_weak_psnr:
+            raise UsageError("--hallucination-clear-psnr must be <= --hallucination-weak-psnr")
+        if self.flicker_clear_excess < self.flicker_weak_excess:
+            raise UsageError("--flicker-clear-excess must be >= --flicker-weak-excess")
+        if not 0 < self.lowpass_sigma_frac < 0.5:
+            raise UsageError("--lowpass-sigma-frac must be in (0, 0.5)")
+        if self.erode_px < 0:
+            raise UsageError("--erode-px must be >= 0")
+        if self.flow_preset not in ("ultrafast", "fast", "medium"):
+            raise UsageError("--flow-preset must be one of ultrafast, fast, medium")
+        if self.texture_floor < 0 or self.instability_floor <= 0:
+            raise UsageError("--texture-floor must be >= 0 and --instability-floor > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per ``AuditConfig`` field, defaulting to the dataclass default."""
+    group = parser.add_argument_group("thresholds and measurement settings (see docs/audit.md)")
+    for f in fields(AuditConfig):
+        choices = f.metadata.get("choices")
+        shown = f.default if isinstance(f.default, str) else f"{f.default:.4g}"
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=type(f.default),
+            default=f.default,
+            choices=choices,
+            metavar=None if choices else "X",
+            help=f"{f.metadata['help']} (default {shown})",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> AuditConfig:
+    return AuditConfig(**{f.name: getattr(args, f.name) for f in fields(AuditConfig)})

@@ -1,0 +1,160 @@
+"""``regdpo preview ROOT [--video NAME ...]``: side-by-side clips and a contact sheet.
+
+Per video, ``{out}/{video}.mp4`` (and ``.gif`` with ``--gif``) shows, frame by frame,
+GT | GT with the hole overlaid | each negative, labelled. ``{out}/contact_sheet.png`` holds the
+first and middle frames of many videos, one row each. ``out`` is ``ROOT/_preview`` unless
+``--output-dir``. MP4s are H.264 at ``--crf 12`` (visually lossless, to judge texture).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import format as fmt
+from ..errors import UsageError
+from ..frames import read_mask_clip, read_rgb_clip
+from . import media
+from .metrics import parse_segments
+
+PREVIEW_DIR = "_preview"
+SHEET_FILE = "contact_sheet.png"
+DEFAULT_FPS = 10.0
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="dataset folder (e.g. dpo_data)")
+    parser.add_argument("--video", action="append", default=None, metavar="NAME", help="preview this video (repeatable)")
+    parser.add_argument("--max-videos", type=int, default=None, metavar="N",
+                        help="preview only the first N videos (default: all, or those given by --video)")
+    parser.add_argument("--output-dir", default=None, help=f"where the files go (default ROOT/{PREVIEW_DIR})")
+    parser.add_argument("--fps", type=float, default=None,
+                        help=f"playback rate (default: the clip's fps from meta.json, else {DEFAULT_FPS:g})")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="enlarge (nearest neighbour, keeps pixels crisp) or shrink the frames (default 1)")
+    parser.add_argument("--crf", type=int, default=12, help="H.264 quality, lower = better (default 12)")
+    parser.add_argument("--pix-fmt", choices=("yuv420p", "yuv444p"), default="yuv420p",
+                        help="yuv420p plays everywhere; yuv444p keeps full colour resolution (default yuv420p)")
+    parser.add_argument("--gif", action="store_true", help="also write an animated GIF per video")
+    parser.add_argument("--no-mp4", action="store_true", help="do not write MP4 files")
+    parser.add_argument("--sheet-videos", type=int, default=48, metavar="N",
+                        help="videos in the contact sheet (default 48; 0 = no sheet)")
+    parser.add_argument("--sheet-height", type=int, default=96, metavar="PX",
+                        help="frame height in the contact sheet (default 96)")
+
+
+def _scaled(frame: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return frame
+    height = max(2, int(round(frame.shape[0] * scale)))
+    return media.resize_to_height(frame, height, nearest=scale > 1)
+
+
+def _segment_of(meta: fmt.VideoMeta, t: int) -> int | None:
+    segments = parse_segments(meta.negatives.get("flicker", {}).get("segments"))
+    for k, (start, stop) in enumerate(segments or []):
+        if start <= t < stop:
+            return k
+    return None
+
+
+def load_video(root: Path, name: str) -> tuple[fmt.VideoMeta, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """(meta, GT, hole, negatives) of one video, errors naming the file."""
+    meta = fmt.read_video_meta(root, name)
+    fmt.validate_video_streams(root, meta)
+    names = fmt.frame_names(meta.num_frames)
+    gt = read_rgb_clip([root / name / fmt.GT_DIR / n for n in names])
+    hole = read_mask_clip([root / name / fmt.MASK_DIR / n for n in names])
+    negatives = {t: read_rgb_clip([root / name / t / n for n in names]) for t in meta.neg_types}
+    return meta, gt, hole, negatives
+
+
+def tiles_for_frame(
+    meta: fmt.VideoMeta, gt: np.ndarray, hole: np.ndarray, negatives: dict[str, np.ndarray], t: int,
+    scale: float = 1.0, frame_label: bool = True,
+) -> list[np.ndarray]:
+    """Labelled tiles of frame ``t``: GT, GT + hole, then each negative in canonical order."""
+    suffix = f" f{t}" if frame_label else ""
+    frames: list[tuple[np.ndarray, str]] = [(gt[t], "GT" + suffix), (media.overlay_hole(gt[t], hole[t]), "GT + hole")]
+    for neg_type in fmt.NEG_TYPES:
+        if neg_type in negatives:
+            label = neg_type
+            seg = _segment_of(meta, t) if neg_type == "flicker" else None
+            if seg is not None:
+                label += f" seg {seg}"
+            frames.append((negatives[neg_type][t], label))
+    scaled = [_scaled(f, scale) for f, _ in frames]
+    bar = media.label_bar_height(scaled[0].shape[0])
+    return [media.labelled(f, label, bar) for f, (_, label) in zip(scaled, frames)]
+
+
+def preview_frames(meta, gt, hole, negatives, scale: float = 1.0) -> list[np.ndarray]:
+    return [media.hstack(tiles_for_frame(meta, gt, hole, negatives, t, scale)) for t in range(gt.shape[0])]
+
+
+def sheet_row(meta, gt, hole, negatives, height: int) -> np.ndarray:
+    """Contact-sheet row: first and middle frame strips side by side, under the video name."""
+    strips = []
+    for t in sorted({0, gt.shape[0] // 2}):
+        scale = height / gt.shape[1]
+        strips.append(media.hstack(tiles_for_frame(meta, gt, hole, negatives, t, scale)))
+    row = media.hstack(strips, gap=12)
+    return media.labelled(row, meta.name, 18)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .runner import select_entries
+
+    if args.scale <= 0:
+        raise UsageError(f"--scale {args.scale}: must be > 0")
+    if args.fps is not None and args.fps <= 0:
+        raise UsageError(f"--fps {args.fps}: must be > 0")
+    if not 0 <= args.crf <= 51:
+        raise UsageError(f"--crf {args.crf}: must be in 0..51")
+    if args.sheet_videos < 0 or args.sheet_height < 8:
+        raise UsageError("--sheet-videos must be >= 0 and --sheet-height >= 8")
+    if args.max_videos is not None and args.max_videos < 1:
+        raise UsageError(f"--max-videos {args.max_videos}: must be >= 1")
+    root = Path(args.root)
+    _, entries, source = select_entries(root, None, args.video, args.max_videos)
+    if not entries:
+        raise UsageError(f"no videos to preview in {source}")
+    out = Path(args.output_dir) if args.output_dir else root / PREVIEW_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[np.ndarray] = []
+    written: list[str] = []
+    for entry in tqdm(entries, desc="preview", unit="video", file=sys.stderr, disable=None):
+        meta, gt, hole, negatives = load_video(root, entry.name)
+        fps = args.fps or _clip_fps(meta) or DEFAULT_FPS
+        if not args.no_mp4 or args.gif:
+            frames = preview_frames(meta, gt, hole, negatives, args.scale)
+            if not args.no_mp4:
+                media.write_mp4(out / f"{entry.name}.mp4", frames, fps, args.crf, args.pix_fmt)
+                written.append(f"{entry.name}.mp4")
+            if args.gif:
+                media.write_gif(out / f"{entry.name}.gif", frames, fps)
+                written.append(f"{entry.name}.gif")
+            del frames
+        if len(rows) < args.sheet_videos:
+            rows.append(sheet_row(meta, gt, hole, negatives, args.sheet_height))
+        del gt, hole, negatives
+    if rows:
+        sheet = out / SHEET_FILE
+        sheet.write_bytes(media.encode_png(media.vstack(rows, gap=8)))
+        written.append(SHEET_FILE)
+    print(f"wrote {len(written)} files to {out}: " + ", ".join(written[:6]) + (" ..." if len(written) > 6 else ""))
+    return 0
+
+
+def _clip_fps(meta: fmt.VideoMeta) -> float | None:
+    value: Any = meta.source.get("clip_fps")
+    try:
+        return float(value) if value and float(value) > 0 else None
+    except (TypeError, ValueError):
+        return None

