@@ -122,3 +122,19 @@ def test_bad_arguments_are_clear():
         decompose_regions_latent(np.zeros((12, 16)), 7)
     with pytest.raises(ValueError, match=r"\[\.\.\., H, W\]"):
         decompose_regions(np.zeros(8), 7)
+
+
+@settings(max_examples=40, deadline=None)
+@given(masks(multiple=8, max_side=64), odd_kernels)
+def test_cpu_path_equals_max_pool_reference(mask, k):
+    """The CPU fast path (cv2) is bit-identical to the pooling definition (used on CUDA)."""
+    import torch.nn.functional as F
+
+    t = torch.from_numpy(mask).float()
+    h, w = t.shape[-2:]
+    flat = t.reshape(-1, 1, h, w)
+    grown = F.max_pool2d(flat, k, stride=1, padding=k // 2).reshape(t.shape)
+    _, boundary, context = decompose_regions(mask, k)
+    assert torch.equal(boundary, grown - t) and torch.equal(context, 1 - grown)
+    latent = F.max_pool2d(flat, 8, stride=8).reshape(*t.shape[:-2], h // 8, w // 8)
+    assert torch.equal(hole_to_latent(mask), latent)

@@ -51,7 +51,12 @@ def write_mask(path: str | os.PathLike, hole: np.ndarray) -> None:
     _imwrite(Path(path), np.where(hole.astype(bool), np.uint8(MASK_HOLE_VALUE), np.uint8(0)))
 
 
-def _imread(path: Path, flags: int) -> np.ndarray:
+def decode_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """Decode an image file with OpenCV (``flags``: ``cv2.IMREAD_*``; colour comes as BGR).
+
+    Raises ``FrameReadError`` naming the file when it is missing, unreadable or corrupt.
+    """
+    path = Path(path)
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except FileNotFoundError:
@@ -66,7 +71,7 @@ def _imread(path: Path, flags: int) -> np.ndarray:
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:
     """Read any image file (PNG, JPEG, ...) as RGB ``uint8 [H, W, 3]``."""
-    image = _imread(Path(path), cv2.IMREAD_COLOR)
+    image = decode_image(path, cv2.IMREAD_COLOR)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -76,7 +81,7 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
     Palette PNGs are read as their indices and grey/colour images as their grey level,
     so a DAVIS-style annotation is *not* a mask here: see ``regdpo.generate`` for those.
     """
-    image = _imread(Path(path), cv2.IMREAD_GRAYSCALE)
+    image = decode_image(path, cv2.IMREAD_GRAYSCALE)
     return image > 127
 
 

@@ -1,0 +1,584 @@
+"""``DPODataset``: the training dataset of Region-Reg-DPO over a ``dpo_data/`` folder.
+
+One item per (video, negative type) pair of the manifest. Each item is a window of
+``nframes`` consecutive frames of the positive (GT) clip, of one negative of the same
+clip and of its mask, with one set of random augmentation parameters for every stream:
+
+- temporal window: random start when the clip is longer than ``nframes``;
+- resize so that the short side is ``resolution`` (skipped when it already is: crop only),
+  frames with area (down) / bilinear (up) interpolation, masks with nearest (stay binary);
+  the negative is then re-composited onto the positive with the resized mask, so the two
+  stay identical outside the hole (a plain resize of the negative would bleed hole
+  content into neighbouring valid pixels);
+- ``resolution x resolution`` crop: random, or centred with ``args.center_crop``;
+- optional horizontal flip (``args.random_flip``) and temporal reversal (``args.random_reverse``).
+
+Fields of an item (float32 tensors unless said; ``F = nframes``, ``R = resolution``):
+
+- ``pixel_values_pos``, ``pixel_values_neg``: ``[F,3,R,R]`` RGB in ``[-1, 1]`` (``x / 127.5 - 1``);
+  identical wherever ``masks`` is 1.
+- ``masks``: ``[F,1,R,R]``, BrushNet's convention: 1 = valid, 0 = hole.
+- ``conditioning_pos``, ``conditioning_neg``: ``[F,3,R,R]``, the masked GT: hole pixels
+  exactly -1, valid pixels equal to ``pixel_values_pos``.
+- ``mask_hole``, ``mask_boundary``, ``mask_context``: ``[F,1,R,R]``, the three disjoint
+  regions (1 inside), as ``regdpo.regions.decompose_regions(hole, boundary_dilation)``.
+- ``mask_hole_latent``, ``mask_boundary_latent``, ``mask_context_latent``: ``[F,1,R/8,R/8]``,
+  as ``regdpo.regions.decompose_regions_latent``.
+- ``input_ids``: ``[77]`` long, the tokenised prompt; ``neg_type``, ``video``: ``str``.
+
+``conditioning_pos`` and ``conditioning_neg`` are the *same* condition, as DiffuEraser and
+BrushNet train on it (the frame with its hole blacked out, then normalised): both sides of
+a pair must get the same condition, or the model could tell winner from loser through the
+condition alone. Within one item both keys refer to the same tensor object (clone before
+editing one in place); a collated batch holds two separate tensors.
+
+Randomness: with ``args.seed`` set, the parameters of item ``i`` depend only on
+``(seed, epoch, i)`` (``set_epoch`` changes them between epochs), whatever the worker or
+the order. Without it, each item draws a seed from torch's global generator, which
+``DataLoader`` seeds differently in every worker and every epoch (reproducible through
+``torch.manual_seed``).
+
+Memory: the float tensors of an item are views of one buffer, which the next item of
+the same thread reuses once every tensor of the previous item (and anything derived
+from them) is gone, e.g. after the ``DataLoader`` collated it; a sample kept by the
+caller is never overwritten.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from . import format as fmt
+from .errors import FormatError, UsageError
+from .frames import decode_image
+from .regions import block_any_np, decompose_regions, dilate_mask_np, latent_kernel_size
+from .seeding import derive_seed
+
+cv2.setNumThreads(1)  # one thread per DataLoader worker; threads only fight with the workers
+
+DEFAULT_PROMPT = "clean background"
+"""Prompt of videos whose manifest entry has none (``args.default_prompt`` overrides it)."""
+
+VAE_SCALE = 8
+
+__all__ = ["DPODataset", "collate_fn", "PairIndexEntry", "Augmentation", "plan_augmentation",
+           "resized_size", "region_masks", "DEFAULT_PROMPT"]
+
+
+# --------------------------------------------------------------------------- index
+
+
+@dataclass(frozen=True)
+class PairIndexEntry:
+    """One (video, negative type) pair: what an item of the dataset reads."""
+
+    video: str
+    neg_type: str
+    num_frames: int
+    height: int
+    width: int
+    prompt: str
+
+
+# --------------------------------------------------------------------------- augmentation (pure)
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Random parameters of one item, shared by every stream of it.
+
+    ``frame_indices`` are the stored frames to read, in output order (reversed when the
+    item is temporally reversed); ``resized_hw`` the size after the short-side resize;
+    ``crop_yx`` the top-left corner of the ``R x R`` crop in the resized frame; ``flip``
+    a horizontal flip after the crop; ``empty_prompt`` replaces the prompt by ``""``.
+    """
+
+    frame_indices: tuple[int, ...]
+    resized_hw: tuple[int, int]
+    crop_yx: tuple[int, int]
+    flip: bool
+    empty_prompt: bool
+
+
+def resized_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """``(h, w)`` after resizing the short side to ``resolution`` (aspect kept, long side rounded)."""
+    if height <= width:
+        return resolution, max(resolution, round(width * resolution / height))
+    return max(resolution, round(height * resolution / width)), resolution
+
+
+def plan_augmentation(
+    rng: np.random.Generator,
+    *,
+    num_frames: int,
+    height: int,
+    width: int,
+    nframes: int,
+    resolution: int,
+    center_crop: bool = False,
+    random_flip: bool = False,
+    random_reverse: bool = False,
+    proportion_empty_prompts: float = 0.0,
+) -> Augmentation:
+    """Draw the parameters of one item. Always draws the same six numbers in the same order,
+    so switching one option on or off does not change the others' draws."""
+    if num_frames < nframes:
+        raise ValueError(f"clip has {num_frames} frames, fewer than nframes={nframes}")
+    start_u, y_u, x_u, flip_u, reverse_u, prompt_u = rng.random(6)
+    start = min(int(start_u * (num_frames - nframes + 1)), num_frames - nframes)
+    indices = tuple(range(start, start + nframes))
+    if random_reverse and reverse_u < 0.5:
+        indices = indices[::-1]
+    rh, rw = resized_size(height, width, resolution)
+    if center_crop:
+        y0, x0 = (rh - resolution) // 2, (rw - resolution) // 2
+    else:
+        y0 = min(int(y_u * (rh - resolution + 1)), rh - resolution)
+        x0 = min(int(x_u * (rw - resolution + 1)), rw - resolution)
+    return Augmentation(
+        frame_indices=indices,
+        resized_hw=(rh, rw),
+        crop_yx=(y0, x0),
+        flip=bool(random_flip and flip_u < 0.5),
+        empty_prompt=bool(prompt_u < proportion_empty_prompts),
+    )
+
+
+# --------------------------------------------------------------------------- region masks
+
+
+def region_masks(
+    hole: np.ndarray, boundary_dilation: int = 7, arena: "_FloatArena | None" = None
+) -> dict[str, torch.Tensor]:
+    """Region masks of a hole clip ``uint8 [F,1,R,R]`` in {0, 1} (1 = hole; ``R`` a multiple of 8).
+
+    Returns ``masks`` (1 = valid), ``mask_hole``, ``mask_boundary``, ``mask_context`` at
+    ``R`` and the three ``mask_*_latent`` at ``R/8``, all float32 in {0, 1}. Values are
+    identical to ``regdpo.regions.decompose_regions`` / ``decompose_regions_latent``:
+    the same numpy kernels (``dilate_mask_np``, ``block_any_np``) on the uint8 mask,
+    written straight into ``arena`` (default: new arrays) without torch round trips.
+    """
+    if hole.dtype != np.uint8 or hole.ndim != 4 or hole.shape[1] != 1:
+        raise ValueError(f"hole must be uint8 [F,1,H,W] in {{0,1}}, got {hole.dtype} {hole.shape}")
+    frames, _, height, width = hole.shape
+    if height % VAE_SCALE or width % VAE_SCALE:
+        raise ValueError(f"mask size {width}x{height} is not a multiple of {VAE_SCALE}")
+    _check_odd(boundary_dilation)
+    grown = dilate_mask_np(hole, boundary_dilation)
+    latent_hole, latent_boundary, latent_context = decompose_regions(
+        block_any_np(hole, VAE_SCALE), latent_kernel_size(boundary_dilation, VAE_SCALE)
+    )
+    arena = arena or _FloatArena(4 * hole.size)
+    return {
+        "masks": arena.copy(1 - hole),
+        "mask_hole": arena.copy(hole),
+        "mask_boundary": arena.copy(grown - hole),
+        "mask_context": arena.copy(1 - grown),
+        "mask_hole_latent": latent_hole,
+        "mask_boundary_latent": latent_boundary,
+        "mask_context_latent": latent_context,
+    }
+
+
+def _check_odd(boundary_dilation: int) -> None:
+    if int(boundary_dilation) != boundary_dilation or boundary_dilation < 1 or boundary_dilation % 2 == 0:
+        raise ValueError(f"boundary_dilation must be an odd integer >= 1, got {boundary_dilation!r}")
+
+
+class _FloatArena:
+    """One float32 buffer carved into the outputs of an item (see ``_Buffers``).
+
+    Remembers a weak reference to every view it hands out: each returned tensor keeps its
+    view alive (``torch.from_numpy``), so the buffer is free once all of them are dead.
+    """
+
+    def __init__(self, size: int):
+        self.buffer = np.empty(size, np.float32)
+        self.offset = 0
+        self.views: list[weakref.ref] = []
+
+    def reset(self) -> "_FloatArena":
+        self.offset = 0
+        self.views = []
+        return self
+
+    def in_use(self) -> bool:
+        return any(view() is not None for view in self.views)
+
+    def take(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The next ``shape`` slice of the buffer (uninitialised)."""
+        size = int(np.prod(shape))
+        out = self.buffer[self.offset : self.offset + size].reshape(shape)
+        self.offset += size
+        self.views.append(weakref.ref(out))
+        return out
+
+    def copy(self, array: np.ndarray) -> torch.Tensor:
+        """``array`` (e.g. a uint8 mask) as float32, in the next slice of the buffer."""
+        out = self.take(array.shape)
+        np.copyto(out, array)
+        return torch.from_numpy(out)
+
+    def normalised(self, pixels: np.ndarray) -> torch.Tensor:
+        """``uint8`` pixels -> float32 ``x / 127.5 - 1`` in ``[-1, 1]`` (0 -> -1, 255 -> 1 exactly)."""
+        out = self.take(pixels.shape)
+        np.divide(pixels, np.float32(127.5), out=out, dtype=np.float32)
+        np.subtract(out, np.float32(1.0), out=out)
+        return torch.from_numpy(out)
+
+
+class _Buffers(threading.local):
+    """Memory reused from item to item, per thread (and so per ``DataLoader`` worker).
+
+    An item returns ~300 MB of float32 at 22 x 512 x 512; the page faults of fresh memory
+    for it cost about as much as the arithmetic (and far more on a busy machine). So the
+    output buffer of the previous item is reused, but only once nothing refers to it any
+    more: every returned tensor keeps alive the numpy view it was made from, so weak
+    references to those views tell whether any tensor, or anything derived from one
+    (a slice, a ``.numpy()`` array), is still alive.
+    A sample kept by the caller is never overwritten: a new buffer is allocated instead.
+    The uint8 working arrays never leave ``__getitem__`` and are always reused.
+    """
+
+    def __init__(self) -> None:
+        self.output: _FloatArena | None = None
+        self.scratch: dict[str, np.ndarray] = {}
+
+    def output_arena(self, size: int) -> _FloatArena:
+        arena = self.output
+        if arena is None or arena.buffer.size != size or arena.in_use():
+            arena = self.output = _FloatArena(size)
+        return arena.reset()
+
+    def work(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        array = self.scratch.get(name)
+        if array is None or array.shape != shape:
+            array = self.scratch[name] = np.empty(shape, np.uint8)
+        return array
+
+
+# --------------------------------------------------------------------------- options
+
+
+def _opt(args: Any, name: str, default: Any) -> Any:
+    value = getattr(args, name, default)
+    return default if value is None else value
+
+
+def _required(args: Any, name: str) -> Any:
+    value = getattr(args, name, None)
+    if value is None:
+        raise UsageError(f"args.{name} is required by DPODataset")
+    return value
+
+
+def _int_option(args: Any, name: str, value: Any, minimum: int) -> int:
+    try:
+        as_int = int(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"args.{name} must be an integer, got {value!r}") from None
+    if as_int != value or as_int < minimum:
+        raise UsageError(f"args.{name} must be an integer >= {minimum}, got {value!r}")
+    return as_int
+
+
+def _parse_neg_types(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s) for s in value]
+    names = [n for n in names if n]
+    unknown = [n for n in names if n not in fmt.NEG_TYPES]
+    if unknown or not names:
+        raise UsageError(
+            f"args.neg_types: unknown negative type(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"known: {', '.join(fmt.NEG_TYPES)}"
+        )
+    return tuple(t for t in fmt.NEG_TYPES if t in names)
+
+
+def _summarise(problems: Sequence[str], limit: int = 5) -> str:
+    shown = "; ".join(problems[:limit])
+    return shown + (f"; ... and {len(problems) - limit} more" if len(problems) > limit else "")
+
+
+# --------------------------------------------------------------------------- frame I/O
+
+
+# --------------------------------------------------------------------------- dataset
+
+
+class DPODataset(torch.utils.data.Dataset):
+    """Preference pairs of a ``dpo_data/`` folder for DiffuEraser / BrushNet DPO training.
+
+    ``args`` (attributes, e.g. an ``argparse.Namespace``):
+
+    - required: ``dpo_data_root`` (folder), ``nframes`` (frames per item), ``resolution``
+      (output side, a multiple of 8);
+    - optional (default): ``proportion_empty_prompts`` (0), ``boundary_dilation`` (7, odd),
+      ``neg_types`` (all; a list or a comma-separated string), ``manifest`` (``None``: the
+      root's ``manifest.json``; else a file with the same schema, e.g. audit-filtered),
+      ``center_crop`` (False), ``random_flip`` (False), ``random_reverse`` (False),
+      ``default_prompt`` (``"clean background"``, for videos without prompt), ``seed``
+      (``None``: see the module docstring), ``skip_invalid`` (False).
+
+    ``tokenizer``: a Hugging Face style tokenizer (``model_max_length``, called with
+    ``max_length``/``padding``/``truncation``/``return_tensors="pt"``, returns ``input_ids``).
+
+    Validation: construction checks every selected video cheaply (frame count against
+    ``nframes``, presence of its stream folders) and raises one ``FormatError`` listing the
+    bad ones. ``skip_invalid=True`` instead validates every file header up front
+    (``regdpo.format.validate_video_streams``) and drops invalid or too-short videos with a
+    warning that lists them. Whatever is not checked up front is checked per item: a
+    missing or corrupt frame raises ``FrameReadError`` naming the file, a frame of the
+    wrong size ``FormatError`` naming it.
+    """
+
+    def __init__(self, args: Any, tokenizer: Callable[..., Any]):
+        self.root = Path(_required(args, "dpo_data_root"))
+        self.nframes = _int_option(args, "nframes", _required(args, "nframes"), 1)
+        self.resolution = _int_option(args, "resolution", _required(args, "resolution"), VAE_SCALE)
+        if self.resolution % VAE_SCALE:
+            raise UsageError(f"args.resolution must be a multiple of {VAE_SCALE}, got {self.resolution}")
+        self.boundary_dilation = _int_option(args, "boundary_dilation", _opt(args, "boundary_dilation", 7), 1)
+        if self.boundary_dilation % 2 == 0:
+            raise UsageError(f"args.boundary_dilation must be odd (a centred square kernel), got {self.boundary_dilation}")
+        self.proportion_empty_prompts = float(_opt(args, "proportion_empty_prompts", 0.0))
+        if not 0.0 <= self.proportion_empty_prompts <= 1.0:
+            raise UsageError(f"args.proportion_empty_prompts must be in [0, 1], got {self.proportion_empty_prompts}")
+        self.center_crop = bool(_opt(args, "center_crop", False))
+        self.random_flip = bool(_opt(args, "random_flip", False))
+        self.random_reverse = bool(_opt(args, "random_reverse", False))
+        self.default_prompt = str(_opt(args, "default_prompt", DEFAULT_PROMPT))
+        seed = getattr(args, "seed", None)
+        self.seed = None if seed is None else _int_option(args, "seed", seed, 0)
+        self.neg_types = _parse_neg_types(getattr(args, "neg_types", None))
+        self.skip_invalid = bool(_opt(args, "skip_invalid", False))
+        manifest_path = getattr(args, "manifest", None)
+        self.manifest_path = Path(manifest_path) if manifest_path else self.root / fmt.MANIFEST_FILE
+        if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "model_max_length"):
+            raise UsageError("DPODataset needs a tokenizer (callable, with model_max_length), e.g. CLIPTokenizer")
+        self.tokenizer = tokenizer
+        self.epoch = 0
+        self.pairs: list[PairIndexEntry] = self._build_index()
+        self._buffers = _Buffers()
+
+    def __getstate__(self) -> dict[str, Any]:  # for DataLoader workers: buffers stay behind
+        state = self.__dict__.copy()
+        del state["_buffers"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._buffers = _Buffers()
+
+    # -- index
+    def _build_index(self) -> list[PairIndexEntry]:
+        manifest = fmt.load_manifest(self.root, self.manifest_path)
+        seen: set[str] = set()
+        selected: list[tuple[fmt.ManifestEntry, list[str]]] = []
+        for entry in manifest.videos:
+            if entry.name in seen:
+                raise FormatError(f"{self.manifest_path}: video {entry.name!r} is listed twice")
+            seen.add(entry.name)
+            types = [t for t in fmt.NEG_TYPES if t in entry.neg_types and (self.neg_types is None or t in self.neg_types)]
+            if types:
+                selected.append((entry, types))
+
+        problems: list[tuple[str, str]] = []  # (video, reason)
+        for entry, types in selected:
+            reason = self._cheap_problem(entry, types)
+            if reason is None and self.skip_invalid:
+                try:
+                    fmt.validate_video_streams(self.root, entry, types)
+                except FormatError as exc:
+                    reason = str(exc)
+            if reason is not None:
+                problems.append((entry.name, reason))
+
+        if problems:
+            reasons = [r for _, r in problems]
+            if not self.skip_invalid:
+                raise FormatError(
+                    f"{len(problems)} invalid video(s) in {self.manifest_path}: {_summarise(reasons)} "
+                    "(set args.skip_invalid=True to drop them)"
+                )
+            warnings.warn(
+                f"DPODataset: skipping {len(problems)} invalid video(s): {_summarise(reasons, 20)}",
+                stacklevel=3,
+            )
+        bad = {name for name, _ in problems}
+        pairs = [
+            PairIndexEntry(e.name, t, e.num_frames, e.height, e.width, e.prompt)
+            for e, types in selected
+            if e.name not in bad
+            for t in types
+        ]
+        if not pairs:
+            what = f" of type(s) {', '.join(self.neg_types)}" if self.neg_types else ""
+            raise UsageError(f"no (video, negative) pairs{what} to train on in {self.manifest_path}")
+        return pairs
+
+    def _cheap_problem(self, entry: fmt.ManifestEntry, types: Sequence[str]) -> str | None:
+        """Problems found from the manifest and a few ``stat`` calls, or ``None``."""
+        if entry.num_frames < self.nframes:
+            return (
+                f"video {entry.name} has {entry.num_frames} frames, fewer than args.nframes={self.nframes}"
+            )
+        if min(entry.height, entry.width) < 1:
+            return f"video {entry.name}: size {entry.width}x{entry.height} in the manifest"
+        video_dir = self.root / entry.name
+        for stream in fmt.stream_dirs(types):
+            if not (video_dir / stream).is_dir():
+                return f"video {entry.name}: stream folder {video_dir / stream} is missing"
+        return None
+
+    # -- sizes and randomness
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change every item's random parameters when ``args.seed`` is set (call before each epoch)."""
+        self.epoch = int(epoch)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.seed is not None:
+            return np.random.default_rng(derive_seed(self.seed, "dpo_dataset", self.epoch, index))
+        return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
+
+    def augmentation(self, index: int, rng: np.random.Generator | None = None) -> Augmentation:
+        """The random parameters of item ``index`` (drawn from ``rng`` or the item's own generator)."""
+        pair = self.pairs[index]
+        if pair.num_frames < self.nframes:
+            raise FormatError(f"video {pair.video} has {pair.num_frames} frames, fewer than args.nframes={self.nframes}")
+        return plan_augmentation(
+            self._rng(index) if rng is None else rng,
+            num_frames=pair.num_frames,
+            height=pair.height,
+            width=pair.width,
+            nframes=self.nframes,
+            resolution=self.resolution,
+            center_crop=self.center_crop,
+            random_flip=self.random_flip,
+            random_reverse=self.random_reverse,
+            proportion_empty_prompts=self.proportion_empty_prompts,
+        )
+
+    # -- items
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for DPODataset of {len(self)} items")
+        index %= len(self)
+        pair = self.pairs[index]
+        aug = self.augmentation(index)
+        pos, neg, hole = self._load_window(pair, aug)
+
+        arena = self._buffers.output_arena(3 * pos.size + 4 * hole.size)
+        pixel_values_pos = arena.normalised(pos)
+        pixel_values_neg = arena.normalised(neg)
+        np.multiply(pos, 1 - hole, out=pos)  # black out the hole: it normalises to exactly -1
+        conditioning = arena.normalised(pos)
+        regions = region_masks(hole, self.boundary_dilation, arena)
+
+        prompt = pair.prompt or self.default_prompt
+        if aug.empty_prompt:
+            prompt = ""
+        return {
+            "pixel_values_pos": pixel_values_pos,
+            "pixel_values_neg": pixel_values_neg,
+            "conditioning_pos": conditioning,
+            "conditioning_neg": conditioning,
+            **regions,
+            "input_ids": self._tokenize(prompt),
+            "neg_type": pair.neg_type,
+            "video": pair.video,
+        }
+
+    def _tokenize(self, prompt: str) -> torch.Tensor:
+        tokens = self.tokenizer(
+            prompt,
+            max_length=self.tokenizer.model_max_length,
+            padding="max_length",
+            truncation=True,
+            return_tensors="pt",
+        )["input_ids"]
+        return torch.as_tensor(tokens, dtype=torch.long).reshape(-1)
+
+    def _load_window(self, pair: PairIndexEntry, aug: Augmentation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read and augment the frames of one item.
+
+        Returns ``pos``, ``neg``: ``uint8 [F,3,R,R]`` RGB, and ``hole``: ``uint8 [F,1,R,R]``
+        in {0, 1}, with ``neg`` equal to ``pos`` wherever ``hole`` is 0.
+        """
+        r = self.resolution
+        f = len(aug.frame_indices)
+        (rh, rw), (y0, x0) = aug.resized_hw, aug.crop_yx
+        resize = (rh, rw) != (pair.height, pair.width)
+        upscale = rh > pair.height or rw > pair.width
+        interp = cv2.INTER_LINEAR if upscale else cv2.INTER_AREA
+        video_dir = self.root / pair.video
+        dirs = (video_dir / fmt.GT_DIR, video_dir / fmt.MASK_DIR, video_dir / pair.neg_type)
+
+        pos = self._buffers.work("pos", (f, 3, r, r))
+        neg = self._buffers.work("neg", (f, 3, r, r))
+        hole = self._buffers.work("hole", (f, 1, r, r))
+        rgb_from_bgr = [2, 0, 1, 1, 0, 2]  # mixChannels pairs: HWC BGR -> CHW RGB planes
+        for k, t in enumerate(aug.frame_indices):
+            name = fmt.frame_name(t)
+            gt_bgr = self._read(dirs[0] / name, cv2.IMREAD_COLOR, pair)
+            mask = self._read(dirs[1] / name, cv2.IMREAD_GRAYSCALE, pair)
+            neg_bgr = self._read(dirs[2] / name, cv2.IMREAD_COLOR, pair)
+            if resize:
+                gt_bgr = cv2.resize(gt_bgr, (rw, rh), interpolation=interp)
+                neg_bgr = cv2.resize(neg_bgr, (rw, rh), interpolation=interp)
+                mask = cv2.resize(mask, (rw, rh), interpolation=cv2.INTER_NEAREST_EXACT)
+            crop = (slice(y0, y0 + r), slice(x0, x0 + r))
+            planes = [pos[k, 0], pos[k, 1], pos[k, 2], neg[k, 0], neg[k, 1], neg[k, 2], hole[k, 0]]
+            cv2.mixChannels([gt_bgr[crop]], planes[0:3], rgb_from_bgr)
+            cv2.mixChannels([neg_bgr[crop]], planes[3:6], rgb_from_bgr)
+            np.greater(mask[crop], 127, out=hole[k, 0].view(bool))
+            if aug.flip:
+                for plane in planes:
+                    cv2.flip(plane, 1, dst=plane)
+        # re-composite: the negative equals the positive wherever the (resized) mask is valid
+        np.copyto(neg, pos, where=hole == 0)
+        return pos, neg, hole
+
+    def _read(self, path: Path, flags: int, pair: PairIndexEntry) -> np.ndarray:
+        image = decode_image(path, flags)
+        if image.shape[:2] != (pair.height, pair.width):
+            raise FormatError(
+                f"video {pair.video}: {path} is {image.shape[1]}x{image.shape[0]}, the manifest says "
+                f"{pair.width}x{pair.height} (all streams must be pixel-aligned)"
+            )
+        return image
+
+    def __repr__(self) -> str:
+        counts = {t: sum(p.neg_type == t for p in self.pairs) for t in fmt.NEG_TYPES}
+        return (
+            f"DPODataset(root={str(self.root)!r}, pairs={len(self)}, per_type={counts}, "
+            f"nframes={self.nframes}, resolution={self.resolution})"
+        )
+
+
+def collate_fn(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch items for a ``DataLoader``: tensors stacked along a new first dim, strings listed.
+
+    A plain module-level function, so it pickles into ``num_workers > 0`` workers.
+    ``torch.utils.data.default_collate`` gives the same result.
+    """
+    if not items:
+        raise ValueError("collate_fn got an empty batch")
+    batch: dict[str, Any] = {}
+    for key, value in items[0].items():
+        values = [item[key] for item in items]
+        batch[key] = torch.stack(values) if isinstance(value, torch.Tensor) else list(values)
+    return batch
