@@ -198,3 +198,27 @@ def test_default_run_uses_the_embedded_samples(tmp_path, monkeypatch, capsys):
     load_with_dpodataset(out, 8, 64)
     printed = capsys.readouterr().out
     assert "3 written" in printed and "manifest:" in printed
+
+
+@needs_data
+def test_mask_dilation_grows_the_stored_mask_and_the_composite_follows(tmp_path):
+    import cv2
+
+    plain, grown = tmp_path / "plain", tmp_path / "grown"
+    common = ["--davis_root", DATA / "DAVIS", "--max_videos", "1", "--nframes", "6", "--resolution", "64",
+              "--neg_types", "blur"]
+    assert generate(*common, "--output_dir", plain) == 0
+    assert generate(*common, "--output_dir", grown, "--mask_dilation", "2") == 0
+    video = fmt.complete_videos(plain)[0]
+    frames = [fmt.frame_name(i) for i in range(6)]
+    hole = read_mask_clip([plain / video / "masks" / f for f in frames])
+    hole_grown = read_mask_clip([grown / video / "masks" / f for f in frames])
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    expected = np.stack([cv2.dilate(h.astype(np.uint8), cross, iterations=2) for h in hole]).astype(bool)
+    assert np.array_equal(hole_grown, expected) and hole_grown.sum() > hole.sum()
+    gt = read_rgb_clip([grown / video / "gt_frames" / f for f in frames])
+    blur = read_rgb_clip([grown / video / "blur" / f for f in frames])
+    assert np.array_equal(blur[~hole_grown], gt[~hole_grown])
+    assert not np.array_equal(blur[hole_grown & ~hole], gt[hole_grown & ~hole])  # the ring is filled too
+    assert json.loads((grown / video / "meta.json").read_text())["generator"]["mask_dilation"] == 2
+    assert generate(*common, "--output_dir", grown, "--resume") == 2  # resume with another dilation is refused

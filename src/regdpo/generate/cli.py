@@ -76,6 +76,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     neg.add_argument("--mask_mode", choices=MASK_MODES, default="random", help="random: free-form shapes, "
                      "5-25%% of the frame, stationary or moving; hard: one large (40-50%%) central shape; "
                      "object: an object annotation of another video (default: %(default)s)")
+    neg.add_argument("--mask_dilation", type=int, default=0, metavar="N", help="grow every mask by N passes of "
+                     "a 3x3 cross before it is stored (DiffuEraser's mask_dilation_iter; its demo uses 8). The "
+                     "grown mask is what is stored, given to the backend and composited with (default: 0)")
     neg.add_argument("--neg_types", nargs="+", choices=NEG_TYPES, default=list(NEG_TYPES), metavar="TYPE",
                      help=f"negative types to make, from {', '.join(NEG_TYPES)} (default: all)")
     neg.add_argument("--backend", choices=BACKENDS, default="auto", help="negative generator (default: auto = "
@@ -137,6 +140,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         neg_types=ordered_neg_types(args.neg_types),
         seed=args.seed,
         mask_mode=args.mask_mode,
+        mask_dilation=args.mask_dilation,
         prompt=args.prompt,
         captions=args.captions,
         flicker_segments=flicker_segments_from_args(args),

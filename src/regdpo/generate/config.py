@@ -35,6 +35,7 @@ class GenerateConfig:
     neg_types: tuple[str, ...] = NEG_TYPES
     seed: int = 0
     mask_mode: str = "random"
+    mask_dilation: int = 0
     prompt: str = ""
     captions: Path | None = None
     flicker_segments: int = 3
@@ -72,6 +73,8 @@ class GenerateConfig:
             raise UsageError(
                 f"--flicker_segments must be between 1 and --nframes ({self.nframes}), got {self.flicker_segments}"
             )
+        if self.mask_dilation < 0:
+            raise UsageError(f"--mask_dilation must be >= 0, got {self.mask_dilation}")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other: pick one")
         if self.backend not in ("classical", "models"):
@@ -82,6 +85,7 @@ class GenerateConfig:
         return {
             "backend": self.backend,
             "mask_mode": self.mask_mode,
+            "mask_dilation": self.mask_dilation,
             "resolution": self.resolution,
             "center_crop": self.center_crop,
             "nframes": self.nframes,
@@ -96,8 +100,8 @@ class GenerateConfig:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
-RESUME_KEYS = ("backend", "mask_mode", "resolution", "center_crop", "nframes", "fps", "run_seed", "neg_types",
-               "flicker_segments")
+RESUME_KEYS = ("backend", "mask_mode", "mask_dilation", "resolution", "center_crop", "nframes", "fps", "run_seed",
+               "neg_types", "flicker_segments")
 """generator settings that must be equal between a folder's videos and a ``--resume`` run."""
 
 FLAG_OF = {"run_seed": "seed"}

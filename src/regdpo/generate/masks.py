@@ -283,11 +283,35 @@ class AnnotationPool:
         raise ValueError("--mask_mode object: no usable object annotation found (" + "; ".join(rejected) + ")")
 
 
+def dilate_holes(holes: np.ndarray, iterations: int) -> np.ndarray:
+    """Grow ``bool [T, H, W]`` holes as DiffuEraser's ``mask_dilation_iter`` does:
+    ``iterations`` passes of a 3x3 cross (a diamond of radius ``iterations``). 0 = unchanged."""
+    if iterations <= 0:
+        return holes
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    grown = [cv2.dilate(h.astype(np.uint8), cross, iterations=iterations) for h in holes]
+    return np.stack(grown).astype(bool)
+
+
 def make_masks(
     mode: str, num_frames: int, height: int, width: int, rng: np.random.Generator,
-    pool: AnnotationPool | None = None, video_name: str = "",
+    pool: AnnotationPool | None = None, video_name: str = "", dilation: int = 0,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Dispatch on ``mode`` (one of ``MASK_MODES``)."""
+    """Dispatch on ``mode`` (one of ``MASK_MODES``), then grow by ``dilation`` (``dilate_holes``).
+
+    The result is the mask that is stored, given to the backend and used for compositing.
+    """
+    holes, info = _make_masks(mode, num_frames, height, width, rng, pool, video_name)
+    if dilation > 0:
+        holes = dilate_holes(holes, dilation)
+        info = {**info, "dilation": dilation, "hole_fraction": _fraction_stats(holes)}
+    return holes, info
+
+
+def _make_masks(
+    mode: str, num_frames: int, height: int, width: int, rng: np.random.Generator,
+    pool: AnnotationPool | None, video_name: str,
+) -> tuple[np.ndarray, dict[str, Any]]:
     if mode == "random":
         return random_masks(num_frames, height, width, rng)
     if mode == "hard":

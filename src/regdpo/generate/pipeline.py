@@ -199,7 +199,7 @@ def make_video(
 
     t0 = time.perf_counter()
     hole, mask_info = make_masks(config.mask_mode, config.nframes, size.height, size.width,
-                                 rng(config.seed, name, "mask"), pool, name)
+                                 rng(config.seed, name, "mask"), pool, name, config.mask_dilation)
     timings["mask"] = time.perf_counter() - t0
 
     prompt, prompt_source = caption_for(source, captions, config.prompt)
