@@ -88,15 +88,16 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 def read_rgb_clip(paths: Sequence[str | os.PathLike]) -> np.ndarray:
     """Read frames into one ``uint8 [T, H, W, 3]`` array; all must share one size."""
     frames = [read_rgb(p) for p in paths]
-    return _stack(frames, paths)
+    return stack_frames(frames, paths)
 
 
 def read_mask_clip(paths: Sequence[str | os.PathLike]) -> np.ndarray:
     """Read masks into one ``bool [T, H, W]`` array (True = hole); all must share one size."""
-    return _stack([read_mask(p) for p in paths], paths)
+    return stack_frames([read_mask(p) for p in paths], paths)
 
 
-def _stack(frames: list[np.ndarray], paths: Sequence[str | os.PathLike]) -> np.ndarray:
+def stack_frames(frames: list[np.ndarray], paths: Sequence[str | os.PathLike]) -> np.ndarray:
+    """Stack same-size frames into one array; a frame of another size is an error naming its path."""
     if not frames:
         raise ValueError("no frames to read")
     shape = frames[0].shape

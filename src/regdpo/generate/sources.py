@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import FrameReadError, UsageError
 from ..format import check_video_name
-from ..frames import read_rgb
+from ..frames import read_rgb, stack_frames
 from .samples import sample_videos
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -300,14 +300,7 @@ class SourceReader:
         else:
             frames = self._read_video(indices)
             paths = [f"{self.source.path} (frame {i})" for i in indices]
-        shape = frames[0].shape
-        for frame, path in zip(frames, paths):
-            if frame.shape != shape:
-                raise FrameReadError(
-                    f"{path}: size {frame.shape[1]}x{frame.shape[0]} differs from the clip's first frame "
-                    f"({shape[1]}x{shape[0]})"
-                )
-        return np.stack(frames)
+        return stack_frames(frames, paths)
 
     def _read_video(self, indices: Sequence[int]) -> list[np.ndarray]:
         wanted = set(indices)

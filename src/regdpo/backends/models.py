@@ -1,0 +1,297 @@
+"""The ``models`` backend: ProPainter + DiffuEraser negatives, in memory.
+
+- ``blur``          ProPainter's result alone (it works at ``--propainter_resize_ratio`` of the
+                    clip size and is resized back, so the fill is soft and textureless).
+- ``hallucination`` DiffuEraser with no prior: the denoising starts from pure seeded noise, so
+                    the hole gets plausible-looking content the clip does not support.
+- ``flicker``       DiffuEraser with ProPainter's result as prior, run segment by segment with a
+                    different seed per segment and stitched in time: content jumps at each
+                    segment boundary (``--flicker_scheme``, see ``flicker_plan``).
+
+Per video, ProPainter runs once (its result is the blur negative and the flicker prior) and
+DiffuEraser runs once for hallucination and once per flicker segment; nothing is decoded or
+encoded twice and nothing touches disk. Models load once per process (``__init__``) and stay
+on the device; ``close()`` frees them. The DiffuEraser code is imported only when the backend
+is constructed. Returned frames are raw; the pipeline composites them onto the GT with the
+stored mask.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import asdict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import UsageError
+from ..format import NEG_TYPES, check_neg_type
+from ..seeding import derive_seed
+from .base import BackendResult, Clip, NegativeBackend, plan_segments
+from .models_config import ModelsConfig
+
+# ---------------------------------------------------------------------- pure helpers
+
+
+def hallucination_seed(video_seed: int) -> int:
+    """Seed of the hallucination run of a video."""
+    return derive_seed(video_seed, "models", "hallucination")
+
+
+def flicker_seeds(video_seed: int, num_segments: int) -> list[int]:
+    """One seed per flicker segment; distinct from each other and from the hallucination seed."""
+    seeds = [derive_seed(video_seed, "models", "flicker", k) for k in range(num_segments)]
+    for k in range(1, num_segments):  # a 31-bit collision is unlikely, but a repeat would hide a boundary
+        while seeds[k] in seeds[:k]:
+            seeds[k] = derive_seed(seeds[k], "next")
+    return seeds
+
+
+def flicker_plan(num_frames: int, num_segments: int, scheme: str) -> list[dict[str, Any]]:
+    """The DiffuEraser runs that make a flicker negative.
+
+    Segments come from ``plan_segments`` (contiguous, sizes differ by at most one). Per segment
+    ``k`` a run with its own seed; ``run`` is the frame range the run covers, ``take`` the range of
+    the output kept (``segment`` = ``run[take]``):
+
+    - ``segments``: the run covers the segment only (total work = one clip's worth of frames;
+      a segment shorter than ``--diffueraser_nframes`` is denoised in one window of its length);
+    - ``full_runs``: the run covers the whole clip and the segment is cut from it (work = one
+      full run per segment, every segment denoised with the whole clip as context).
+    """
+    if scheme not in ("segments", "full_runs"):
+        raise ValueError(f"unknown flicker scheme {scheme!r}")
+    plan = []
+    for start, stop in plan_segments(num_frames, num_segments):
+        if scheme == "segments":
+            plan.append({"segment": (start, stop), "run": (start, stop), "take": (0, stop - start)})
+        else:
+            plan.append({"segment": (start, stop), "run": (0, num_frames), "take": (start, stop)})
+    return plan
+
+
+def stitch_flicker(
+    run: Callable[[int, int, int], np.ndarray],
+    num_frames: int,
+    plan: Sequence[dict[str, Any]],
+    seeds: Sequence[int],
+) -> np.ndarray:
+    """Build the flicker negative: ``run(start, stop, seed)`` returns frames ``[stop-start, H, W, 3]``
+    for clip frames ``[start, stop)``; segment ``k`` comes from the run with ``seeds[k]``."""
+    if len(seeds) != len(plan):
+        raise ValueError(f"{len(plan)} segments but {len(seeds)} seeds")
+    out: np.ndarray | None = None
+    for step, seed in zip(plan, seeds):
+        (r0, r1), (t0, t1), (s0, s1) = step["run"], step["take"], step["segment"]
+        frames = run(r0, r1, seed)
+        if len(frames) != r1 - r0:
+            raise RuntimeError(f"run over frames {r0}:{r1} returned {len(frames)} frames")
+        if out is None:
+            out = np.empty((num_frames, *frames.shape[1:]), dtype=frames.dtype)
+        out[s0:s1] = frames[t0:t1]
+    assert out is not None
+    return out
+
+
+# ---------------------------------------------------------------------- the backend
+
+
+class ModelsBackend(NegativeBackend):
+    """ProPainter + DiffuEraser negatives (see the module doc). Load once, call ``generate`` per video."""
+
+    name = "models"
+    supported_types = NEG_TYPES
+
+    def __init__(self, config: ModelsConfig):
+        config.check()  # every path, file, module and flag, before any model loads
+        import torch
+
+        from .models_diffueraser import DiffuEraserRunner
+        from .models_propainter import ProPainterRunner, ProPainterSettings
+        from .models_source import import_source
+
+        self.config = config
+        self._torch = torch
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.model_precision, self.device)
+        started = time.perf_counter()
+        source = import_source(config.diffueraser_repo)
+        self.propainter_settings = ProPainterSettings(
+            resize_ratio=float(config.propainter_resize_ratio),
+            mask_dilation=int(config.propainter_mask_dilation),
+            raft_iter=int(config.propainter_raft_iter),
+            subvideo_length=int(config.propainter_subvideo_length),
+            neighbor_length=int(config.propainter_neighbor_length),
+            ref_stride=int(config.propainter_ref_stride),
+        )
+        with torch.inference_mode():
+            self.propainter = ProPainterRunner(source, config.propainter_model_dir, self.device,
+                                               half=self.dtype == torch.float16, settings=self.propainter_settings)
+            self.diffueraser = DiffuEraserRunner(
+                source, base_model_path=config.base_model_path, vae_path=config.vae_path,
+                diffueraser_path=config.diffueraser_path, pcm_weights_path=config.pcm_weights_path,
+                pcm_ckpt=config.pcm_ckpt, device=self.device, dtype=self.dtype,
+                nframes=int(config.diffueraser_nframes),
+            )
+        self.load_seconds = time.perf_counter() - started
+
+    # ------------------------------------------------------------------ API
+    def settings(self) -> dict[str, Any]:
+        import diffusers
+
+        c = self.config
+        return {
+            "classical_approximation": False,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "pcm_ckpt": c.pcm_ckpt,
+            "pcm_file": self.diffueraser.pcm_file,
+            "num_inference_steps": self.diffueraser.steps,
+            "guidance_scale": self.diffueraser.guidance_scale,
+            "diffueraser_nframes": int(c.diffueraser_nframes),
+            "diffueraser_use_prompt": bool(c.diffueraser_use_prompt),
+            "flicker_scheme": c.flicker_scheme,
+            "flicker_segments": int(c.flicker_segments),
+            "propainter": asdict(self.propainter_settings),
+            "paths": {k: getattr(c, k) for k in ("base_model_path", "vae_path", "diffueraser_path",
+                                                 "propainter_model_dir", "pcm_weights_path", "diffueraser_repo")},
+            "versions": {"torch": self._torch.__version__, "diffusers": diffusers.__version__},
+            "load_seconds": round(self.load_seconds, 3),
+        }
+
+    def generate(self, clip: Clip, neg_types: Sequence[str]) -> BackendResult:
+        torch = self._torch
+        types = [check_neg_type(t) for t in neg_types]
+        frames, hole = clip.frames, clip.hole
+        num, height, width = hole.shape
+        if height % 8 or width % 8:
+            raise ValueError(f"{clip.name}: frame size {width}x{height} is not a multiple of 8")
+        result = BackendResult()
+        timings = result.timings
+        prompt = clip.prompt if self.config.diffueraser_use_prompt else ""
+        common = {"classical_approximation": False, "steps": self.diffueraser.steps, "pcm_ckpt": self.config.pcm_ckpt}
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            with torch.inference_mode():
+                prior = None
+                if "blur" in types or "flicker" in types:
+                    stages: dict[str, float] = {}
+                    t0 = time.perf_counter()
+                    prior = self.propainter.run(frames, hole, stages)
+                    timings["propainter"] = time.perf_counter() - t0
+                    timings.update(stages)
+                if "blur" in types:
+                    assert prior is not None
+                    result.negatives["blur"] = prior
+                    pw, ph = _processing_size(width, height, self.propainter_settings.resize_ratio)
+                    result.info["blur"] = {
+                        "classical_approximation": False,
+                        "method": "ProPainter result alone (RAFT flows, flow completion, propagation, "
+                                  "transformer), at reduced size and resized back",
+                        "processing_size": [pw, ph],
+                        **asdict(self.propainter_settings),
+                    }
+                if "hallucination" in types:
+                    seed = hallucination_seed(clip.seed)
+                    t0 = time.perf_counter()
+                    out, run = self.diffueraser.run(frames, hole, None, seed, prompt)
+                    timings["hallucination"] = time.perf_counter() - t0
+                    result.negatives["hallucination"] = out
+                    result.info["hallucination"] = {
+                        **common,
+                        "method": "DiffuEraser without prior: start = seeded unit Gaussian latents over the clip",
+                        "seed": seed,
+                        "window": run.window,
+                        "key_frames": run.key_frames,
+                        "diffueraser_runs": 1,
+                    }
+                if "flicker" in types:
+                    assert prior is not None
+                    segments = int(self.config.flicker_segments)
+                    if segments > num:
+                        raise ValueError(f"{clip.name}: --flicker_segments {segments} exceeds the clip's {num} frames")
+                    plan = flicker_plan(num, segments, self.config.flicker_scheme)
+                    seeds = flicker_seeds(clip.seed, segments)
+                    runs = []
+
+                    def run_part(start: int, stop: int, seed: int) -> np.ndarray:
+                        out, run = self.diffueraser.run(frames[start:stop], hole[start:stop], prior[start:stop],
+                                                        seed, prompt)
+                        runs.append(run)
+                        return out
+
+                    t0 = time.perf_counter()
+                    result.negatives["flicker"] = stitch_flicker(run_part, num, plan, seeds)
+                    timings["flicker"] = time.perf_counter() - t0
+                    result.info["flicker"] = {
+                        **common,
+                        "method": "DiffuEraser with the ProPainter prior, one seed per segment, stitched in time",
+                        "scheme": self.config.flicker_scheme,
+                        "num_segments": segments,
+                        "segments": [list(p["segment"]) for p in plan],
+                        "segment_seeds": seeds,
+                        "windows": [r.window for r in runs],
+                        "key_frames": [r.key_frames for r in runs],
+                        "diffueraser_runs": len(runs),
+                        "denoised_frames": int(sum(r.num_frames for r in runs)),
+                    }
+                if cuda:
+                    peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+                    for info in result.info.values():
+                        info["cuda_peak_memory_mb"] = round(peak, 1)
+        finally:
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+        return result
+
+    def close(self) -> None:
+        for name in ("propainter", "diffueraser"):
+            runner = getattr(self, name, None)
+            if runner is not None:
+                runner.close()
+                delattr(self, name)
+        gc.collect()
+        if getattr(self, "device", None) is not None and self.device.type == "cuda":
+            self._torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------- device / precision
+
+
+def resolve_device(name: str):
+    """``torch.device`` for ``--device`` (``auto`` = CUDA when available); ``UsageError`` if unusable."""
+    import torch
+
+    name = str(name or "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA device is available to torch {torch.__version__}; "
+                             "use --device cpu (slow) or a machine with a GPU")
+        device = torch.device(name)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s)")
+        return device
+    if name == "cpu":
+        return torch.device("cpu")
+    raise UsageError(f"--device {name!r}: use cuda, cuda:N, cpu or auto")
+
+
+def resolve_dtype(precision: str, device):
+    """fp16 on CUDA and fp32 on CPU for ``auto``; else as asked."""
+    import torch
+
+    if precision == "fp16" or (precision == "auto" and device.type == "cuda"):
+        return torch.float16
+    return torch.float32
+
+
+def _processing_size(width: int, height: int, ratio: float) -> tuple[int, int]:
+    from .models_propainter import processing_size
+
+    return processing_size(width, height, ratio)

@@ -1,0 +1,333 @@
+"""Contract tests of the models backend against the real DiffuEraser / ProPainter code.
+
+They build tiny randomly initialised models with the real classes (``models_tiny``), save
+them in the user's folder layout, and run the backend end to end on CPU. They need a
+DiffuEraser checkout (``REGDPO_DIFFUERASER_REPO=/path/to/DiffuEraser``, or the code on
+``PYTHONPATH``) and the ``[models]`` extra plus a working torchvision; otherwise they skip
+and say why. Run them with::
+
+    REGDPO_DIFFUERASER_REPO=/path/to/DiffuEraser pytest tests/test_models_contract.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import numpy as np
+import pytest
+
+from regdpo import format as fmt
+from regdpo.backends.base import Clip, plan_segments
+from regdpo.backends.models_config import ModelsConfig
+from regdpo.frames import read_mask_clip, read_rgb_clip
+from regdpo.writer import write_video_entry
+
+REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
+
+
+def _why_skip() -> str | None:
+    if REPO is None and ModelsConfig(diffueraser_repo=None).source_problems():
+        return "no DiffuEraser checkout: set REGDPO_DIFFUERASER_REPO (or put the code on PYTHONPATH)"
+    if REPO is not None and ModelsConfig(diffueraser_repo=REPO).source_problems():
+        return ModelsConfig(diffueraser_repo=REPO).source_problems()[0]
+    absent = [m for m in ("diffusers", "transformers", "peft", "einops", "scipy", "safetensors", "torchvision")
+              if importlib.util.find_spec(m) is None]
+    if absent:
+        return f"the models backend needs {', '.join(absent)} (pip install -e .[models] and torchvision)"
+    try:
+        importlib.import_module("torchvision.ops")  # ProPainter's deform_conv2d
+    except Exception as exc:  # a torchvision that does not match torch fails here
+        return f"torchvision does not work beside this torch ({exc})"
+    return None
+
+
+REASON = _why_skip()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+FRAMES, SIZE = 6, 160
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory):
+    from regdpo.backends.models import ModelsBackend
+    from regdpo.backends.models_source import import_source
+    from regdpo.backends.models_tiny import build_tiny_weights
+
+    root = tmp_path_factory.mktemp("tiny_weights")
+    paths = build_tiny_weights(root, import_source(REPO))
+    config = ModelsConfig(
+        **paths, diffueraser_repo=REPO, device="cpu", flicker_segments=2, diffueraser_nframes=4,
+        propainter_resize_ratio=0.8, propainter_raft_iter=1,
+    )
+    be = ModelsBackend(config)
+    yield be
+    be.close()
+
+
+def make_clip(seed: int = 11, frames: int = FRAMES) -> Clip:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (SIZE, SIZE + 8 * frames, 3), dtype=np.uint8)
+    video = np.stack([base[:, 8 * t:8 * t + SIZE] for t in range(frames)])  # a panning texture
+    hole = np.zeros(video.shape[:3], bool)
+    for t in range(frames):
+        hole[t, 40 + 2 * t:100 + 2 * t, 48:120] = True
+    return Clip(name="tiny", frames=video, hole=hole, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def first(backend):
+    clip = make_clip()
+    return clip, backend.generate(clip, fmt.NEG_TYPES)
+
+
+def test_all_negatives_have_the_clip_shape(first):
+    clip, result = first
+    assert set(result.negatives) == set(fmt.NEG_TYPES)
+    for neg_type, frames in result.negatives.items():
+        assert frames.shape == clip.frames.shape and frames.dtype == np.uint8, neg_type
+        assert not np.array_equal(frames[clip.hole], clip.frames[clip.hole]), f"{neg_type} left the hole as GT"
+
+
+def test_written_entry_equals_gt_outside_the_hole(first, tmp_path):
+    clip, result = first
+    meta = fmt.VideoMeta(name=clip.name, num_frames=clip.num_frames, height=SIZE, width=SIZE,
+                         neg_types=list(fmt.NEG_TYPES), seed=clip.seed, negatives=result.info,
+                         timings=result.timings)
+    write_video_entry(tmp_path, meta, clip.frames, clip.hole, result.negatives)
+    entry = fmt.read_video_meta(tmp_path, clip.name)
+    fmt.validate_video_streams(tmp_path, entry)
+    names = fmt.frame_names(clip.num_frames)
+    hole = read_mask_clip([tmp_path / clip.name / fmt.MASK_DIR / n for n in names])
+    assert np.array_equal(hole, clip.hole)
+    for neg_type in fmt.NEG_TYPES:
+        stored = read_rgb_clip([tmp_path / clip.name / neg_type / n for n in names])
+        assert np.array_equal(stored[~hole], clip.frames[~hole]), neg_type
+        assert np.array_equal(stored[hole], result.negatives[neg_type][hole]), neg_type
+
+
+def test_generate_is_deterministic(backend, first):
+    clip, result = first
+    again = backend.generate(clip, fmt.NEG_TYPES)
+    for neg_type in fmt.NEG_TYPES:
+        assert np.array_equal(again.negatives[neg_type], result.negatives[neg_type]), neg_type
+    assert again.info == result.info
+
+
+def test_another_seed_changes_the_diffusion_negatives(backend, first):
+    clip, result = first
+    other = backend.generate(make_clip(seed=12), ["hallucination"])
+    assert set(other.negatives) == {"hallucination"}
+    assert "propainter" not in other.timings  # hallucination alone needs no ProPainter run
+    assert not np.array_equal(other.negatives["hallucination"], result.negatives["hallucination"])
+
+
+def test_meta_records_seeds_segments_and_timings(first):
+    clip, result = first
+    flicker = result.info["flicker"]
+    assert flicker["segments"] == [list(s) for s in plan_segments(FRAMES, 2)]
+    assert len(set(flicker["segment_seeds"])) == 2 and flicker["diffueraser_runs"] == 2
+    assert flicker["denoised_frames"] == FRAMES and flicker["scheme"] == "segments"
+    assert result.info["hallucination"]["seed"] not in flicker["segment_seeds"]
+    assert result.info["blur"]["processing_size"] == [128, 128]
+    assert all(info["classical_approximation"] is False for info in result.info.values())
+    for stage in ("propainter", "propainter_raft", "propainter_transformer", "hallucination", "flicker"):
+        assert result.timings[stage] > 0, stage
+
+
+def test_flicker_segment_k_is_the_seeded_run_on_segment_k(backend, first):
+    import torch
+
+    clip, result = first
+    prior = result.negatives["blur"]  # ProPainter's raw result is the flicker prior
+    info = result.info["flicker"]
+    for (start, stop), seed in zip(info["segments"], info["segment_seeds"]):
+        with torch.inference_mode():
+            alone, _ = backend.diffueraser.run(clip.frames[start:stop], clip.hole[start:stop],
+                                               prior[start:stop], seed)
+        assert np.array_equal(result.negatives["flicker"][start:stop], alone)
+
+
+def test_pcm_lora_and_scheduler_are_loaded(backend):
+    runner = backend.diffueraser
+    names = [n for n, _ in runner.pipeline.unet.named_parameters()]
+    assert any("lora" in n for n in names), "the PCM LoRA did not reach the motion UNet"
+    assert type(runner.pipeline.scheduler).__name__ == "TCDScheduler" and runner.steps == 2
+    assert runner.pcm_file.endswith("sd15/pcm_sd15_smallcfg_2step_converted.safetensors")
+    settings = backend.settings()
+    assert settings["dtype"] == "float32" and settings["device"] == "cpu"
+
+
+def test_key_frame_pass_with_prior_is_deterministic(backend):
+    import torch
+
+    clip = make_clip(frames=9)  # 9 > 2 * nframes: DiffuEraser's key-frame pass runs
+    prior = clip.frames[:, ::-1].copy()
+    with torch.inference_mode():
+        out, run = backend.diffueraser.run(clip.frames, clip.hole, prior, seed=5)
+        again, _ = backend.diffueraser.run(clip.frames, clip.hole, prior, seed=5)
+    assert run.key_frames == [0, 2, 4, 6] and run.window == 4 and run.with_prior
+    assert out.shape == clip.frames.shape and np.array_equal(out, again)
+
+
+def test_global_rng_is_left_alone(backend):
+    import torch
+
+    torch.manual_seed(1234)
+    expected = torch.rand(3)
+    torch.manual_seed(1234)
+    backend.generate(make_clip(), ["hallucination"])
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_too_small_clip_for_propainter_fails_clearly(backend):
+    clip = make_clip()
+    small = Clip(name="small", frames=clip.frames[:, :96, :96].copy(), hole=clip.hole[:, :96, :96].copy(), seed=1)
+    with pytest.raises(ValueError, match="RAFT needs at least 128 px"):
+        backend.generate(small, ["blur"])
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def test_propainter_driver_matches_propainter_forward(backend, tmp_path, monkeypatch):
+    """Our in-memory ProPainter equals ProPainter's own file-based forward() on the same input.
+
+    At ratio 1.0 neither side resizes; ``subvideo_length=4`` makes both chunk the flow
+    completion and the image propagation and run the pre-propagation of long clips.
+    """
+    if importlib.util.find_spec("matplotlib") is None or importlib.util.find_spec("requests") is None:
+        pytest.skip("propainter.inference imports matplotlib and requests")
+    import cv2
+    import torch
+
+    from regdpo.backends.models_propainter import ProPainterRunner, ProPainterSettings
+    from regdpo.backends.models_source import import_source
+    from regdpo.frames import write_mask, write_rgb
+
+    inference = pytest.importorskip("propainter.inference")
+    clip = make_clip()
+    frames, hole = clip.frames[:, 16:144, 16:144].copy(), clip.hole[:, 16:144, 16:144].copy()
+    (tmp_path / "frames").mkdir()
+    (tmp_path / "masks").mkdir()
+    for t in range(len(frames)):  # lossless PNG folders: forward() reads frame folders with cv2
+        write_rgb(tmp_path / "frames" / f"{t:05d}.png", frames[t])
+        write_mask(tmp_path / "masks" / f"{t:05d}.png", hole[t])
+
+    captured: list[np.ndarray] = []
+
+    class Capture:  # stands in for cv2.VideoWriter: keep the frames forward() would encode
+        def __init__(self, *args):
+            pass
+
+        def write(self, frame):
+            captured.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(inference.cv2, "VideoWriter", Capture)
+    model_dir = backend.config.propainter_model_dir
+    kwargs = dict(mask_dilation=2, ref_stride=10, neighbor_length=10, subvideo_length=4, raft_iter=1)
+    with torch.no_grad():
+        original = inference.Propainter(model_dir, device=torch.device("cpu"))
+        original.forward(str(tmp_path / "frames"), str(tmp_path / "masks"), str(tmp_path / "out.mp4"),
+                         resize_ratio=1.0, fp16=False, **kwargs)
+    settings = ProPainterSettings(resize_ratio=1.0, mask_dilation=2, raft_iter=1, subvideo_length=4,
+                                  neighbor_length=10, ref_stride=10)
+    ours = ProPainterRunner(import_source(REPO), model_dir, torch.device("cpu"), half=False, settings=settings)
+    with torch.inference_mode():
+        mine = ours.run(frames, hole)
+    assert len(captured) == len(frames)
+    reference = np.stack(captured)
+    assert reference.shape == mine.shape
+    assert np.array_equal(reference, mine), np.abs(reference.astype(int) - mine.astype(int)).max()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def test_diffueraser_driver_matches_diffueraser_forward(backend, tmp_path, monkeypatch):
+    """Our in-memory DiffuEraser run equals DiffuEraser's own forward() on the same input.
+
+    forward() needs >= 22 frames, a side >= 256 px, fp16 (hard-coded) and files: its readers and
+    writer are replaced by in-memory stand-ins, the mask given to it is the stored hole dilated
+    once (its erode-once step gives the stored hole back), ``mask_dilation_iter=0`` and
+    ``blended=False`` so its output is our raw output composited with the stored hole. With
+    ``nframes=4`` the key-frame pass runs. forward() draws from the global RNG unseeded, so the
+    test seeds it just before.
+    """
+    import sys
+
+    import cv2
+    import torch
+    import torchvision.io
+
+    from regdpo.backends.models_diffueraser import DiffuEraserRunner
+    from regdpo.backends.models_source import import_source
+    from regdpo.frames import composite
+
+    if REPO is not None and str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    dd = pytest.importorskip("diffueraser.diffueraser")
+    num, height, width, fps, seed = 22, 64, 256, 11.0, 7
+    rng = np.random.default_rng(3)
+    base = rng.integers(0, 256, (height, width + 4 * num, 3), dtype=np.uint8)
+    frames = np.stack([base[:, 4 * t:4 * t + width] for t in range(num)])
+    hole = np.zeros((num, height, width), bool)
+    for t in range(num):
+        hole[t, 10 + t:40 + t, 80:200] = True
+    prior = np.ascontiguousarray(frames[:, ::-1])
+    grown = [cv2.dilate(h.astype(np.uint8), np.ones((3, 3), np.uint8)) for h in hole]
+    videos = {"mask.mp4": [np.repeat(g[..., None] * 255, 3, axis=2) for g in grown],
+              "prior.mp4": [p[..., ::-1].copy() for p in prior]}  # cv2 gives BGR
+
+    class Capture:
+        def __init__(self, path):
+            self.frames, self.i = list(videos[os.path.basename(path)]), 0
+
+        def isOpened(self):
+            return True
+
+        def get(self, prop):
+            return fps
+
+        def read(self):
+            self.i += 1
+            return (True, self.frames[self.i - 1]) if self.i <= len(self.frames) else (False, None)
+
+        def release(self):
+            pass
+
+    written: list[np.ndarray] = []
+
+    class Writer:
+        def __init__(self, *args):
+            pass
+
+        def write(self, frame):
+            written.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+        def release(self):
+            pass
+
+    monkeypatch.setattr(dd.cv2, "VideoCapture", Capture)
+    monkeypatch.setattr(dd.cv2, "VideoWriter", Writer)
+    monkeypatch.setattr(torchvision.io, "read_video",
+                        lambda filename, pts_unit, end_pts: (torch.from_numpy(frames), None, {"video_fps": fps}),
+                        raising=False)
+    config = backend.config
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "PCM_Weights").symlink_to(config.pcm_weights_path)  # forward()'s fixed path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prior.mp4").touch()  # forward() deletes it after reading
+    cpu = torch.device("cpu")
+    original = dd.DiffuEraser(cpu, config.base_model_path, config.vae_path, config.diffueraser_path, ckpt="2-Step")
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        original.forward("video.mp4", "mask.mp4", "prior.mp4", "out.mp4", video_length=2, mask_dilation_iter=0,
+                         nframes=4, seed=seed, blended=False)
+    ours = DiffuEraserRunner(import_source(REPO), base_model_path=config.base_model_path, vae_path=config.vae_path,
+                             diffueraser_path=config.diffueraser_path, pcm_weights_path=config.pcm_weights_path,
+                             pcm_ckpt="2-Step", device=cpu, dtype=torch.float16, nframes=4)
+    with torch.inference_mode():
+        raw, run = ours.run(frames, hole, prior, seed)
+    assert run.key_frames and len(written) == num
+    assert np.array_equal(composite(raw, frames, hole), np.stack(written))
