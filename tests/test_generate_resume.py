@@ -79,3 +79,25 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
             assert a.read_bytes() == b.read_bytes(), rel
         compared += 1
     assert compared > 5 * 5 * 12  # 5 videos x 5 streams x 12 frames, plus records
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_and_deletes_nothing(tmp_path):
+    """Two generators never write one folder: the second stops before touching anything."""
+    import fcntl
+
+    out = tmp_path / "dpo"
+    flags = ["generate", "--no_progress", "--davis_root", DATA / "DAVIS", "--max_videos", "1", "--nframes", "6",
+             "--resolution", "64", "--neg_types", "blur", "--output_dir", out]
+    flags = [str(f) for f in flags]
+    assert regdpo_main(flags) == 0
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    (out / ".staging").mkdir()  # work in progress of the run that holds the lock
+    with open(out / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        for extra in (["--resume"], ["--overwrite"]):
+            assert regdpo_main(flags + extra) == 2
+        assert (out / ".staging").is_dir()
+    (out / ".staging").rmdir()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert regdpo_main(flags + ["--overwrite"]) == 0  # lock released: runs again
+    assert (out / ".lock").is_file()

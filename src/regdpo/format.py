@@ -12,6 +12,7 @@ Layout (documented in ``docs/FORMAT.md``)::
       {video}/meta.json             per-video record (written last: its presence marks a complete video)
       _failed/{video}.json          failure / skip records of the generator
       .staging/                     work in progress; never read, removed by the next run
+      .lock                         locked by the generator while it runs
 
 Every name that a writer or reader uses comes from this module.
 """
@@ -39,6 +40,8 @@ META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.json"
 FAILED_DIR = "_failed"
 STAGING_DIR = ".staging"
+LOCK_FILE = ".lock"
+"""Held (``flock``) by a running generator, so two runs never write one folder."""
 FRAME_EXT = ".png"
 MASK_HOLE_VALUE = 255
 """Value of a hole pixel in a stored mask PNG (valid pixels are 0)."""

@@ -8,6 +8,7 @@ and replaced atomically.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -18,7 +19,13 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import format as fmt
+from .errors import UsageError
 from .frames import composite, write_mask, write_rgb
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (one run per folder is then up to the user)
+    fcntl = None
 
 
 _ENCODE_THREADS = min(4, os.cpu_count() or 1)
@@ -31,6 +38,29 @@ def _encode_pool() -> ThreadPoolExecutor:
     if _encoder is None:
         _encoder = ThreadPoolExecutor(_ENCODE_THREADS, thread_name_prefix="regdpo-png")
     return _encoder
+
+
+@contextlib.contextmanager
+def output_lock(root: str | os.PathLike):
+    """Hold ``{root}/.lock`` for the duration; a second holder gets a clear ``UsageError``.
+
+    The lock (``flock``) dies with the process, so a killed run never leaves it stuck.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / fmt.LOCK_FILE, "a+")
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(
+                    f"{root}: another regdpo generator is writing into this folder ({root / fmt.LOCK_FILE} is "
+                    f"locked); wait for it to finish or choose another --output_dir"
+                ) from None
+        yield
+    finally:
+        handle.close()  # closing releases the lock
 
 
 def clear_staging(root: str | os.PathLike) -> None:

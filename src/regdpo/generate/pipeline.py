@@ -27,7 +27,15 @@ from .. import format as fmt
 from ..backends.base import Clip, NegativeBackend
 from ..errors import UsageError
 from ..seeding import derive_seed, rng
-from ..writer import VideoEntryWriter, clear_failure, clear_staging, read_failure, rebuild_manifest, record_failure
+from ..writer import (
+    VideoEntryWriter,
+    clear_failure,
+    clear_staging,
+    output_lock,
+    read_failure,
+    rebuild_manifest,
+    record_failure,
+)
 from .clips import clip_indices, frame_stride, resize_frames, working_size
 from .config import FLAG_OF, RESUME_KEYS, GenerateConfig
 from .masks import AnnotatedVideo, AnnotationPool, make_masks
@@ -44,7 +52,8 @@ def _stderr_log(message: str) -> None:
 
 
 def _entries(root: Path) -> list[Path]:
-    return sorted(root.iterdir()) if root.is_dir() else []
+    """What is in the output folder, but the run lock (never deleted: others may be waiting on it)."""
+    return sorted(p for p in root.iterdir() if p.name != fmt.LOCK_FILE) if root.is_dir() else []
 
 
 def check_output_dir(config: GenerateConfig) -> None:
@@ -287,12 +296,17 @@ def run_generation(
     root = config.output_dir
     t_run = time.perf_counter()
     pool = build_annotation_pool(sources) if config.mask_mode == "object" else None
-    if config.resume:
-        check_resume_compatible(config)
-    if config.overwrite:
-        clear_output_dir(root)
-    root.mkdir(parents=True, exist_ok=True)
-    clear_staging(root)
+    with output_lock(root):  # before anything is deleted: never two runs in one folder
+        if config.resume:
+            check_resume_compatible(config)
+        if config.overwrite:
+            clear_output_dir(root)
+        clear_staging(root)
+        return _run_locked(config, backend, sources, pool, captions, log, t_run)
+
+
+def _run_locked(config, backend, sources, pool, captions, log, t_run) -> RunSummary:
+    root = config.output_dir
     summary = RunSummary(root)
     done = set(fmt.complete_videos(root))
     bar = tqdm(total=len(sources), unit="video", disable=not config.progress, file=sys.stderr,
