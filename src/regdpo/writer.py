@@ -41,31 +41,51 @@ def _encode_pool() -> ThreadPoolExecutor:
 
 
 @contextlib.contextmanager
-def output_lock(root: str | os.PathLike):
-    """Hold ``{root}/.lock`` for the duration; a second holder gets a clear ``UsageError``.
+def output_lock(root: str | os.PathLike, shard: str | None = None):
+    """Hold the run lock of ``root`` for the duration; a conflicting holder gets a clear ``UsageError``.
 
-    The lock (``flock``) dies with the process, so a killed run never leaves it stuck.
+    A whole run locks ``{root}/.lock`` exclusively. A shard (``shard="shard-K-of-N"``) locks
+    ``.lock`` shared, so shards run side by side but never beside a whole run, and its own
+    ``.lock.shard-K-of-N`` exclusively, so one shard never runs twice. ``flock`` locks die with
+    the process: a killed run never leaves a stale lock.
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    handle = open(root / fmt.LOCK_FILE, "a+")
+    locks = [(fmt.LOCK_FILE, shard is None)]
+    if shard is not None:
+        locks.append((f"{fmt.LOCK_FILE}.{shard}", True))
+    handles = []
     try:
-        if fcntl is not None:
+        for name, exclusive in locks:
+            handle = open(root / name, "a+")
+            handles.append(handle)
+            if fcntl is None:
+                continue
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
             except BlockingIOError:
+                holder = "another regdpo generator is writing into this folder"
+                if shard is not None and name != fmt.LOCK_FILE:
+                    holder = f"{shard} is already running in this folder"
+                elif shard is not None:
+                    holder = "a run without shards is writing into this folder"
                 raise UsageError(
-                    f"{root}: another regdpo generator is writing into this folder ({root / fmt.LOCK_FILE} is "
-                    f"locked); wait for it to finish or choose another --output_dir"
+                    f"{root}: {holder} ({root / name} is locked); wait for it to finish or choose another "
+                    f"--output_dir"
                 ) from None
         yield
     finally:
-        handle.close()  # closing releases the lock
+        for handle in handles:
+            handle.close()  # closing releases the lock
 
 
-def clear_staging(root: str | os.PathLike) -> None:
-    """Remove what an interrupted run left in ``.staging/`` (never a finished video)."""
-    shutil.rmtree(Path(root) / fmt.STAGING_DIR, ignore_errors=True)
+def clear_staging(root: str | os.PathLike, subdir: str | None = None) -> None:
+    """Remove what an interrupted run left in ``.staging/`` (never a finished video).
+
+    ``subdir``: only that shard's part (other shards may be writing beside it).
+    """
+    staging = Path(root) / fmt.STAGING_DIR
+    shutil.rmtree(staging / subdir if subdir else staging, ignore_errors=True)
 
 
 class VideoEntryWriter:
@@ -83,12 +103,21 @@ class VideoEntryWriter:
     ``commit`` replaces an existing entry of the same name (used by ``--overwrite``).
     """
 
-    def __init__(self, root: str | os.PathLike, name: str):
+    def __init__(self, root: str | os.PathLike, name: str, staging_subdir: str | None = None):
         self.root = Path(root)
         self.name = fmt.check_video_name(name)
         self.final_dir = self.root / name
-        self.staging_dir = self.root / fmt.STAGING_DIR / f"{name}.{uuid.uuid4().hex[:8]}"
-        self.staging_dir.mkdir(parents=True)
+        self.staging_parent = self.root / fmt.STAGING_DIR
+        if staging_subdir:  # one per shard, so that a shard clears only its own leftovers
+            self.staging_parent = self.staging_parent / staging_subdir
+        self.staging_dir = self.staging_parent / f"{name}.{uuid.uuid4().hex[:8]}"
+        for attempt in range(3):
+            try:
+                self.staging_dir.mkdir(parents=True)
+                break
+            except FileNotFoundError:  # another process removed an empty parent in between
+                if attempt == 2:
+                    raise
         self._gt: np.ndarray | None = None
         self._hole: np.ndarray | None = None
         self._negatives: list[str] = []
@@ -107,10 +136,11 @@ class VideoEntryWriter:
         self._remove_empty_staging_root()
 
     def _remove_empty_staging_root(self) -> None:
-        try:
-            (self.root / fmt.STAGING_DIR).rmdir()
-        except OSError:  # not empty (another writer, an old leftover) or already gone
-            pass
+        for folder in dict.fromkeys([self.staging_parent, self.root / fmt.STAGING_DIR]):
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another writer, an old leftover) or already gone
+                return
 
     # -- streams
     def _write_stream(self, stream: str, frames: np.ndarray, writer) -> None:
@@ -169,7 +199,7 @@ class VideoEntryWriter:
         fmt.write_json_atomic(self.staging_dir / fmt.META_FILE, meta.to_dict())
         _fsync_dir(self.staging_dir)
         if self.final_dir.exists():
-            trash = self.root / fmt.STAGING_DIR / f"{self.name}.old.{uuid.uuid4().hex[:8]}"
+            trash = self.staging_parent / f"{self.name}.old.{uuid.uuid4().hex[:8]}"
             os.replace(self.final_dir, trash)
             os.replace(self.staging_dir, self.final_dir)
             shutil.rmtree(trash, ignore_errors=True)

@@ -101,6 +101,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "complete videos, retry failed ones (same settings required)")
     run.add_argument("--overwrite", action="store_true", help="delete what an earlier run wrote in --output_dir "
                      "and start again")
+    run.add_argument("--num_shards", type=int, default=1, metavar="N", help="split the videos into N shards "
+                     "(video i goes to shard i %% N) to run N processes, e.g. one per GPU, into the same --output_dir "
+                     "at once; each shard resumes on its own, and the union equals an unsharded run (default: 1)")
+    run.add_argument("--shard_index", type=int, default=0, metavar="K", help="which shard this process makes, "
+                     "0 .. N-1 (default: 0)")
     run.add_argument("--max_attempts", type=int, default=2, help="attempts per failing video over --resume runs, "
                      "in total (default: %(default)s)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -144,9 +149,11 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         prompt=args.prompt,
         captions=args.captions,
         flicker_segments=flicker_segments_from_args(args),
-        resume=args.resume,
+        resume=args.resume or args.num_shards > 1,  # a shard always continues what is there
         overwrite=args.overwrite,
         max_attempts=args.max_attempts,
+        num_shards=args.num_shards,
+        shard_index=args.shard_index,
         device=args.device,
         progress=not args.no_progress,
     )
@@ -183,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
                                config.video_root, config.assumed_fps)
     if config.max_videos is not None:
         sources = sources[: config.max_videos]
+    sources = sources[config.shard_index :: config.num_shards]
     captions = load_captions(config.captions) if config.captions else {}
     check_output_dir(config)
     if config.backend == "classical" and models_config.ModelsConfig.from_args(args).any_weight_path_given():

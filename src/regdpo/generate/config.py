@@ -42,6 +42,8 @@ class GenerateConfig:
     resume: bool = False
     overwrite: bool = False
     max_attempts: int = 2
+    num_shards: int = 1
+    shard_index: int = 0
     device: str = "cuda"
     progress: bool = True
 
@@ -75,10 +77,23 @@ class GenerateConfig:
             )
         if self.mask_dilation < 0:
             raise UsageError(f"--mask_dilation must be >= 0, got {self.mask_dilation}")
+        if self.num_shards < 1:
+            raise UsageError(f"--num_shards must be >= 1, got {self.num_shards}")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise UsageError(f"--shard_index must be between 0 and --num_shards - 1 ({self.num_shards - 1}), "
+                             f"got {self.shard_index}")
+        if self.num_shards > 1 and self.overwrite:
+            raise UsageError("--overwrite cannot be combined with --num_shards > 1 (the other shards may be writing "
+                             "into the folder): delete the folder first, then start the shards")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other: pick one")
         if self.backend not in ("classical", "models"):
             raise UsageError(f"--backend: unknown backend {self.backend!r}")
+
+    @property
+    def shard_name(self) -> str | None:
+        """``shard-K-of-N`` for a sharded run (its lock and staging folder), else ``None``."""
+        return f"shard-{self.shard_index}-of-{self.num_shards}" if self.num_shards > 1 else None
 
     def settings_for_meta(self) -> dict[str, Any]:
         """The settings that shape every video (recorded in meta; must match to ``--resume``)."""

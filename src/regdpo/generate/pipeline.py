@@ -52,8 +52,12 @@ def _stderr_log(message: str) -> None:
 
 
 def _entries(root: Path) -> list[Path]:
-    """What is in the output folder, but the run lock (never deleted: others may be waiting on it)."""
-    return sorted(p for p in root.iterdir() if p.name != fmt.LOCK_FILE) if root.is_dir() else []
+    """What is in the output folder, but the run locks (never deleted: others may be waiting on them)."""
+    return sorted(p for p in root.iterdir() if not _is_lock(p.name)) if root.is_dir() else []
+
+
+def _is_lock(name: str) -> bool:
+    return name == fmt.LOCK_FILE or name.startswith(fmt.LOCK_FILE + ".")
 
 
 def check_output_dir(config: GenerateConfig) -> None:
@@ -128,6 +132,7 @@ class RunSummary:
     outcomes: list[VideoOutcome] = field(default_factory=list)
     seconds: float = 0.0
     manifest: fmt.Manifest | None = None
+    shard: str | None = None
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -156,6 +161,9 @@ class RunSummary:
             d = self.manifest.to_dict()
             out.append(f"manifest: {self.output_dir / fmt.MANIFEST_FILE} ({d['num_videos']} videos, "
                        f"{d['num_pairs']} pairs)")
+            if self.shard:
+                out.append(f"  ({self.shard}: the manifest lists what every shard has finished so far; the last "
+                           f"shard to finish writes the complete one, `regdpo manifest` rebuilds it any time)")
         return out
 
 
@@ -267,7 +275,7 @@ def make_video(
     )
 
     t0 = time.perf_counter()
-    with VideoEntryWriter(config.output_dir, name) as writer:
+    with VideoEntryWriter(config.output_dir, name, config.shard_name) as writer:
         writer.write_gt(frames)
         writer.write_masks(hole)
         for t in config.neg_types:
@@ -296,18 +304,18 @@ def run_generation(
     root = config.output_dir
     t_run = time.perf_counter()
     pool = build_annotation_pool(sources) if config.mask_mode == "object" else None
-    with output_lock(root):  # before anything is deleted: never two runs in one folder
+    with output_lock(root, config.shard_name):  # before anything is deleted: never two runs in one folder
         if config.resume:
             check_resume_compatible(config)
         if config.overwrite:
             clear_output_dir(root)
-        clear_staging(root)
+        clear_staging(root, config.shard_name)
         return _run_locked(config, backend, sources, pool, captions, log, t_run)
 
 
 def _run_locked(config, backend, sources, pool, captions, log, t_run) -> RunSummary:
     root = config.output_dir
-    summary = RunSummary(root)
+    summary = RunSummary(root, shard=config.shard_name)
     done = set(fmt.complete_videos(root))
     bar = tqdm(total=len(sources), unit="video", disable=not config.progress, file=sys.stderr,
                dynamic_ncols=True, desc="generate")
@@ -325,7 +333,7 @@ def _run_locked(config, backend, sources, pool, captions, log, t_run) -> RunSumm
 
 def _one(source, config, backend, pool, captions, done, log) -> VideoOutcome:
     root, name = config.output_dir, source.name
-    if name in done:
+    if name in done or (root / name / fmt.META_FILE).is_file():  # the latter: finished by another shard
         return VideoOutcome(name, "done")
     previous = read_failure(root, name) if config.resume else None
     attempts = 1
