@@ -229,3 +229,18 @@ def test_flicker_segment_length_sets_the_number_of_segments(tmp_path):
         parse("--flicker_segments", "2", "--flicker_segment_length", "5")
     assert parse().backend == "classical"
     assert parse("--neg_types", "flicker", "blur", "blur").neg_types == ("blur", "flicker")
+
+
+def test_flags_accept_dashes_and_underscores(tmp_path, capsys):
+    from regdpo.cli import main as regdpo_main
+    from regdpo.generate.cli import main as script_main
+
+    with pytest.raises(SystemExit):
+        script_main(["--max-videos", "0", "--output-dir", str(tmp_path / "a"), "--bogus-flag"])
+    assert "--bogus-flag" in capsys.readouterr().err  # unknown flags still rejected, by their own name
+    assert script_main(["--max-videos", "0", "--output-dir", str(tmp_path / "a")]) == 2
+    assert "--max_videos must be >= 1" in capsys.readouterr().err
+    assert regdpo_main(["generate", "--nframes=0", "--output-dir=" + str(tmp_path / "b")]) == 2
+    assert "--nframes must be a positive" in capsys.readouterr().err
+    assert regdpo_main(["audit", str(tmp_path / "missing"), "--max_videos", "3", "--no_progress"]) == 2
+    assert "missing" in capsys.readouterr().err

@@ -40,10 +40,43 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def _long_options(parser: argparse.ArgumentParser) -> set[str]:
+    options: set[str] = set()
+    for action in parser._actions:
+        options.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                options |= _long_options(sub)
+    return options
+
+
+def normalize_flag_spelling(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """Accept ``--max-videos`` for ``--max_videos`` and the reverse.
+
+    ``generate`` keeps the PRD's underscore flags (users run them verbatim), ``audit`` and
+    ``preview`` use dashes; either spelling works everywhere. A flag is rewritten only when
+    it is unknown as typed and known in the other spelling.
+    """
+    known = _long_options(parser)
+    out: list[str] = []
+    for i, token in enumerate(argv):
+        if token == "--":
+            return out + list(argv[i:])
+        if token.startswith("--"):
+            flag, eq, value = token.partition("=")
+            if flag not in known:
+                for other in ("--" + flag[2:].replace("-", "_"), "--" + flag[2:].replace("_", "-")):
+                    if other in known:
+                        token = other + eq + value
+                        break
+        out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(normalize_flag_spelling(argv, parser))
     if args.command is None:
         parser.print_help()
         return 2

@@ -47,12 +47,14 @@ IMAGE_PROP_MAX = 100
 
 @dataclass(frozen=True)
 class ProPainterSettings:
-    resize_ratio: float = 0.6
-    mask_dilation: int = 0
-    raft_iter: int = 20
-    subvideo_length: int = 50
-    neighbor_length: int = 10
-    ref_stride: int = 10
+    """ProPainter's inference settings (defaults live in ``ModelsConfig``, the flags' one source)."""
+
+    resize_ratio: float
+    mask_dilation: int
+    raft_iter: int
+    subvideo_length: int
+    neighbor_length: int
+    ref_stride: int
 
 
 # ---------------------------------------------------------------------- pure helpers

@@ -217,7 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``generate_dpo_negatives.py`` (same flags as ``regdpo generate``)."""
-    args = build_parser().parse_args(argv)
+    from ..cli import normalize_flag_spelling
+
+    parser = build_parser()
+    args = parser.parse_args(normalize_flag_spelling(sys.argv[1:] if argv is None else argv, parser))
     try:
         return run(args)
     except RegdpoError as exc:
