@@ -95,3 +95,17 @@ def test_bad_shard_flags(tmp_path, capsys, extra, message):
     assert regdpo_main(["generate", *flags(tmp_path / "o", *extra)]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_object_masks_do_not_depend_on_shards_or_max_videos(tmp_path):
+    """Donor annotations come from every discovered video, not from the shard's or --max_videos' cut."""
+    whole, sharded, first = tmp_path / "whole", tmp_path / "sharded", tmp_path / "first"
+    common = ["--mask_mode", "object", "--neg_types", "blur"]
+    assert regdpo_main(["generate", *flags(whole, *common)]) == 0
+    for k in (0, 1):
+        assert regdpo_main(["generate", *flags(sharded, *common, "--num_shards", 2, "--shard_index", k)]) == 0
+    assert regdpo_main(["generate", *flags(first, *common, "--max_videos", 2)]) == 0
+    assert output_files(sharded) == output_files(whole)
+    masks = {k: v for k, v in output_files(whole).items() if "/masks/" in k}
+    first_masks = {k: v for k, v in output_files(first).items() if "/masks/" in k}
+    assert first_masks and all(masks[k] == v for k, v in first_masks.items())

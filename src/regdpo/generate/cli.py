@@ -186,10 +186,9 @@ def run(args: argparse.Namespace) -> int:
     from .sources import discover_sources, load_captions
 
     config = config_from_args(args)
-    sources = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
-                               config.video_root, config.assumed_fps)
-    if config.max_videos is not None:
-        sources = sources[: config.max_videos]
+    discovered = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
+                                  config.video_root, config.assumed_fps)
+    sources = discovered[: config.max_videos] if config.max_videos is not None else discovered
     sources = sources[config.shard_index :: config.num_shards]
     captions = load_captions(config.captions) if config.captions else {}
     check_output_dir(config)
@@ -197,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
         print("regdpo generate: note: --backend classical ignores the weight paths", file=sys.stderr)
     backend = build_backend(args, config)  # before any video starts
     try:
-        summary = run_generation(config, backend, sources, captions)
+        summary = run_generation(config, backend, sources, captions, donor_sources=discovered)
     except KeyboardInterrupt:
         print(f"\nregdpo generate: interrupted; the finished videos in {config.output_dir} are kept, "
               f"run the same command with --resume to finish", file=sys.stderr)

@@ -71,9 +71,10 @@ class GenerateConfig:
                 raise UsageError(f"--neg_types: unknown negative type {t!r}; known: {', '.join(NEG_TYPES)}")
         if self.mask_mode not in MASK_MODES:
             raise UsageError(f"--mask_mode: unknown mode {self.mask_mode!r}; known: {', '.join(MASK_MODES)}")
-        if "flicker" in self.neg_types and not 1 <= self.flicker_segments <= self.nframes:
-            raise UsageError(
-                f"--flicker_segments must be between 1 and --nframes ({self.nframes}), got {self.flicker_segments}"
+        if self.flicker_segments < 1 or ("flicker" in self.neg_types
+                                          and not 2 <= self.flicker_segments <= self.nframes):
+            raise UsageError(  # one segment would be a flicker negative without a jump
+                f"--flicker_segments must be between 2 and --nframes ({self.nframes}), got {self.flicker_segments}"
             )
         if self.mask_dilation < 0:
             raise UsageError(f"--mask_dilation must be >= 0, got {self.mask_dilation}")

@@ -295,15 +295,22 @@ def run_generation(
     sources: Sequence[VideoSource],
     captions: dict[str, str] | None = None,
     log: Log = _stderr_log,
+    donor_sources: Sequence[VideoSource] | None = None,
 ) -> RunSummary:
-    """Make every video of ``sources`` (already cut to ``--max_videos``) into ``config.output_dir``.
+    """Make every video of ``sources`` (already cut to ``--max_videos`` and to the shard) into
+    ``config.output_dir``.
 
-    The caller has checked the output folder (``check_output_dir``) and built the backend.
+    ``donor_sources``: every discovered video, before those cuts; ``--mask_mode object`` draws
+    its donor annotations from them, so a video's masks do not depend on ``--max_videos`` or on
+    sharding (default: ``sources``). The caller has checked the output folder
+    (``check_output_dir``) and built the backend.
     """
     captions = captions or {}
     root = config.output_dir
     t_run = time.perf_counter()
-    pool = build_annotation_pool(sources) if config.mask_mode == "object" else None
+    pool = None
+    if config.mask_mode == "object":
+        pool = build_annotation_pool(sources if donor_sources is None else donor_sources)
     with output_lock(root, config.shard_name):  # before anything is deleted: never two runs in one folder
         if config.resume:
             check_resume_compatible(config)
