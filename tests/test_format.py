@@ -172,3 +172,31 @@ def test_writes_are_deterministic(tmp_path):
         for f in sorted(os.listdir(tmp_path / "x1" / "v" / stream)):
             a = (tmp_path / "x1" / "v" / stream / f).read_bytes()
             assert a == (tmp_path / "x2" / "v" / stream / f).read_bytes()
+
+
+def test_commit_never_replaces_a_folder_that_is_not_a_video(tmp_path):
+    gt, hole = make_clip()
+    (tmp_path / "v" / "my_notes").mkdir(parents=True)
+    with pytest.raises(FormatError, match="exists and is not a regdpo video"):
+        write_video_entry(tmp_path, meta_for("v", gt, ["blur"]), gt, hole, {"blur": gt})
+    assert (tmp_path / "v" / "my_notes").is_dir()
+    assert not (tmp_path / fmt.STAGING_DIR).exists()
+
+
+def test_failed_frame_write_leaves_nothing_behind(tmp_path, monkeypatch):
+    import regdpo.writer as writer_module
+
+    calls = []
+
+    def flaky(path, frame):
+        calls.append(path)
+        if path.name == fmt.frame_name(1):
+            raise OSError("disk full")
+        writer_module.write_rgb(path, frame)
+
+    gt, hole = make_clip(t=6)
+    with pytest.raises(OSError, match="disk full"):
+        with VideoEntryWriter(tmp_path, "v") as w:
+            w._write_stream(fmt.GT_DIR, gt, flaky)
+    assert len(calls) == 6  # every job finished before the abort removed the staging folder
+    assert not (tmp_path / fmt.STAGING_DIR).exists() and not (tmp_path / "v").exists()

@@ -101,3 +101,20 @@ def test_a_second_run_into_a_locked_folder_is_refused_and_deletes_nothing(tmp_pa
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
     assert regdpo_main(flags + ["--overwrite"]) == 0  # lock released: runs again
     assert (out / ".lock").is_file()
+
+
+def test_overwrite_after_audit_and_preview(tmp_path):
+    """README's workflow (generate, audit, preview) leaves regdpo's own files: --overwrite may delete them."""
+    out = tmp_path / "dpo"
+    small = ["--davis_root", str(DATA / "DAVIS"), "--max_videos", "1", "--nframes", "6", "--resolution", "64",
+             "--neg_types", "blur", "--no_progress", "--output_dir", str(out)]
+    assert regdpo_main(["generate", *small]) == 0
+    assert regdpo_main(["audit", str(out), "--no-progress", "--write-filtered-manifest"]) == 0
+    assert regdpo_main(["preview", str(out)]) == 0
+    for name in ("audit.json", "audit.html", "manifest.filtered.json", "_preview"):
+        assert (out / name).exists(), name
+    (out / "notes.txt").write_text("mine")
+    assert regdpo_main(["generate", *small, "--overwrite"]) == 2  # a file regdpo did not write: refused
+    (out / "notes.txt").unlink()
+    assert regdpo_main(["generate", *small, "--overwrite"]) == 0
+    assert not (out / "audit.json").exists() and not (out / "_preview").exists()

@@ -11,6 +11,7 @@ Layout (documented in ``docs/FORMAT.md``)::
       {video}/flicker/ ...
       {video}/meta.json             per-video record (written last: its presence marks a complete video)
       _failed/{video}.json          failure / skip records of the generator
+      audit.json, audit.html, manifest.filtered.json, _preview/   written by `regdpo audit` / `preview`
       .staging/                     work in progress; never read, removed by the next run
       .lock                         locked by the generator while it runs
 
@@ -42,6 +43,12 @@ FAILED_DIR = "_failed"
 STAGING_DIR = ".staging"
 LOCK_FILE = ".lock"
 """Held (``flock``) by a running generator, so two runs never write one folder."""
+AUDIT_JSON = "audit.json"
+AUDIT_HTML = "audit.html"
+FILTERED_MANIFEST_FILE = "manifest.filtered.json"
+PREVIEW_DIR = "_preview"
+DERIVED_OUTPUTS = (MANIFEST_FILE, FILTERED_MANIFEST_FILE, AUDIT_JSON, AUDIT_HTML, PREVIEW_DIR, FAILED_DIR, STAGING_DIR)
+"""Files and folders regdpo derives in a dataset root besides the videos (``--overwrite`` may delete them)."""
 FRAME_EXT = ".png"
 MASK_HOLE_VALUE = 255
 """Value of a hole pixel in a stored mask PNG (valid pixels are 0)."""

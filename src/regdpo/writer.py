@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -100,7 +100,8 @@ class VideoEntryWriter:
             w.commit(meta)                  # meta.json last, then rename into place
 
     Leaving the ``with`` block without ``commit`` (an exception) discards the staging folder.
-    ``commit`` replaces an existing entry of the same name (used by ``--overwrite``).
+    ``commit`` replaces an existing complete entry of the same name (e.g. made by a concurrent
+    run); a folder of that name without ``meta.json`` is not regdpo's and is never touched.
     """
 
     def __init__(self, root: str | os.PathLike, name: str, staging_subdir: str | None = None):
@@ -147,6 +148,7 @@ class VideoEntryWriter:
         folder = self.staging_dir / stream
         folder.mkdir()
         jobs = [_encode_pool().submit(writer, folder / fmt.frame_name(i), frame) for i, frame in enumerate(frames)]
+        wait(jobs)  # all of them, so none writes into the staging folder after an abort removed it
         for job in jobs:
             job.result()  # re-raises the first error
 
@@ -198,7 +200,12 @@ class VideoEntryWriter:
             raise ValueError(f"{self.name}: meta lists {meta.neg_types}, written {self._negatives}")
         fmt.write_json_atomic(self.staging_dir / fmt.META_FILE, meta.to_dict())
         _fsync_dir(self.staging_dir)
-        if self.final_dir.exists():
+        if self.final_dir.exists() and not (self.final_dir / fmt.META_FILE).is_file():
+            raise fmt.FormatError(
+                f"{self.final_dir} exists and is not a regdpo video (no {fmt.META_FILE}); "
+                f"move it away, it is never deleted"
+            )
+        if self.final_dir.exists():  # a complete entry of the same name: replaced atomically
             trash = self.staging_parent / f"{self.name}.old.{uuid.uuid4().hex[:8]}"
             os.replace(self.final_dir, trash)
             os.replace(self.staging_dir, self.final_dir)
@@ -250,6 +257,13 @@ def rebuild_manifest(root: str | os.PathLike) -> fmt.Manifest:
     root = Path(root)
     if not root.is_dir():
         raise fmt.FormatError(f"dataset root {root} does not exist or is not a folder")
+    with open(root / f"{fmt.LOCK_FILE}.manifest", "a+") as lock:
+        if fcntl is not None:  # concurrent shards: each reads the folder and writes in turn, so the last
+            fcntl.flock(lock, fcntl.LOCK_EX)  # write always saw every video committed before it
+        return _rebuild_manifest_locked(root)
+
+
+def _rebuild_manifest_locked(root: Path) -> fmt.Manifest:
     videos = [fmt.ManifestEntry.from_meta(fmt.read_video_meta(root, n)) for n in fmt.complete_videos(root)]
     done = {v.name for v in videos}
     records = [r for r in fmt.failure_records(root) if r.get("name") not in done]

@@ -17,7 +17,7 @@ from .. import format as fmt
 from ..errors import UsageError
 from .config import add_config_flags, config_from_args
 
-DEFAULT_FILTERED = "manifest.filtered.json"
+DEFAULT_FILTERED = fmt.FILTERED_MANIFEST_FILE
 MAX_PRINTED_FAILURES = 20
 
 

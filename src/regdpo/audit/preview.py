@@ -21,7 +21,7 @@ from ..frames import read_mask_clip, read_rgb_clip
 from . import media
 from .metrics import parse_segments
 
-PREVIEW_DIR = "_preview"
+PREVIEW_DIR = fmt.PREVIEW_DIR
 SHEET_FILE = "contact_sheet.png"
 DEFAULT_FPS = 10.0
 

@@ -336,10 +336,10 @@ def write_report(doc: dict[str, Any], root: str | os.PathLike, out_dir: str | os
     """Write ``audit.json`` (and ``audit.html``) into ``out_dir``; returns the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = [out_dir / "audit.json"]
+    written = [out_dir / fmt.AUDIT_JSON]
     fmt.write_json_atomic(written[0], doc)
     if html_report:
-        path = out_dir / "audit.html"
+        path = out_dir / fmt.AUDIT_HTML
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text(render_html(doc, root, thumbnails), encoding="utf-8")
         os.replace(tmp, path)

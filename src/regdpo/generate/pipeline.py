@@ -80,7 +80,7 @@ def check_output_dir(config: GenerateConfig) -> None:
 
 
 def _is_generator_output(path: Path) -> bool:
-    if path.name in (fmt.MANIFEST_FILE, fmt.FAILED_DIR, fmt.STAGING_DIR):
+    if path.name in fmt.DERIVED_OUTPUTS:
         return True
     return path.is_dir() and (path / fmt.META_FILE).is_file()
 
