@@ -118,3 +118,21 @@ def test_overwrite_after_audit_and_preview(tmp_path):
     (out / "notes.txt").unlink()
     assert regdpo_main(["generate", *small, "--overwrite"]) == 0
     assert not (out / "audit.json").exists() and not (out / "_preview").exists()
+
+
+def test_resume_refuses_other_backend_settings_but_not_other_paths_or_versions(tmp_path, capsys):
+    out = tmp_path / "dpo"
+    small = ["generate", "--davis_root", str(DATA / "DAVIS"), "--max_videos", "1", "--nframes", "6",
+             "--resolution", "64", "--neg_types", "blur", "--no_progress", "--output_dir", str(out)]
+    assert regdpo_main(small) == 0
+    (video,) = fmt.complete_videos(out)
+    meta_path = out / video / fmt.META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["generator"]["backend_settings"]["versions"] = {"torch": "0.0"}  # e.g. resumed after an upgrade
+    meta["generator"]["backend_settings"]["paths"] = {"vae_path": "/elsewhere"}
+    meta_path.write_text(json.dumps(meta))
+    assert regdpo_main(small + ["--resume"]) == 0
+    meta["generator"]["backend_settings"]["inpaint"] = "cv2.INPAINT_NS radius 9"  # made another way
+    meta_path.write_text(json.dumps(meta))
+    assert regdpo_main(small + ["--resume"]) == 2
+    assert "other classical backend settings (inpaint:" in capsys.readouterr().err

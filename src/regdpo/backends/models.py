@@ -143,7 +143,7 @@ class ModelsBackend(NegativeBackend):
         c = self.config
         return {
             "classical_approximation": False,
-            "device": str(self.device),
+            "device_type": self.device.type,  # not the index: shards on cuda:0 and cuda:1 make the same data
             "dtype": str(self.dtype).replace("torch.", ""),
             "pcm_ckpt": c.pcm_ckpt,
             "pcm_file": self.diffueraser.pcm_file,
@@ -157,7 +157,6 @@ class ModelsBackend(NegativeBackend):
             "paths": {k: getattr(c, k) for k in ("base_model_path", "vae_path", "diffueraser_path",
                                                  "propainter_model_dir", "pcm_weights_path", "diffueraser_repo")},
             "versions": {"torch": self._torch.__version__, "diffusers": diffusers.__version__},
-            "load_seconds": round(self.load_seconds, 3),
         }
 
     def generate(self, clip: Clip, neg_types: Sequence[str]) -> BackendResult:

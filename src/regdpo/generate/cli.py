@@ -195,6 +195,10 @@ def run(args: argparse.Namespace) -> int:
     if config.backend == "classical" and models_config.ModelsConfig.from_args(args).any_weight_path_given():
         print("regdpo generate: note: --backend classical ignores the weight paths", file=sys.stderr)
     backend = build_backend(args, config)  # before any video starts
+    unsupported = [t for t in config.neg_types if t not in backend.supported_types]
+    if unsupported:
+        backend.close()
+        raise UsageError(f"--neg_types: the {backend.name} backend cannot make {', '.join(unsupported)}")
     try:
         summary = run_generation(config, backend, sources, captions, donor_sources=discovered)
     except KeyboardInterrupt:

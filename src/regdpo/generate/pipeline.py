@@ -12,6 +12,7 @@ output does not depend on the order, on ``--max_videos`` or on resuming.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import time
@@ -95,9 +96,22 @@ def clear_output_dir(root: Path) -> None:
                 path.unlink()
 
 
-def check_resume_compatible(config: GenerateConfig) -> None:
-    """``--resume``: the finished videos must have been made with this run's settings."""
+RESUME_IGNORED_BACKEND_SETTINGS = ("paths", "versions")
+"""Backend settings that may change between a run and its ``--resume`` (where the weights lie,
+library versions); every other backend setting must be equal."""
+
+
+def _comparable(backend_settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in backend_settings.items() if k not in RESUME_IGNORED_BACKEND_SETTINGS}
+
+
+def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, Any] | None = None) -> None:
+    """``--resume``: the finished videos must have been made with this run's settings
+    (the generator's, and the backend's: e.g. ``--pcm_ckpt`` or ``--propainter_*``)."""
     wanted = config.settings_for_meta()
+    want_backend = None
+    if backend_settings is not None:  # compared as stored in meta.json (lists, not tuples)
+        want_backend = _comparable(json.loads(json.dumps(backend_settings)))
     for name in fmt.complete_videos(config.output_dir):
         meta = fmt.read_video_meta(config.output_dir, name)
         for key in RESUME_KEYS:
@@ -107,6 +121,16 @@ def check_resume_compatible(config: GenerateConfig) -> None:
                 raise UsageError(
                     f"--resume: {config.output_dir / name} was made with --{flag} {_show(have)}, this run asks "
                     f"for --{flag} {_show(wanted[key])}; resume with the same settings, or use --overwrite"
+                )
+        if want_backend is not None:
+            have_backend = _comparable(meta.generator.get("backend_settings", {}))
+            if have_backend != want_backend:
+                differing = sorted(k for k in have_backend.keys() | want_backend.keys()
+                                   if have_backend.get(k) != want_backend.get(k))
+                raise UsageError(
+                    f"--resume: {config.output_dir / name} was made with other {config.backend} backend settings "
+                    f"({', '.join(differing)}: {[have_backend.get(k) for k in differing]} there, "
+                    f"{[want_backend.get(k) for k in differing]} now); resume with the same flags, or use --overwrite"
                 )
 
 
@@ -313,7 +337,7 @@ def run_generation(
         pool = build_annotation_pool(sources if donor_sources is None else donor_sources)
     with output_lock(root, config.shard_name):  # before anything is deleted: never two runs in one folder
         if config.resume:
-            check_resume_compatible(config)
+            check_resume_compatible(config, backend.settings())
         if config.overwrite:
             clear_output_dir(root)
         clear_staging(root, config.shard_name)
@@ -342,7 +366,12 @@ def _one(source, config, backend, pool, captions, done, log) -> VideoOutcome:
     root, name = config.output_dir, source.name
     if name in done or (root / name / fmt.META_FILE).is_file():  # the latter: finished by another shard
         return VideoOutcome(name, "done")
-    previous = read_failure(root, name) if config.resume else None
+    previous = None
+    if config.resume:
+        try:
+            previous = read_failure(root, name)
+        except fmt.FormatError as exc:  # a damaged record must not stop the run: start the count again
+            log(f"warning: {exc}; counting attempts of {name} from 1")
     attempts = 1
     if previous is not None and previous.get("status") == "failed":
         attempts = int(previous.get("attempts", 1)) + 1
