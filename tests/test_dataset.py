@@ -119,7 +119,7 @@ def test_fields_shapes_dtypes_and_ranges(root):
 def test_item_matches_stored_data_crop_only(root):
     """Stored short side == resolution: pixels are the stored RGB crop (RGB order, polarity)."""
     stored = load_entry(root, "vid_a")  # 32 wide, 40 high: short side 32 = resolution
-    ds = DPODataset(make_args(root, neg_types="blur", seed=3), FakeTokenizer())
+    ds = DPODataset(make_args(root, neg_types="blur", dataset_seed=3), FakeTokenizer())
     (i,) = [k for k, p in enumerate(ds.pairs) if p.video == "vid_a"]
     for epoch in range(4):
         ds.set_epoch(epoch)
@@ -137,7 +137,7 @@ def test_item_matches_stored_data_crop_only(root):
 
 
 def test_conditioning_is_masked_gt_and_same_for_both_sides(root):
-    ds = DPODataset(make_args(root, random_flip=True, random_reverse=True, seed=0), FakeTokenizer())
+    ds = DPODataset(make_args(root, random_flip=True, random_reverse=True, dataset_seed=0), FakeTokenizer())
     for i in range(len(ds)):
         s = ds[i]
         hole = s["mask_hole"].bool().expand(-1, 3, -1, -1)
@@ -181,7 +181,7 @@ def test_negative_equals_positive_outside_hole_after_every_augmentation(tmp_path
     rebuild_manifest(tmp_path)
     for center in (False, True):
         args = make_args(tmp_path, nframes=5, resolution=resolution, random_flip=True, random_reverse=True,
-                         center_crop=center, seed=11)
+                         center_crop=center, dataset_seed=11)
         ds = DPODataset(args, FakeTokenizer())
         seen_flip, seen_reverse = set(), set()
         for epoch in range(6):
@@ -201,7 +201,7 @@ def test_negative_equals_positive_outside_hole_after_every_augmentation(tmp_path
 
 def test_flip_and_reverse_transform_the_stored_frames(root):
     stored = load_entry(root, "vid_b")  # 48 x 80
-    args = make_args(root, resolution=48, random_flip=True, random_reverse=True, seed=5, neg_types=["hallucination"])
+    args = make_args(root, resolution=48, random_flip=True, random_reverse=True, dataset_seed=5, neg_types=["hallucination"])
     ds = DPODataset(args, FakeTokenizer())
     checked = set()
     for epoch in range(12):
@@ -227,7 +227,9 @@ def test_resize_matches_opencv_and_masks_stay_binary(tmp_path):
     assert aug.resized_hw == (40, 60) and aug.crop_yx == (0, 10) and aug.frame_indices == tuple(range(6))
     s = ds[0]
     small = np.stack([cv2.resize(f, (60, 40), interpolation=cv2.INTER_AREA) for f in gt])[:, :, 10:50]
-    small_hole = np.stack([cv2.resize(m.astype(np.uint8), (60, 40), interpolation=cv2.INTER_NEAREST_EXACT) for m in hole])
+    # shrinking: a pixel is hole when any part of its footprint was (area resize > 0)
+    small_hole = np.stack([cv2.resize(m.astype(np.uint8) * 255, (60, 40), interpolation=cv2.INTER_AREA) > 0
+                           for m in hole]).astype(np.uint8)
     assert torch.equal(s["pixel_values_pos"], norm(small))
     assert torch.equal(s["mask_hole"][:, 0], torch.from_numpy(small_hole[:, :, 10:50]).float())
     # a plain resize of the negative would differ from the GT next to the hole: re-composited instead
@@ -421,7 +423,7 @@ def test_prompts_default_and_empty(root):
     assert torch.equal(custom[0]["input_ids"], tokens(""))
     empty = DPODataset(make_args(root, proportion_empty_prompts=1.0), FakeTokenizer())
     assert all(torch.equal(empty[i]["input_ids"], tokens("")) for i in range(len(empty)))
-    half = DPODataset(make_args(root, proportion_empty_prompts=0.5, seed=1), FakeTokenizer())
+    half = DPODataset(make_args(root, proportion_empty_prompts=0.5, dataset_seed=1), FakeTokenizer())
     drawn = []
     for epoch in range(40):
         half.set_epoch(epoch)
@@ -430,7 +432,7 @@ def test_prompts_default_and_empty(root):
 
 
 def test_seeded_sampling_is_reproducible(root):
-    args = make_args(root, random_flip=True, random_reverse=True, seed=7)
+    args = make_args(root, random_flip=True, random_reverse=True, dataset_seed=7)
     a, b = DPODataset(args, FakeTokenizer()), DPODataset(args, FakeTokenizer())
     for i in (3, 0, 2):  # order does not matter
         sa, sb = a[i], b[i]
@@ -508,7 +510,7 @@ def test_dpo_dataset_entry_point_from_repo_root(root):
 
 
 def test_output_memory_reused_only_when_no_tensor_is_alive(root):
-    ds = DPODataset(make_args(root, random_flip=True, seed=0), FakeTokenizer())
+    ds = DPODataset(make_args(root, random_flip=True, dataset_seed=0), FakeTokenizer())
     kept = ds[1]
     snapshot = {k: v.clone() for k, v in kept.items() if isinstance(v, torch.Tensor)}
     mask_view = ds[2]["masks"][0]  # only a view of one field survives
@@ -521,15 +523,49 @@ def test_output_memory_reused_only_when_no_tensor_is_alive(root):
     del other
     again = ds[3]
     assert again["pixel_values_pos"].data_ptr() == ptr  # freed: its memory is reused
-    reference = DPODataset(make_args(root, random_flip=True, seed=0), FakeTokenizer())[3]
+    reference = DPODataset(make_args(root, random_flip=True, dataset_seed=0), FakeTokenizer())[3]
     assert all(torch.equal(again[k], reference[k]) for k in reference if isinstance(reference[k], torch.Tensor))
 
 
 def test_items_from_threads(root):
     from concurrent.futures import ThreadPoolExecutor
 
-    ds = DPODataset(make_args(root, seed=0), FakeTokenizer())
+    ds = DPODataset(make_args(root, dataset_seed=0), FakeTokenizer())
     expected = [ds[i]["pixel_values_neg"].clone() for i in range(len(ds))]
     with ThreadPoolExecutor(4) as pool:
         got = list(pool.map(lambda i: ds[i % len(ds)]["pixel_values_neg"].clone(), range(16)))
     assert all(torch.equal(g, expected[i % len(ds)]) for i, g in enumerate(got))
+
+
+def test_set_epoch_reaches_persistent_workers(root):
+    """The epoch lives in shared memory: persistent DataLoader workers see set_epoch too."""
+    ds = DPODataset(make_args(root, random_flip=True, random_reverse=True, dataset_seed=5), FakeTokenizer())
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    per_epoch = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        per_epoch.append([float(item["pixel_values_pos"].sum()) for item in loader])
+    assert per_epoch[0] != per_epoch[1] and per_epoch[1] != per_epoch[2]
+    ds.set_epoch(1)
+    assert [float(ds[i]["pixel_values_pos"].sum()) for i in range(len(ds))] == per_epoch[1]
+
+
+def test_a_training_scripts_seed_does_not_switch_on_seeded_sampling(root):
+    assert DPODataset(make_args(root, seed=42), FakeTokenizer()).seed is None
+    assert DPODataset(make_args(root, dataset_seed=42), FakeTokenizer()).seed == 42
+
+
+def test_a_thin_hole_survives_downscaling(tmp_path):
+    """A 1-px hole line must not vanish when the dataset shrinks the clip (nearest would drop it)."""
+    gt, _ = make_clip(6, 64, 64)
+    hole = np.zeros((6, 64, 64), bool)
+    hole[:, 20, :] = True  # a 1-px line on an even row: nearest 64 -> 32 keeps only odd rows... or drops it
+    neg = 255 - gt
+    write_video_entry(tmp_path, fmt.VideoMeta("thin", 6, 64, 64, ["blur"]), gt, hole, {"blur": neg})
+    rebuild_manifest(tmp_path)
+    item = DPODataset(make_args(tmp_path, resolution=32, center_crop=True), FakeTokenizer())[0]
+    assert item["mask_hole"].sum() > 0
+    assert (item["masks"] == 0).sum(dim=(1, 2, 3)).min() >= 32  # the whole line, in every frame
+    valid = item["masks"].bool().expand_as(item["pixel_values_pos"])
+    assert torch.equal(item["pixel_values_neg"][valid], item["pixel_values_pos"][valid])
+    assert not torch.equal(item["pixel_values_neg"], item["pixel_values_pos"])

@@ -57,7 +57,7 @@ def args_for(root, **kw):
 
 def test_real_frames_crop_only(bmx_root):
     root, gt, hole = bmx_root  # 432x240 stored, resolution 240: no resize
-    ds = DPODataset(args_for(root, resolution=240, random_flip=True, random_reverse=True, seed=2), FakeTokenizer())
+    ds = DPODataset(args_for(root, resolution=240, random_flip=True, random_reverse=True, dataset_seed=2), FakeTokenizer())
     assert len(ds) == 2
     for i in range(len(ds)):
         aug = ds.augmentation(i)
@@ -77,7 +77,7 @@ def test_real_frames_crop_only(bmx_root):
 @pytest.mark.parametrize("resolution", [128, 320])
 def test_real_frames_resized(bmx_root, resolution):
     root, gt, hole = bmx_root
-    ds = DPODataset(args_for(root, resolution=resolution, random_flip=True, random_reverse=True, seed=4),
+    ds = DPODataset(args_for(root, resolution=resolution, random_flip=True, random_reverse=True, dataset_seed=4),
                     FakeTokenizer())
     for epoch in range(2):
         ds.set_epoch(epoch)

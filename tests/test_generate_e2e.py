@@ -56,7 +56,7 @@ class Tokenizer:
 def load_with_dpodataset(root, nframes, resolution):
     from regdpo.dataset import DPODataset
 
-    ds = DPODataset(SimpleNamespace(dpo_data_root=str(root), nframes=nframes, resolution=resolution, seed=0),
+    ds = DPODataset(SimpleNamespace(dpo_data_root=str(root), nframes=nframes, resolution=resolution, dataset_seed=0),
                     Tokenizer())
     item = ds[len(ds) - 1]
     assert item["pixel_values_pos"].shape == (nframes, 3, resolution, resolution)

@@ -6,7 +6,7 @@ clip and of its mask, with one set of random augmentation parameters for every s
 
 - temporal window: random start when the clip is longer than ``nframes``;
 - resize so that the short side is ``resolution`` (skipped when it already is: crop only),
-  frames with area (down) / bilinear (up) interpolation, masks with nearest (stay binary);
+  frames with area (down) / bilinear (up) interpolation, masks binary (nearest up, any-hole down);
   the negative is then re-composited onto the positive with the resized mask, so the two
   stay identical outside the hole (a plain resize of the negative would bleed hole
   content into neighbouring valid pixels);
@@ -32,7 +32,7 @@ a pair must get the same condition, or the model could tell winner from loser th
 condition alone. Within one item both keys refer to the same tensor object (clone before
 editing one in place); a collated batch holds two separate tensors.
 
-Randomness: with ``args.seed`` set, the parameters of item ``i`` depend only on
+Randomness: with ``args.dataset_seed`` set, the parameters of item ``i`` depend only on
 ``(seed, epoch, i)`` (``set_epoch`` changes them between epochs), whatever the worker or
 the order. Without it, each item draws a seed from torch's global generator, which
 ``DataLoader`` seeds differently in every worker and every epoch (reproducible through
@@ -327,7 +327,7 @@ class DPODataset(torch.utils.data.Dataset):
       ``neg_types`` (all; a list or a comma-separated string), ``manifest`` (``None``: the
       root's ``manifest.json``; else a file with the same schema, e.g. audit-filtered),
       ``center_crop`` (False), ``random_flip`` (False), ``random_reverse`` (False),
-      ``default_prompt`` (``"clean background"``, for videos without prompt), ``seed``
+      ``default_prompt`` (``"clean background"``, for videos without prompt), ``dataset_seed``
       (``None``: see the module docstring), ``skip_invalid`` (False).
 
     ``tokenizer``: a Hugging Face style tokenizer (``model_max_length``, called with
@@ -358,8 +358,10 @@ class DPODataset(torch.utils.data.Dataset):
         self.random_flip = bool(_opt(args, "random_flip", False))
         self.random_reverse = bool(_opt(args, "random_reverse", False))
         self.default_prompt = str(_opt(args, "default_prompt", DEFAULT_PROMPT))
-        seed = getattr(args, "seed", None)
-        self.seed = None if seed is None else _int_option(args, "seed", seed, 0)
+        # its own attribute: a training script's `args.seed` must not switch seeded sampling on
+        # (with it, an epoch without `set_epoch` would repeat the previous epoch's augmentations)
+        seed = getattr(args, "dataset_seed", None)
+        self.seed = None if seed is None else _int_option(args, "dataset_seed", seed, 0)
         self.neg_types = _parse_neg_types(getattr(args, "neg_types", None))
         self.skip_invalid = bool(_opt(args, "skip_invalid", False))
         manifest_path = getattr(args, "manifest", None)
@@ -367,7 +369,8 @@ class DPODataset(torch.utils.data.Dataset):
         if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "model_max_length"):
             raise UsageError("DPODataset needs a tokenizer (callable, with model_max_length), e.g. CLIPTokenizer")
         self.tokenizer = tokenizer
-        self.epoch = 0
+        # in shared memory, so that set_epoch reaches DataLoader workers, persistent ones included
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.pairs: list[PairIndexEntry] = self._build_index()
         self._buffers = _Buffers()
 
@@ -445,9 +448,14 @@ class DPODataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
     def set_epoch(self, epoch: int) -> None:
-        """Change every item's random parameters when ``args.seed`` is set (call before each epoch)."""
-        self.epoch = int(epoch)
+        """Change every item's random parameters when ``args.dataset_seed`` is set (call before each
+        epoch). The epoch lives in shared memory: workers, persistent ones included, see it."""
+        self._epoch.fill_(int(epoch))
 
     def _rng(self, index: int) -> np.random.Generator:
         if self.seed is not None:
@@ -539,7 +547,7 @@ class DPODataset(torch.utils.data.Dataset):
             if resize:
                 gt_bgr = cv2.resize(gt_bgr, (rw, rh), interpolation=interp)
                 neg_bgr = cv2.resize(neg_bgr, (rw, rh), interpolation=interp)
-                mask = cv2.resize(mask, (rw, rh), interpolation=cv2.INTER_NEAREST_EXACT)
+                mask = _resize_hole(mask, (rw, rh), upscale)
             crop = (slice(y0, y0 + r), slice(x0, x0 + r))
             planes = [pos[k, 0], pos[k, 1], pos[k, 2], neg[k, 0], neg[k, 1], neg[k, 2], hole[k, 0]]
             cv2.mixChannels([gt_bgr[crop]], planes[0:3], rgb_from_bgr)
@@ -567,6 +575,20 @@ class DPODataset(torch.utils.data.Dataset):
             f"DPODataset(root={str(self.root)!r}, pairs={len(self)}, per_type={counts}, "
             f"nframes={self.nframes}, resolution={self.resolution})"
         )
+
+
+def _resize_hole(mask: np.ndarray, size: tuple[int, int], upscale: bool) -> np.ndarray:
+    """Resize an L-mode mask (255 = hole) to ``size`` (w, h), keeping it binary (0 / 255).
+
+    Upscaling: nearest neighbour. Downscaling: a pixel is hole when any part of its footprint
+    was (area resize, then > 0), so a hole thinner than the scale step shrinks but never
+    vanishes (with nearest, a 1-px line can disappear and leave a pair with no difference).
+    """
+    if upscale:
+        return cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST_EXACT)
+    binary = np.where(mask > 127, np.uint8(255), np.uint8(0))
+    shrunk = cv2.resize(binary, size, interpolation=cv2.INTER_AREA)
+    return np.where(shrunk > 0, np.uint8(255), np.uint8(0))
 
 
 def collate_fn(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
