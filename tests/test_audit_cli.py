@@ -220,3 +220,34 @@ def test_html_report_renders_in_headless_chromium(audited, tmp_path):
     assert image is not None and image.shape[:2] == (2400, 1200)
     assert float(image.std()) > 20  # rendered plots and thumbnails, not a blank page
     assert np.count_nonzero(image.min(axis=2) < 250) > 0.05 * image.shape[0] * image.shape[1]
+
+
+def test_auditing_a_filtered_manifest_audits_only_its_negatives(dataset, audited, tmp_path):
+    """A filtered manifest lists fewer negatives per video by design: no mismatch, only those audited."""
+    root, _, _ = dataset
+    _, out, _ = audited
+    filtered = fmt.load_manifest(root, out / "filtered.json")
+    listed = {(v.name, t) for v in filtered.videos for t in v.neg_types}
+    again = tmp_path / "again"
+    rc = main(["audit", str(root), "--manifest", str(out / "filtered.json"), "--output-dir", str(again),
+               "--no-progress", "--no-html"])
+    doc = json.loads((again / "audit.json").read_text())
+    assert rc == 0  # every negative it lists passed before
+    assert {(i["video"], i["neg_type"]) for i in doc["items"]} == listed
+    assert not any(f["check"] == "manifest_mismatch" for i in doc["items"] for f in i["failures"])
+
+
+def test_one_video_that_cannot_be_audited_does_not_end_the_audit(dataset, monkeypatch):
+    from regdpo.audit import runner
+
+    root, names, _ = dataset
+    entry = fmt.load_manifest(root).videos[0]
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("odd video")
+
+    monkeypatch.setattr(runner, "audit_video", broken)
+    record = runner._worker((str(root), entry.name, runner.AuditConfig(), entry))
+    assert record["failures"][0]["check"] == "audit_error"
+    assert f"video {entry.name}" in record["failures"][0]["message"]
+    assert [i["neg_type"] for i in record["items"]] == list(entry.neg_types)

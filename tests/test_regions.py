@@ -137,3 +137,18 @@ def test_cpu_path_equals_max_pool_reference(mask, k):
     assert torch.equal(boundary, grown - t) and torch.equal(context, 1 - grown)
     latent = F.max_pool2d(flat, 8, stride=8).reshape(*t.shape[:-2], h // 8, w // 8)
     assert torch.equal(hole_to_latent(mask), latent)
+
+
+def test_empty_batches_and_read_only_arrays():
+    for fn, shape in ((decompose_regions, (0, 1, 16, 16)), (decompose_regions_latent, (0, 1, 2, 2))):
+        outs = fn(np.zeros((0, 1, 16, 16), bool), 7)
+        assert all(o.shape == shape for o in outs)
+    frozen = np.zeros((2, 16, 16), np.uint8)
+    frozen[:, 4:6, 4:6] = 255
+    frozen.flags.writeable = False
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "non-writable array" warning would fail here
+        hole, boundary, _ = decompose_regions(frozen, 3)
+    assert hole.sum() == 8 and boundary.sum() == 2 * (16 - 4)

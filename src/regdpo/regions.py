@@ -49,7 +49,11 @@ __all__ = [
 
 def to_hole_tensor(hole: ArrayLike) -> torch.Tensor:
     """Binarise a hole mask (1 = hole) into a float32 tensor in {0, 1}, same shape and device."""
-    t = hole if isinstance(hole, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(hole))
+    if isinstance(hole, torch.Tensor):
+        t = hole
+    else:
+        array = np.ascontiguousarray(hole)
+        t = torch.from_numpy(array if array.flags.writeable else array.copy())  # torch refuses read-only memory
     if t.ndim < 2:
         raise ValueError(f"hole mask must have shape [..., H, W], got {tuple(t.shape)}")
     if t.dtype == torch.bool:
@@ -73,10 +77,10 @@ def dilate_mask_np(mask: np.ndarray, kernel_size: int) -> np.ndarray:
     All frames go through one ``cv2.dilate``: they are stacked vertically with
     ``kernel_size // 2`` empty rows between them, so no frame's dilation reaches the next.
     """
-    if kernel_size == 1:
-        return mask.copy()
     *lead, h, w = mask.shape
     n, pad = int(np.prod(lead, dtype=np.int64)), kernel_size // 2
+    if kernel_size == 1 or n == 0:
+        return mask.copy()
     stacked = np.zeros((n, h + pad, w), np.uint8)
     stacked[:, :h] = mask.reshape(n, h, w)
     grown = cv2.dilate(stacked.reshape(n * (h + pad), w), np.ones((kernel_size, kernel_size), np.uint8))
@@ -91,6 +95,8 @@ def block_any_np(mask: np.ndarray, scale: int) -> np.ndarray:
     """
     *lead, h, w = mask.shape
     n = int(np.prod(lead, dtype=np.int64))
+    if n == 0:
+        return np.zeros((*lead, h // scale, w // scale), np.uint8)
     kernel = np.ones((scale, scale), np.uint8)
     grown = cv2.dilate(np.ascontiguousarray(mask).reshape(n * h, w), kernel, anchor=(0, 0))
     return np.ascontiguousarray(grown.reshape(n, h, w)[:, ::scale, ::scale]).reshape(*lead, h // scale, w // scale)

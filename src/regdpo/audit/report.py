@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 
 from .. import format as fmt
@@ -164,10 +165,13 @@ def item_thumbnail(
             t = int(inv.get("outside_worst_frame", 0))
             gt, neg, hole = read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(neg_type, t)), read_mask(path(fmt.MASK_DIR, t))
             diff = np.abs(neg.astype(np.int16) - gt).max(axis=2).astype(np.float32)
-            diff = np.clip(diff * (255.0 / max(1.0, float(diff.max()))), 0, 255).astype(np.uint8)
+            diff[hole] = 0  # only the violation: the hole differs by design and would hide it in the scaling
+            # any differing pixel at least mid-grey, however small the difference, dilated to be visible
+            diff = np.where(diff > 0, 128 + 127 * diff / max(1.0, float(diff.max())), 0).astype(np.uint8)
+            diff = cv2.dilate(diff, np.ones((5, 5), np.uint8))
             diff_rgb = np.stack([diff] * 3, axis=-1)
             tiles = [media.overlay_hole(gt, hole), neg, diff_rgb]
-            caption = f"frame {t}: GT + hole | {neg_type} | |difference| (scaled)"
+            caption = f"frame {t}: GT + hole | {neg_type} | where it differs outside the hole (enhanced)"
         elif neg_type == "flicker" and item["metrics"].get("peak_frame"):
             t = int(item["metrics"]["peak_frame"])
             hole = read_mask(path(fmt.MASK_DIR, t)) | read_mask(path(fmt.MASK_DIR, t - 1))

@@ -83,13 +83,18 @@ def audit_video(
         return record
     record.update(num_frames=meta.num_frames, height=meta.height, width=meta.width)
     video_failures: list[dict[str, Any]] = record["failures"]
+    # the negatives to audit: the manifest entry's (a filtered manifest lists a subset), else all
+    neg_types = [t for t in meta.neg_types if entry is None or t in entry.neg_types]
     if entry is not None:
-        listed = (entry.num_frames, entry.height, entry.width, sorted(entry.neg_types))
-        actual = (meta.num_frames, meta.height, meta.width, sorted(meta.neg_types))
-        if listed != actual:
+        listed = (entry.num_frames, entry.height, entry.width)
+        actual = (meta.num_frames, meta.height, meta.width)
+        extra = sorted(set(entry.neg_types) - set(meta.neg_types))
+        if listed != actual or extra:
+            detail = f"negatives {extra} that meta.json lacks" if listed == actual else (
+                f"{listed[0]} frames of {listed[2]}x{listed[1]}, meta.json says {actual[0]} of {actual[2]}x{actual[1]}")
             video_failures.append(
-                _failure(name, None, "manifest_mismatch", f"manifest lists {listed}, meta.json says {actual}; "
-                         "rebuild it with `regdpo manifest`")
+                _failure(name, None, "manifest_mismatch", f"manifest lists {detail}; rebuild it with "
+                         "`regdpo manifest`")
             )
     try:
         fmt.validate_video_streams(root, meta, neg_types=[])
@@ -98,7 +103,7 @@ def audit_video(
         mask_values = _read_mask_values([root / name / fmt.MASK_DIR / n for n in names])
     except RegdpoError as exc:
         video_failures.append(_failure(name, None, "unreadable", str(exc)))
-        record["items"] = [_unmeasured(name, t, video_failures) for t in meta.neg_types]
+        record["items"] = [_unmeasured(name, t, video_failures) for t in neg_types]
         return record
     odd = M.mask_values_binary(mask_values)
     if odd:
@@ -115,7 +120,7 @@ def audit_video(
         video_failures.append(
             _failure(name, None, "empty_hole", "the mask is empty in every frame: no negative can differ from GT")
         )
-    for neg_type in meta.neg_types:
+    for neg_type in neg_types:
         record["items"].append(_audit_negative(root, meta, neg_type, gt, hole, ref, cfg, video_failures))
     del gt, hole, mask_values, ref
     return _round(record)
@@ -187,7 +192,12 @@ def _worker_init() -> None:
 
 def _worker(task: tuple[str, str, AuditConfig, fmt.ManifestEntry | None]) -> dict[str, Any]:
     root, name, cfg, entry = task
-    return audit_video(root, name, cfg, entry)
+    try:
+        return audit_video(root, name, cfg, entry)
+    except Exception as exc:  # an unforeseen problem with one video must not end an audit of thousands
+        failures = [_failure(name, None, "audit_error", f"could not be audited: {type(exc).__name__}: {exc}")]
+        types = list(entry.neg_types) if entry is not None else []
+        return {"name": name, "failures": failures, "items": [_unmeasured(name, t, failures) for t in types]}
 
 
 def iter_audit(
