@@ -189,3 +189,32 @@ def test_captions_json_and_csv(tmp_path):
         load_captions(tmp_path / "bad.json")
     with pytest.raises(UsageError, match="--captions .*file not found"):
         load_captions(tmp_path / "missing.csv")
+
+
+def test_video_whose_header_overstates_its_frames_is_still_made(tmp_path):
+    """A truncated file says 40 frames but decodes fewer: count them and draw the clip again."""
+    from regdpo import format as fmt
+    from regdpo.cli import main as regdpo_main
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    full = tmp_path / "full.avi"
+    writer = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 15, (64, 48))
+    for i in range(40):
+        frame = np.full((48, 64, 3), 4 * i, np.uint8)
+        cv2.putText(frame, str(i), (5, 30), cv2.FONT_HERSHEY_SIMPLEX, 1, (255, 255, 255))
+        writer.write(frame)
+    writer.release()
+    data = full.read_bytes()
+    (videos / "cut.avi").write_bytes(data[: len(data) // 2])
+    cap = cv2.VideoCapture(str(videos / "cut.avi"))
+    header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    out = tmp_path / "out"
+    flags = ["generate", "--video_root", str(videos), "--output_dir", str(out), "--nframes", "12",
+             "--resolution", "48", "--neg_types", "blur", "--no_progress"]
+    for seed in range(4):  # whatever start the seed draws
+        assert regdpo_main(flags + ["--seed", str(seed), "--overwrite"]) == 0
+        meta = fmt.read_video_meta(out, "video_cut")
+        assert meta.source["num_source_frames"] < header == 40
+        assert max(int(f) for f in meta.source["source_frames"]) < meta.source["num_source_frames"]

@@ -40,7 +40,7 @@ from ..writer import (
 from .clips import clip_indices, frame_stride, resize_frames, working_size
 from .config import FLAG_OF, RESUME_KEYS, GenerateConfig
 from .masks import AnnotatedVideo, AnnotationPool, make_masks
-from .sources import SourceReader, VideoSource, annotation_files, caption_for
+from .sources import FrameCountMismatch, SourceReader, VideoSource, annotation_files, caption_for
 
 Log = Callable[[str], None]
 
@@ -208,6 +208,14 @@ def build_annotation_pool(sources: Sequence[VideoSource]) -> AnnotationPool:
     return pool
 
 
+def _clip_indices(reader: SourceReader, config: GenerateConfig, stride: int, name: str) -> list[int]:
+    """The clip's source frame indices, the start drawn from (seed, video): the same on every call."""
+    try:
+        return clip_indices(reader.num_frames, config.nframes, stride, rng(config.seed, name, "clip_start"))
+    except ValueError as exc:
+        raise SkipVideo(f"{exc} ({reader.source.path})") from None
+
+
 def make_video(
     source: VideoSource,
     config: GenerateConfig,
@@ -225,11 +233,18 @@ def make_video(
     if reader.num_frames == 0:
         raise SkipVideo(f"no frames found in {source.path}")
     stride = frame_stride(reader.native_fps, config.fps)
+    indices = _clip_indices(reader, config, stride, name)
     try:
-        indices = clip_indices(reader.num_frames, config.nframes, stride, rng(config.seed, name, "clip_start"))
-    except ValueError as exc:
-        raise SkipVideo(f"{exc} ({source.path})") from None
-    frames = reader.read(indices)
+        frames = reader.read(indices)
+    except FrameCountMismatch:  # the header overstated the frame count: count them, draw the clip again
+        header_count = reader.num_frames
+        if reader.recount_frames() >= header_count:
+            raise
+        indices = _clip_indices(reader, config, stride, name)
+        frames = reader.read(indices)
+        count_note = f"the file's header says {header_count} frames, {reader.num_frames} decode"
+    else:
+        count_note = None
     timings["decode"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -279,6 +294,7 @@ def make_video(
             "stored_frame_step": source.file_step,
             "clip_fps": round(reader.native_fps / stride, 4),
             "num_source_frames": reader.num_frames,
+            **({"frame_count_note": count_note} if count_note else {}),
             "start_frame": indices[0],
             "source_frames": reader.frame_labels(indices),
             "original_size": [src_w, src_h],

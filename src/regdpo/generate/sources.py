@@ -241,6 +241,10 @@ def discover_sources(
 # --------------------------------------------------------------------------- reading
 
 
+class FrameCountMismatch(FrameReadError):
+    """A video file holds fewer decodable frames than its header says (truncated, some VFR files)."""
+
+
 class SourceReader:
     """Lists (frame folder) or probes (video file) one source and decodes chosen frames.
 
@@ -273,6 +277,11 @@ class SourceReader:
             if not math.isfinite(fps) or fps <= 0:
                 fps, self.fps_assumed = float(assumed_fps), True
             self.native_fps = fps
+
+    def recount_frames(self) -> int:
+        """Count a video file's frames by decoding them (after a ``FrameCountMismatch``)."""
+        self.num_frames = self._count_by_decoding()
+        return self.num_frames
 
     def _count_by_decoding(self) -> int:
         cap = cv2.VideoCapture(str(self.source.path))
@@ -318,7 +327,7 @@ class SourceReader:
                 else:
                     ok = cap.grab()
                 if not ok:
-                    raise FrameReadError(
+                    raise FrameCountMismatch(
                         f"{self.source.path}: cannot decode frame {i} (file says {self.num_frames} frames)"
                     )
         finally:
