@@ -33,7 +33,10 @@ def _imwrite(path: Path, array: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise OSError(f"could not encode {path}")
-    buf.tofile(str(path))
+    with open(path, "wb") as fh:
+        fh.write(buf.tobytes())
+        fh.flush()
+        os.fsync(fh.fileno())  # on disk before meta.json marks the video complete (power loss, not only kill -9)
 
 
 def write_rgb(path: str | os.PathLike, frame: np.ndarray) -> None:
