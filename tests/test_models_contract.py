@@ -155,7 +155,7 @@ def test_pcm_lora_and_scheduler_are_loaded(backend):
     assert type(runner.pipeline.scheduler).__name__ == "TCDScheduler" and runner.steps == 2
     assert runner.pcm_file.endswith("sd15/pcm_sd15_smallcfg_2step_converted.safetensors")
     settings = backend.settings()
-    assert settings["dtype"] == "float32" and settings["device"] == "cpu"
+    assert settings["dtype"] == "float32" and settings["device_type"] == "cpu"
 
 
 def test_key_frame_pass_with_prior_is_deterministic(backend):
