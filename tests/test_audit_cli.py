@@ -16,8 +16,8 @@ import pytest
 from regdpo import format as fmt
 from regdpo.audit import synthetic as S
 from regdpo.cli import main
+from helpers import DATA, FakeTokenizer
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 T, H, W = 12, 112, 192
 
 
@@ -91,21 +91,15 @@ def test_filtered_manifest_drops_failing_negatives(dataset, audited):
 
 
 def test_filtered_manifest_loads_in_dpodataset(dataset, audited):
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from types import SimpleNamespace
 
     from regdpo.dataset import DPODataset
 
-    class Tokenizer:
-        model_max_length = 8
-
-        def __call__(self, text, max_length=8, padding=None, truncation=None, return_tensors=None):
-            return SimpleNamespace(input_ids=torch.zeros((1, max_length), dtype=torch.long))
-
     root, _, clips = dataset
     rc, out, doc = audited
     args = SimpleNamespace(dpo_data_root=str(root), nframes=8, resolution=64, manifest=str(out / "filtered.json"))
-    ds = DPODataset(args, Tokenizer())
+    ds = DPODataset(args, FakeTokenizer())
     assert len(ds) == 3 * len(clips)
     assert all(p.video.startswith("good_") for p in ds.pairs)
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import pytest
 
 from regdpo import format as fmt
 from regdpo.cli import main
+from helpers import DATA
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 
 pytestmark = [
     pytest.mark.slow,

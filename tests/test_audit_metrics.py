@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,8 @@ from regdpo.audit import metrics as M
 from regdpo.audit import synthetic as S
 from regdpo.audit.config import AuditConfig
 from regdpo.errors import UsageError
+from helpers import DATA
 
-DATA = Path(__file__).parents[1] / ".." / "shared" / "data"
 T, H, W = 12, 112, 192
 CFG = AuditConfig()
 

@@ -1,6 +1,5 @@
 """The classical CPU backend: each negative shows its intended defect, deterministically."""
 
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,8 +10,8 @@ from regdpo.backends.base import Clip
 from regdpo.backends.classical import ClassicalBackend, choose_offsets, reflect_index
 from regdpo.frames import composite
 from regdpo.generate.masks import hard_masks, random_masks
+from helpers import DATA
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
 def textured_clip(t=12, h=96, w=128, seed=0):

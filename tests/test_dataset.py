@@ -20,23 +20,9 @@ from regdpo.errors import FormatError, FrameReadError, UsageError
 from regdpo.regions import decompose_regions, decompose_regions_latent
 from regdpo.writer import rebuild_manifest, write_video_entry
 
+from helpers import FakeTokenizer
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-class FakeTokenizer:
-    """CLIPTokenizer stand-in: BOS, one id per word (len + 100), EOS, padded with EOS to 77."""
-
-    model_max_length = 77
-
-    def __init__(self):
-        self.calls = []
-
-    def __call__(self, text, max_length, padding, truncation, return_tensors):
-        assert (padding, truncation, return_tensors) == ("max_length", True, "pt")
-        self.calls.append(text)
-        ids = [49406] + [100 + len(w) for w in text.split()][: max_length - 2] + [49407]
-        ids += [49407] * (max_length - len(ids))
-        return {"input_ids": torch.tensor([ids], dtype=torch.long)}
 
 
 def tokens(text):

@@ -1,6 +1,5 @@
 """DPODataset on real frames: DAVIS bmx-trees and a short YouTube-VOS clip from ../shared/data."""
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -13,9 +12,10 @@ from regdpo.dataset import DPODataset
 from regdpo.errors import FormatError
 from regdpo.frames import read_rgb
 from regdpo.writer import rebuild_manifest, write_video_entry
-from test_dataset import FakeTokenizer, norm
+from helpers import DATA as SHARED
+from helpers import FakeTokenizer
+from test_dataset import norm
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 BMX = SHARED / "DAVIS" / "JPEGImages" / "480p" / "bmx-trees"
 YTBV_SHORT = SHARED / "YTBV" / "train" / "JPEGImages" / "003234408d"
 

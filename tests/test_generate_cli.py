@@ -5,7 +5,6 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -15,9 +14,8 @@ from regdpo import format as fmt
 from regdpo.cli import build_parser
 from regdpo.cli import main as regdpo_main
 from regdpo.generate.cli import build_parser as script_parser
+from helpers import DATA, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
 
 ISSUE_FLAGS = [

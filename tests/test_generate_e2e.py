@@ -7,14 +7,12 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 from regdpo import format as fmt
 from regdpo.cli import main as regdpo_main
 from regdpo.frames import read_mask_clip, read_rgb_clip
+from helpers import DATA, FakeTokenizer, needs_data, tree_files
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
 
 
 def generate(*flags):
@@ -23,10 +21,6 @@ def generate(*flags):
 
 def fixture_flags(out, *extra):
     return ["--davis_root", DATA / "DAVIS", "--ytvos_root", DATA / "YTBV", "--output_dir", out, *extra]
-
-
-def tree_files(root):
-    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file())
 
 
 def assert_same_output(a, b):
@@ -44,20 +38,11 @@ def assert_same_output(a, b):
             assert pa.read_bytes() == pb.read_bytes(), rel
 
 
-class Tokenizer:
-    model_max_length = 77
-
-    def __call__(self, text, max_length=77, padding=None, truncation=None, return_tensors=None):
-        ids = torch.zeros((1, max_length), dtype=torch.long)
-        ids[0, : min(len(text), max_length)] = torch.tensor([ord(c) % 1000 for c in text[:max_length]])
-        return {"input_ids": ids}
-
-
 def load_with_dpodataset(root, nframes, resolution):
     from regdpo.dataset import DPODataset
 
     ds = DPODataset(SimpleNamespace(dpo_data_root=str(root), nframes=nframes, resolution=resolution, dataset_seed=0),
-                    Tokenizer())
+                    FakeTokenizer())
     item = ds[len(ds) - 1]
     assert item["pixel_values_pos"].shape == (nframes, 3, resolution, resolution)
     assert item["masks"].shape == (nframes, 1, resolution, resolution)

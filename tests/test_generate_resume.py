@@ -13,19 +13,14 @@ import pytest
 
 from regdpo import format as fmt
 from regdpo.cli import main as regdpo_main
+from helpers import DATA, REPO, tree_files
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
 
 
 def flags(out):
     return ["--davis_root", str(DATA / "DAVIS"), "--ytvos_root", str(DATA / "YTBV"), "--output_dir", str(out),
             "--nframes", "12", "--resolution", "128", "--seed", "3", "--no_progress"]
-
-
-def tree_files(root):
-    return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file())
 
 
 def staged_frames(root):

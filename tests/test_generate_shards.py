@@ -10,9 +10,8 @@ import pytest
 
 from regdpo import format as fmt
 from regdpo.cli import main as regdpo_main
+from helpers import DATA, REPO
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = REPO / ".." / "shared" / "data"
 pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
 
 

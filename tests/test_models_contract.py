@@ -188,6 +188,23 @@ def test_too_small_clip_for_propainter_fails_clearly(backend):
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+def _capturing_video_writer(sink: list):
+    """A stand-in for cv2.VideoWriter that keeps, as RGB, the frames forward() would encode."""
+    import cv2
+
+    class CapturingWriter:
+        def __init__(self, *args):
+            pass
+
+        def write(self, frame):
+            sink.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+
+        def release(self):
+            pass
+
+    return CapturingWriter
+
+
 def test_propainter_driver_matches_propainter_forward(backend, tmp_path, monkeypatch):
     """Our in-memory ProPainter equals ProPainter's own file-based forward() on the same input.
 
@@ -196,7 +213,6 @@ def test_propainter_driver_matches_propainter_forward(backend, tmp_path, monkeyp
     """
     if importlib.util.find_spec("matplotlib") is None or importlib.util.find_spec("requests") is None:
         pytest.skip("propainter.inference imports matplotlib and requests")
-    import cv2
     import torch
 
     from regdpo.backends.models_propainter import ProPainterRunner, ProPainterSettings
@@ -213,18 +229,7 @@ def test_propainter_driver_matches_propainter_forward(backend, tmp_path, monkeyp
         write_mask(tmp_path / "masks" / f"{t:05d}.png", hole[t])
 
     captured: list[np.ndarray] = []
-
-    class Capture:  # stands in for cv2.VideoWriter: keep the frames forward() would encode
-        def __init__(self, *args):
-            pass
-
-        def write(self, frame):
-            captured.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-
-        def release(self):
-            pass
-
-    monkeypatch.setattr(inference.cv2, "VideoWriter", Capture)
+    monkeypatch.setattr(inference.cv2, "VideoWriter", _capturing_video_writer(captured))
     model_dir = backend.config.propainter_model_dir
     kwargs = dict(mask_dilation=2, ref_stride=10, neighbor_length=10, subvideo_length=4, raft_iter=1)
     with torch.no_grad():
@@ -297,19 +302,8 @@ def test_diffueraser_driver_matches_diffueraser_forward(backend, tmp_path, monke
             pass
 
     written: list[np.ndarray] = []
-
-    class Writer:
-        def __init__(self, *args):
-            pass
-
-        def write(self, frame):
-            written.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-
-        def release(self):
-            pass
-
     monkeypatch.setattr(dd.cv2, "VideoCapture", Capture)
-    monkeypatch.setattr(dd.cv2, "VideoWriter", Writer)
+    monkeypatch.setattr(dd.cv2, "VideoWriter", _capturing_video_writer(written))
     monkeypatch.setattr(torchvision.io, "read_video",
                         lambda filename, pts_unit, end_pts: (torch.from_numpy(frames), None, {"video_fps": fps}),
                         raising=False)

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,8 +19,8 @@ from regdpo.generate.sources import (
     discover_ytvos,
     load_captions,
 )
+from helpers import DATA
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
 
 

@@ -60,7 +60,7 @@ import torch
 from . import format as fmt
 from .errors import FormatError, UsageError
 from .frames import decode_image
-from .regions import block_any_np, decompose_regions, dilate_mask_np, latent_kernel_size
+from .regions import block_any_np, check_kernel_size, decompose_regions, dilate_mask_np, latent_kernel_size
 from .seeding import derive_seed
 
 cv2.setNumThreads(1)  # one thread per DataLoader worker; threads only fight with the workers
@@ -172,7 +172,7 @@ def region_masks(
     frames, _, height, width = hole.shape
     if height % VAE_SCALE or width % VAE_SCALE:
         raise ValueError(f"mask size {width}x{height} is not a multiple of {VAE_SCALE}")
-    _check_odd(boundary_dilation)
+    check_kernel_size(boundary_dilation)
     grown = dilate_mask_np(hole, boundary_dilation)
     latent_hole, latent_boundary, latent_context = decompose_regions(
         block_any_np(hole, VAE_SCALE), latent_kernel_size(boundary_dilation, VAE_SCALE)
@@ -187,11 +187,6 @@ def region_masks(
         "mask_boundary_latent": latent_boundary,
         "mask_context_latent": latent_context,
     }
-
-
-def _check_odd(boundary_dilation: int) -> None:
-    if int(boundary_dilation) != boundary_dilation or boundary_dilation < 1 or boundary_dilation % 2 == 0:
-        raise ValueError(f"boundary_dilation must be an odd integer >= 1, got {boundary_dilation!r}")
 
 
 class _FloatArena:

@@ -65,7 +65,8 @@ def to_hole_tensor(hole: ArrayLike) -> torch.Tensor:
     return binary.to(torch.float32)
 
 
-def _check_kernel(size: int, what: str) -> int:
+def check_kernel_size(size: int, what: str = "boundary_dilation") -> int:
+    """``size`` if it is an odd integer >= 1 (a centred square kernel), else ``ValueError`` naming ``what``."""
     if int(size) != size or size < 1 or size % 2 == 0:
         raise ValueError(f"{what} must be an odd integer >= 1 (a centred square kernel), got {size!r}")
     return int(size)
@@ -126,7 +127,7 @@ def decompose_regions(
 
     ``boundary_dilation``: odd dilation kernel size in pixels (1 = no boundary ring).
     """
-    _check_kernel(boundary_dilation, "boundary_dilation")
+    check_kernel_size(boundary_dilation)
     return _split(to_hole_tensor(hole), boundary_dilation)
 
 
@@ -163,5 +164,5 @@ def decompose_regions_latent(
     The latent hole keeps every 8x8 block that touches the hole; the ring uses
     ``latent_kernel_size(boundary_dilation, vae_scale)``.
     """
-    _check_kernel(boundary_dilation, "boundary_dilation")
+    check_kernel_size(boundary_dilation)
     return _split(hole_to_latent(hole, vae_scale), latent_kernel_size(boundary_dilation, vae_scale))
