@@ -95,7 +95,7 @@ def test_fields_shapes_dtypes_and_ranges(root):
     for key in ("masks", "mask_hole", "mask_boundary", "mask_context"):
         assert s[key].shape == (f, 1, r, r) and s[key].dtype == torch.float32, key
         assert set(torch.unique(s[key]).tolist()) <= {0.0, 1.0}
-    for key in ("mask_hole_latent", "mask_boundary_latent", "mask_context_latent"):
+    for key in ("masks_latent", "mask_hole_latent", "mask_boundary_latent", "mask_context_latent"):
         assert s[key].shape == (f, 1, r // 8, r // 8) and s[key].dtype == torch.float32, key
     assert s["input_ids"].shape == (77,) and s["input_ids"].dtype == torch.long
     assert isinstance(s["neg_type"], str) and isinstance(s["video"], str)
@@ -272,6 +272,28 @@ def test_item_regions_and_latent_shapes(root):
         assert s[name].shape == (6, 1, 5, 5)
         assert torch.equal(s[name], ref)
     assert s["mask_boundary"].sum() > 0
+
+
+def test_masks_latent_is_diffuerasers_interpolation(root):
+    """The exact call of DiffuEraser's train_DiffuEraser_stage2.py on the collated batch."""
+    ds = DPODataset(make_args(root, resolution=40, random_flip=True, dataset_seed=3), FakeTokenizer())
+    batch = collate_fn([ds[i] for i in range(3)])
+    latents_hw = (40 // 8, 40 // 8)
+    reference = torch.nn.functional.interpolate(batch["masks"].to(dtype=torch.float16), size=(1, *latents_hw))
+    assert batch["masks_latent"].shape == reference.shape == (3, 6, 1, 5, 5)
+    assert torch.equal(batch["masks_latent"], reference.float())
+    assert torch.equal(batch["masks_latent"], batch["masks"][..., ::8, ::8])  # nearest: each block's corner
+
+
+def test_masks_latent_differs_from_any_hole_latent_region():
+    """Nearest (condition channel) vs any-hole (loss weights): a block partly hole is hole only in the latter."""
+    hole = np.zeros((2, 1, 32, 32), np.uint8)
+    hole[:, :, 3:13, 3:13] = 1  # covers block (0,0) but not its corner pixel; blocks (1,1) fully
+    out = region_masks(hole, 3)
+    assert out["masks_latent"][0, 0, 0, 0] == 1 and out["mask_hole_latent"][0, 0, 0, 0] == 1
+    assert out["masks_latent"][0, 0, 1, 1] == 0
+    hole[:, :, 0, 0] = 1
+    assert region_masks(hole, 3)["masks_latent"][0, 0, 0, 0] == 0
 
 
 # --------------------------------------------------------------------------- index

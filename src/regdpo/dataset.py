@@ -22,8 +22,10 @@ Fields of an item (float32 tensors unless said; ``F = nframes``, ``R = resolutio
   exactly -1, valid pixels equal to ``pixel_values_pos``.
 - ``mask_hole``, ``mask_boundary``, ``mask_context``: ``[F,1,R,R]``, the three disjoint
   regions (1 inside), as ``regdpo.regions.decompose_regions(hole, boundary_dilation)``.
+- ``masks_latent``: ``[F,1,R/8,R/8]``, 1 = valid: the condition's mask channel, exactly
+  DiffuEraser's ``F.interpolate(masks, size=(h, w))`` (nearest); feed it to BrushNet.
 - ``mask_hole_latent``, ``mask_boundary_latent``, ``mask_context_latent``: ``[F,1,R/8,R/8]``,
-  as ``regdpo.regions.decompose_regions_latent``.
+  as ``regdpo.regions.decompose_regions_latent`` (any-hole rule); the loss weights.
 - ``input_ids``: ``[77]`` long, the tokenised prompt; ``neg_type``, ``video``: ``str``.
 
 ``conditioning_pos`` and ``conditioning_neg`` are the *same* condition, as DiffuEraser and
@@ -71,7 +73,7 @@ DEFAULT_PROMPT = "clean background"
 VAE_SCALE = 8
 
 __all__ = ["DPODataset", "collate_fn", "PairIndexEntry", "Augmentation", "plan_augmentation",
-           "resized_size", "region_masks", "DEFAULT_PROMPT"]
+           "resized_size", "region_masks", "masks_latent", "DEFAULT_PROMPT"]
 
 
 # --------------------------------------------------------------------------- index
@@ -162,7 +164,8 @@ def region_masks(
     """Region masks of a hole clip ``uint8 [F,1,R,R]`` in {0, 1} (1 = hole; ``R`` a multiple of 8).
 
     Returns ``masks`` (1 = valid), ``mask_hole``, ``mask_boundary``, ``mask_context`` at
-    ``R`` and the three ``mask_*_latent`` at ``R/8``, all float32 in {0, 1}. Values are
+    ``R``, ``masks_latent`` (see ``masks_latent``) and the three ``mask_*_latent`` at ``R/8``,
+    all float32 in {0, 1}. Values are
     identical to ``regdpo.regions.decompose_regions`` / ``decompose_regions_latent``:
     the same numpy kernels (``dilate_mask_np``, ``block_any_np``) on the uint8 mask,
     written straight into ``arena`` (default: new arrays) without torch round trips.
@@ -178,8 +181,10 @@ def region_masks(
         block_any_np(hole, VAE_SCALE), latent_kernel_size(boundary_dilation, VAE_SCALE)
     )
     arena = arena or _FloatArena(4 * hole.size)
+    masks = arena.copy(1 - hole)
     return {
-        "masks": arena.copy(1 - hole),
+        "masks": masks,
+        "masks_latent": masks_latent(masks),
         "mask_hole": arena.copy(hole),
         "mask_boundary": arena.copy(grown - hole),
         "mask_context": arena.copy(1 - grown),
@@ -187,6 +192,18 @@ def region_masks(
         "mask_boundary_latent": latent_boundary,
         "mask_context_latent": latent_context,
     }
+
+
+def masks_latent(masks: torch.Tensor) -> torch.Tensor:
+    """BrushNet's mask channel: ``masks`` ``[F,1,H,W]`` (1 = valid) at the latent size ``H/8 x W/8``.
+
+    Exactly what DiffuEraser's training loop feeds the condition (``train_DiffuEraser_stage2.py``:
+    ``F.interpolate(batch["masks"], size=(1, h, w))``, mode nearest), i.e. the pixel at the top-left
+    corner of every 8x8 block. It differs from ``mask_hole_latent`` (any-hole rule, for the loss
+    weights) wherever a block is partly hole.
+    """
+    height, width = masks.shape[-2:]
+    return torch.nn.functional.interpolate(masks, size=(height // VAE_SCALE, width // VAE_SCALE))
 
 
 class _FloatArena:
