@@ -245,3 +245,38 @@ def test_one_video_that_cannot_be_audited_does_not_end_the_audit(dataset, monkey
     assert record["failures"][0]["check"] == "audit_error"
     assert f"video {entry.name}" in record["failures"][0]["message"]
     assert [i["neg_type"] for i in record["items"]] == list(entry.neg_types)
+
+
+def test_every_item_has_a_quality_score_band_and_purity(dataset, audited):
+    _, out, doc = audited
+    assert doc["band"] == [0.30, 0.65] and doc["audit_version"] == 2
+    for item in doc["items"]:
+        assert (item["stream"], item["strength"]) == (item["neg_type"], 1.0)
+        assert 0.0 <= item["quality_score"] <= 1.0, item
+        lo, hi = doc["band"]
+        expected = "too_bad" if item["quality_score"] < lo else "too_good" if item["quality_score"] > hi else "eligible"
+        assert item["band"] == expected and isinstance(item["impure"], list)
+    by_key = {(i["video"], i["neg_type"]): i for i in doc["items"]}
+    good = [k for k in by_key if k[0].startswith("good_")]
+    # content of another clip is far from the GT; a sigma-2.5 blur keeps the layout
+    for video, _ in good:
+        assert by_key[(video, "hallucination")]["quality_score"] < by_key[(video, "blur")]["quality_score"]
+    # the synthetic flicker (a different OpenCV inpainting per segment) also hallucinates: flagged
+    assert all("hallucination" in by_key[(v, "flicker")]["impure"] for v, t in good if t == "flicker")
+    for neg_type, s in doc["summary"].items():
+        assert sum(s["bands"].values()) == s["count"] and s["quality_score"]["max"] <= 1.0
+    text = (out / "audit.html").read_text(encoding="utf-8")
+    assert "id='impure'" in text and "Purity warnings" in text
+
+
+def test_band_flag(dataset, tmp_path, capsys):
+    root, _, clips = dataset
+    args = ["audit", str(root), "--output-dir", str(tmp_path), "--no-progress", "--no-html"]
+    assert main(args + ["--band", "0.7", "0.2"]) == 2
+    assert "--band" in capsys.readouterr().err
+    main(args + ["--band", "0", "0.01"])
+    text = capsys.readouterr().out
+    assert "quality score bands (--band 0 0.01)" in text and "IMPURE: video good_" in text
+    doc = json.loads((tmp_path / "audit.json").read_text())
+    assert doc["band"] == [0.0, 0.01]
+    assert {i["band"] for i in doc["items"]} <= {"too_good", "eligible"}

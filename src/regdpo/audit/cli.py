@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator
 from .. import format as fmt
 from ..errors import UsageError
 from .config import add_config_flags, config_from_args
+from .quality import BANDS, DEFAULT_BAND, check_band
 
 DEFAULT_FILTERED = fmt.FILTERED_MANIFEST_FILE
 MAX_PRINTED_FAILURES = 20
@@ -43,6 +44,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--thumbnails", type=int, default=6, metavar="K",
                         help="weakest and strongest K examples per type shown in the report (default 6)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--band", nargs=2, type=float, default=list(DEFAULT_BAND), metavar=("LO", "HI"),
+                        help="quality-score band of the eligible negatives: below LO too_bad, above HI too_good "
+                        f"(default {DEFAULT_BAND[0]} {DEFAULT_BAND[1]}; see docs/negatives.md)")
     add_config_flags(parser)
 
 
@@ -66,13 +70,17 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--max-videos {args.max_videos}: must be >= 1")
     if args.thumbnails < 0:
         raise UsageError(f"--thumbnails {args.thumbnails}: must be >= 0")
+    try:
+        band = check_band(args.band)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     cfg = config_from_args(args)
     root = Path(args.root)
     manifest, entries, source = runner.select_entries(root, args.manifest, args.video, args.max_videos)
     if not entries:
         raise UsageError(f"no videos to audit in {source}")
     doc = runner.run_audit(root, entries, cfg, workers=args.workers, min_verdict=args.min_verdict,
-                           progress=_progress(not args.no_progress))
+                           band=band, progress=_progress(not args.no_progress))
     doc["videos_source"] = source
     out_dir = Path(args.output_dir) if args.output_dir else root
     written = report.write_report(doc, root, out_dir, html_report=not args.no_html, thumbnails=args.thumbnails)
@@ -83,6 +91,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {neg_type:<13} clear {v['clear']:>5}  weak {v['weak']:>5}  none {v['none']:>5}  "
               f"not measured {v['not_measured']:>4}  invariant failures {s['with_invariant_failures']:>4}  "
               f"passing {s['passing']:>5}/{s['count']}")
+    print(f"  quality score bands (--band {band[0]:g} {band[1]:g}):")
+    for neg_type, s in doc["summary"].items():
+        q = s["quality_score"]
+        shown = f"median {q['median']:.3f}" if q else "not measured"
+        print(f"  {neg_type:<13} " + "  ".join(f"{b} {s['bands'][b]:>5}" for b in BANDS) + f"  ({shown})")
     failures = doc["invariant_failures"]
     for f in failures[:MAX_PRINTED_FAILURES]:
         print(f"  FAIL {f['check']}: {f['message']}")
@@ -92,6 +105,10 @@ def run(args: argparse.Namespace) -> int:
         if not item["failures"] and not item["passes"]:
             print(f"  BELOW {args.min_verdict}: video {item['video']}, {item['neg_type']}: verdict {item['verdict']}"
                   f" ({item.get('score')}) {item.get('note') or ''}".rstrip())
+    for item in doc["items"]:
+        if item.get("impure"):
+            print(f"  IMPURE: video {item['video']}, {item['stream']}: also clearly shows "
+                  f"{', '.join(item['impure'])} (see docs/negatives.md)")
     print("wrote " + ", ".join(str(p) for p in written))
 
     if args.write_filtered_manifest is not None:

@@ -41,6 +41,10 @@ class AuditConfig:
         "in units of GT's mean instability) for 'weak'",
     )
     flicker_clear_excess: float = _f(2.0, "flicker: peak excess instability for 'clear'")
+    quality_psnr_floor_db: float = _f(
+        10.0, "quality score: hole PSNR (dB) that maps to 0 (unrelated content)"
+    )
+    quality_psnr_ceil_db: float = _f(40.0, "quality score: hole PSNR (dB) that maps to 1 (no visible difference)")
     lowpass_sigma_frac: float = _f(
         1 / 48, "hallucination: Gaussian low-pass sigma as a fraction of the frame's short side"
     )
@@ -65,6 +69,8 @@ class AuditConfig:
             raise UsageError("--hallucination-clear-psnr must be <= --hallucination-weak-psnr")
         if self.flicker_clear_excess < self.flicker_weak_excess:
             raise UsageError("--flicker-clear-excess must be >= --flicker-weak-excess")
+        if self.quality_psnr_ceil_db <= self.quality_psnr_floor_db:
+            raise UsageError("--quality-psnr-ceil-db must be > --quality-psnr-floor-db")
         if not 0 < self.lowpass_sigma_frac < 0.5:
             raise UsageError("--lowpass-sigma-frac must be in (0, 0.5)")
         if self.erode_px < 0:

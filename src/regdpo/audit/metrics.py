@@ -9,6 +9,8 @@ Measures (details and reasoning in ``docs/audit.md``):
   Laplacian over the (eroded) hole; > 0 means the negative lost high frequencies.
 - hallucination: PSNR and mean CIE76 colour distance between Gaussian low-passed negative
   and GT over the hole; a low PSNR means the content departs from GT at low frequency.
+- fidelity (for the quality score, ``quality.py``): scikit-image's PSNR over the hole pixels of
+  the whole clip, and its SSIM map (Gaussian window, Wang et al. 2004) averaged over the hole.
 - flicker: per transition t -> t+1, the instability ``e[t]`` of a clip in the region
   ``hole[t] | hole[t+1]`` is the smaller of its error after warping frame t with the
   GT's DIS optical flow and its plain frame difference (so content that moves with the
@@ -263,6 +265,34 @@ def lowpass_metrics(ref: Reference, neg_f: np.ndarray) -> dict[str, float]:
     return {"lowpass_psnr_db": psnr, "lowpass_delta_e": delta_e}
 
 
+def _ssim_map(gt: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """scikit-image SSIM map of one RGB frame pair (float32, 0..255), averaged over channels."""
+    from skimage.metrics import structural_similarity
+
+    side = min(gt.shape[:2])
+    if side >= 11:  # the standard Gaussian window (sigma 1.5) needs 11 px
+        kwargs: dict[str, Any] = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
+    else:  # tiny crops: the largest odd uniform window that fits
+        kwargs = {"win_size": max(3, side if side % 2 else side - 1)}
+    _, full = structural_similarity(gt, neg, channel_axis=-1, data_range=255.0, full=True, **kwargs)
+    return full.mean(axis=-1)
+
+
+def fidelity_metrics(ref: Reference, neg_f: np.ndarray) -> dict[str, float]:
+    """PSNR (dB, pooled over every hole pixel of the clip) and mean SSIM over the hole (scikit-image)."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    with np.errstate(divide="ignore"):
+        psnr = float(peak_signal_noise_ratio(ref.gt[ref.hole], neg_f[ref.hole], data_range=255.0))
+    total, count = 0.0, 0
+    for t in range(ref.hole.shape[0]):
+        if ref.hole[t].any():
+            ssim = _ssim_map(ref.gt[t], neg_f[t])
+            total += float(ssim[ref.hole[t]].sum(dtype=np.float64))
+            count += int(ref.hole[t].sum())
+    return {"hole_psnr_db": min(psnr, _MAX_PSNR), "hole_ssim": total / count if count else 1.0}
+
+
 def temporal_metrics(
     ref: Reference, neg_f: np.ndarray, cfg: AuditConfig, segments: Any = None
 ) -> dict[str, Any]:
@@ -345,22 +375,33 @@ SCORE_OF: dict[str, tuple[str, bool]] = {
 """neg_type -> (metric that decides its verdict, whether higher means a stronger defect)."""
 
 
-def verdict(neg_type: str, metrics: dict[str, Any], cfg: AuditConfig) -> tuple[str, str]:
-    """(verdict, note) on whether ``neg_type`` shows its intended defect."""
-    name, higher = SCORE_OF[neg_type]
+def thresholds(defect: str, cfg: AuditConfig) -> tuple[float, float]:
+    """(weak, clear) thresholds of the metric of ``defect`` (a key of ``SCORE_OF``)."""
+    if defect == "blur":
+        return cfg.blur_weak_db, cfg.blur_clear_db
+    if defect == "hallucination":
+        return cfg.hallucination_weak_psnr, cfg.hallucination_clear_psnr
+    return cfg.flicker_weak_excess, cfg.flicker_clear_excess
+
+
+def defect_level(defect: str, metrics: dict[str, Any], cfg: AuditConfig) -> int | None:
+    """0 (none), 1 (weak) or 2 (clear): how strongly ``metrics`` show ``defect``; None if unmeasured."""
+    name, higher = SCORE_OF[defect]
     score = metrics.get(name)
     if score is None:
-        return NOT_MEASURED, f"{name} could not be measured (no frame transition with a hole)"
-    if neg_type == "blur":
-        weak, clear = cfg.blur_weak_db, cfg.blur_clear_db
-    elif neg_type == "hallucination":
-        weak, clear = cfg.hallucination_weak_psnr, cfg.hallucination_clear_psnr
-    else:
-        weak, clear = cfg.flicker_weak_excess, cfg.flicker_clear_excess
+        return None
+    weak, clear = thresholds(defect, cfg)
     if higher:
-        level = 2 if score >= clear else 1 if score >= weak else 0
-    else:
-        level = 2 if score <= clear else 1 if score <= weak else 0
+        return 2 if score >= clear else 1 if score >= weak else 0
+    return 2 if score <= clear else 1 if score <= weak else 0
+
+
+def verdict(neg_type: str, metrics: dict[str, Any], cfg: AuditConfig) -> tuple[str, str]:
+    """(verdict, note) on whether ``neg_type`` shows its intended defect."""
+    name = SCORE_OF[neg_type][0]
+    level = defect_level(neg_type, metrics, cfg)
+    if level is None:
+        return NOT_MEASURED, f"{name} could not be measured (no frame transition with a hole)"
     note = ""
     if neg_type == "blur" and metrics.get("gt_laplacian_energy", 0.0) < cfg.texture_floor:
         note = "GT has almost no texture in the hole: blur cannot show here"
@@ -377,5 +418,6 @@ def measure_negative(
     metrics: dict[str, Any] = {}
     metrics.update(blur_metrics(ref, neg_u8))
     metrics.update(lowpass_metrics(ref, neg_f))
+    metrics.update(fidelity_metrics(ref, neg_f))
     metrics.update(temporal_metrics(ref, neg_f, cfg, segments))
     return metrics

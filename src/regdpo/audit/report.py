@@ -285,6 +285,22 @@ def render_html(doc: dict[str, Any], root: str | os.PathLike, thumbnails: int = 
         add("<p class='clear'>None: every negative equals its GT outside the hole, differs inside it, and "
             "all streams and masks are well formed.</p>")
 
+    impure = [i for i in doc["items"] if i.get("impure")]
+    add(f"<h2 id='impure'>Purity warnings ({len(impure)})</h2>")
+    if impure:
+        add("<p class='weak'>These negatives clearly show another type's defect as well as their own (a warning: "
+            "they still pass). A preference pair should teach one defect; see docs/negatives.md.</p>"
+            "<table><tr><th class='l'>video</th><th class='l'>stream</th><th class='l'>also shows</th>"
+            + "".join(f"<th>{_e(SCORE_OF[d][0])}</th>" for d in SCORE_OF) + "</tr>")
+        for item in impure:
+            m = item["metrics"]
+            add(f"<tr><td class='l'>{_e(item['video'])}</td><td class='l'>{_e(item['stream'])}</td>"
+                f"<td class='l weak'>{_e(', '.join(item['impure']))}</td>"
+                + "".join(f"<td>{_fmt(m.get(SCORE_OF[d][0]))}</td>" for d in SCORE_OF) + "</tr>")
+        add("</table>")
+    else:
+        add("<p class='clear'>None: no negative clearly shows another type's defect.</p>")
+
     videos = {v["name"]: v for v in doc["videos"]}
     if thumbnails > 0:
         failing = [i for i in doc["items"] if i["failures"] and i.get("invariants")][:thumbnails * 2]
@@ -308,12 +324,15 @@ def render_html(doc: dict[str, Any], root: str | os.PathLike, thumbnails: int = 
     add("</table>")
 
     add(f"<h2 id='items'>All negatives ({doc['num_items']})</h2><details><summary>show table</summary><table>"
-        "<tr><th class='l'>video</th><th class='l'>type</th><th class='l'>verdict</th><th>passes</th>"
+        "<tr><th class='l'>video</th><th class='l'>stream</th><th class='l'>verdict</th><th>passes</th>"
+        "<th>quality score</th><th class='l'>band</th><th class='l'>impure</th>"
         + "".join(f"<th>{_e(k)}</th>" for k in SUMMARY_METRICS) + "<th class='l'>jump frames</th></tr>")
     for item in doc["items"]:
         m = item["metrics"]
-        add(f"<tr><td class='l'>{_e(item['video'])}</td><td class='l'>{_e(item['neg_type'])}</td>"
+        add(f"<tr><td class='l'>{_e(item['video'])}</td><td class='l'>{_e(item.get('stream', item['neg_type']))}</td>"
             f"<td class='l {_e(item['verdict'])}'>{_e(item['verdict'])}</td><td>{'yes' if item['passes'] else 'no'}</td>"
+            f"<td>{_fmt(item.get('quality_score'))}</td><td class='l'>{_e(item.get('band') or '-')}</td>"
+            f"<td class='l'>{_e(', '.join(item.get('impure') or []) or '-')}</td>"
             + "".join(f"<td>{_fmt(m.get(k))}</td>" for k in SUMMARY_METRICS)
             + f"<td class='l'>{_e(m.get('jump_frames', ''))}</td></tr>")
     add("</table></details></body></html>\n")

@@ -20,9 +20,11 @@ from .. import format as fmt
 from ..errors import FormatError, FrameReadError, RegdpoError
 from ..frames import read_rgb_clip
 from . import metrics as M
+from . import quality as Q
 from .config import NOT_MEASURED, VERDICTS, AuditConfig
 
-AUDIT_VERSION = 1
+AUDIT_VERSION = 2
+"""2: items carry ``stream``, ``strength``, ``quality_score``, ``band`` and ``impure``."""
 
 
 # --------------------------------------------------------------------------- failures
@@ -126,9 +128,17 @@ def audit_video(
     return _round(record)
 
 
+def _key(video: str, neg_type: str) -> dict[str, Any]:
+    """The item key (SCHEMA 4): ``video`` and ``stream``, with the stream's type and strength.
+
+    A version-1 dataset has one stream per type, named after it, at strength 1.0.
+    """
+    return {"video": video, "neg_type": neg_type, "strength": 1.0, "stream": neg_type}
+
+
 def _unmeasured(video: str, neg_type: str, failures: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"video": video, "neg_type": neg_type, "verdict": NOT_MEASURED, "score": None, "note": "",
-            "metrics": {}, "failures": list(failures), "passes": False}
+    return {**_key(video, neg_type), "verdict": NOT_MEASURED, "score": None, "note": "", "metrics": {},
+            "quality_score": None, "band": None, "impure": [], "failures": list(failures), "passes": False}
 
 
 def _audit_negative(
@@ -170,14 +180,21 @@ def _audit_negative(
                      f"{len(same)} of {meta.num_frames} frames are identical to GT inside the hole "
                      f"(frames {shown}): not a negative")
         )
-    item: dict[str, Any] = {"video": name, "neg_type": neg_type, "invariants": invariants}
+    item: dict[str, Any] = {**_key(name, neg_type), "invariants": invariants}
     if ref is None:
-        item.update(verdict=NOT_MEASURED, score=None, note="empty hole", metrics={})
+        item.update(verdict=NOT_MEASURED, score=None, note="empty hole", metrics={}, quality_score=None,
+                    impure=[])
     else:
         segments = meta.negatives.get(neg_type, {}).get("segments") if neg_type == "flicker" else None
         metrics = M.measure_negative(ref, neg, cfg, segments)
         verdict, note = M.verdict(neg_type, metrics, cfg)
-        item.update(verdict=verdict, score=metrics.get(M.SCORE_OF[neg_type][0]), note=note, metrics=metrics)
+        terms = Q.quality_terms(metrics, cfg)
+        if terms is not None:
+            metrics.update({k: v for k, v in terms.items() if k != "quality_score"})
+        item.update(verdict=verdict, score=metrics.get(M.SCORE_OF[neg_type][0]), note=note, metrics=metrics,
+                    quality_score=None if terms is None else terms["quality_score"],
+                    impure=Q.impurities(neg_type, metrics, cfg))
+    item["band"] = None  # set by ``grade`` once the band is known
     item["failures"] = failures
     item["passes"] = False  # decided by ``decide`` once the minimum verdict is known
     return item
@@ -261,6 +278,12 @@ def decide(items: Iterable[dict[str, Any]], min_verdict: str) -> None:
         item["passes"] = not item["failures"] and verdict in VERDICTS and VERDICTS.index(verdict) >= floor
 
 
+def grade(items: Iterable[dict[str, Any]], band: Sequence[float]) -> None:
+    """Set each item's ``band`` from its ``quality_score`` (None when it has none)."""
+    for item in items:
+        item["band"] = Q.band_of(item.get("quality_score"), band)
+
+
 def _stats(values: list[float]) -> dict[str, float] | None:
     if not values:
         return None
@@ -275,6 +298,8 @@ def _stats(values: list[float]) -> dict[str, float] | None:
 
 
 SUMMARY_METRICS = (
+    "hole_psnr_db",
+    "hole_ssim",
     "sharpness_loss_db",
     "lowpass_psnr_db",
     "lowpass_delta_e",
@@ -298,6 +323,9 @@ def summarise(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "with_invariant_failures": sum(bool(i["failures"]) for i in mine),
             "passing": sum(i["passes"] for i in mine),
             "score_metric": M.SCORE_OF[neg_type][0],
+            "quality_score": _stats([i["quality_score"] for i in mine if i.get("quality_score") is not None]),
+            "bands": {b: sum(i.get("band") == b for i in mine) for b in Q.BANDS},
+            "impure": {d: sum(d in i.get("impure", ()) for i in mine) for d in M.SCORE_OF if d != neg_type},
             "metrics": {},
         }
         for key in SUMMARY_METRICS:
@@ -337,6 +365,7 @@ def run_audit(
     *,
     workers: int = 1,
     min_verdict: str = "weak",
+    band: Sequence[float] = Q.DEFAULT_BAND,
     progress: Callable[[Iterator[dict[str, Any]], int], Iterable[dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Audit ``entries`` and return the whole audit document (the content of ``audit.json``)."""
@@ -346,6 +375,7 @@ def run_audit(
     records = list(stream)
     items = [i for r in records for i in r["items"]]
     decide(items, min_verdict)
+    grade(items, band)
     failures: list[dict[str, Any]] = []  # video-level ones once, then each negative's own
     for rec in records:
         failures.extend(rec["failures"])
@@ -358,6 +388,7 @@ def run_audit(
         "root": str(root),
         "config": cfg.to_dict(),
         "min_verdict": min_verdict,
+        "band": [float(b) for b in band],
         "num_videos": len(records),
         "num_items": len(items),
         "summary": summarise(items),
