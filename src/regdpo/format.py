@@ -54,9 +54,17 @@ MASK_HOLE_VALUE = 255
 """Value of a hole pixel in a stored mask PNG (valid pixels are 0)."""
 
 _VIDEO_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+MAX_VIDEO_NAME = 200
+"""Longest video name: leaves room under the 255-byte file-name limit for ``_failed/{name}.json``,
+staging (``{name}.xxxxxxxx``) and trash (``{name}.old.xxxxxxxx``) names."""
 
-
-
+MAX_FRAMES = 100_000
+"""Most frames a video may claim (a manifest claiming more is refused before anything is allocated)."""
+MAX_SIDE = 16_384
+MAX_FRAME_PIXELS = 1 << 26
+"""Most pixels of one stored or source frame (64 Mpixel), checked from the header before decoding."""
+MAX_IMAGE_BYTES = 256 << 20
+"""Largest image file read (256 MiB); a bigger file is refused before it is read."""
 
 def frame_name(index: int) -> str:
     """File name of frame ``index`` in every stream: ``00000.png``, ``00001.png``, ..."""
@@ -69,14 +77,36 @@ def frame_names(num_frames: int) -> list[str]:
     return [frame_name(i) for i in range(num_frames)]
 
 
-def check_video_name(name: str) -> str:
-    """Return ``name`` if it is a valid video folder name, else raise ``ValueError``."""
-    if not _VIDEO_NAME.match(name) or name in (FAILED_DIR, STAGING_DIR):
-        raise ValueError(
-            f"invalid video name {name!r}: use letters, digits and . _ + - "
-            "(not starting with a dot or underscore)"
+def check_video_name(name: Any, where: str | os.PathLike | None = None) -> str:
+    """Return ``name`` if it is a valid video folder name, else raise ``FormatError`` (a ``ValueError``).
+
+    The one name rule, applied on every write and every read (manifests, meta.json): letters, digits and
+    ``. _ + -``, starting with a letter or digit, no ``..``, at most ``MAX_VIDEO_NAME`` characters. So a
+    name read from a file can never lead outside the dataset (``../x``, ``/etc``) or be too long to store.
+    ``where``: the file the name was read from, named in the message.
+    """
+    prefix = f"{where}: " if where is not None else ""
+    if not isinstance(name, str):
+        raise FormatError(f"{prefix}video name {name!r} is not a string")
+    if len(name) > MAX_VIDEO_NAME:
+        raise FormatError(f"{prefix}video name {name[:40]!r}... is {len(name)} characters long, "
+                          f"at most {MAX_VIDEO_NAME} are allowed")
+    if not _VIDEO_NAME.match(name) or ".." in name or name in (FAILED_DIR, STAGING_DIR):
+        raise FormatError(
+            f"{prefix}invalid video name {name!r}: use letters, digits and . _ + - "
+            "(starting with a letter or digit, no '..')"
         )
     return name
+
+
+def check_dimensions(num_frames: Any, height: Any, width: Any, what: str) -> None:
+    """Refuse frame counts and sizes that are not ints in range (before anything is allocated for them)."""
+    for label, value, top in (("num_frames", num_frames, MAX_FRAMES), ("height", height, MAX_SIDE),
+                              ("width", width, MAX_SIDE)):
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            raise FormatError(f"{what}: {label} {value!r} is not an integer in 1..{top}")
+    if height * width > MAX_FRAME_PIXELS:
+        raise FormatError(f"{what}: {width}x{height} frames exceed {MAX_FRAME_PIXELS} pixels")
 
 
 def check_neg_type(neg_type: str) -> str:
@@ -133,8 +163,12 @@ class VideoMeta:
         missing = [k for k in required if k not in data]
         if missing:
             raise FormatError(f"{path}: missing field(s) {', '.join(missing)}")
+        check_video_name(data["name"], path)
+        check_dimensions(data["num_frames"], data["height"], data["width"], str(path))
         known = {f for f in cls.__dataclass_fields__}
         meta = cls(**{k: v for k, v in data.items() if k in known})
+        if not isinstance(meta.neg_types, list):
+            raise FormatError(f"{path}: neg_types must be a list")
         for t in meta.neg_types:
             if t not in NEG_TYPES:
                 raise FormatError(f"{path}: unknown negative type {t!r}")
@@ -190,6 +224,10 @@ class Manifest:
             videos = [ManifestEntry(**v) for v in data["videos"]]
         except (KeyError, TypeError) as exc:
             raise FormatError(f"{path}: malformed 'videos' list ({exc})") from exc
+        for video in videos:  # names become paths: checked here, on every read of every manifest
+            check_video_name(video.name, path)
+            if not isinstance(video.neg_types, list) or not all(isinstance(t, str) for t in video.neg_types):
+                raise FormatError(f"{path}: video {video.name}: neg_types must be a list of names")
         return cls(videos, list(data.get("failed", [])), list(data.get("skipped", [])), version)
 
 
@@ -222,8 +260,16 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def read_video_meta(root: str | os.PathLike, name: str) -> VideoMeta:
+    """``{root}/{name}/meta.json``; the name is checked first, and must be the one the record holds."""
+    check_video_name(name)
     path = Path(root) / name / META_FILE
-    return VideoMeta.from_dict(read_json(path), path=path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise FormatError(f"{path}: not a JSON object")
+    meta = VideoMeta.from_dict(data, path=path)
+    if meta.name != name:
+        raise FormatError(f"{path}: records the name {meta.name!r}, its folder is {name!r}")
+    return meta
 
 
 def load_manifest(root: str | os.PathLike, manifest_path: str | os.PathLike | None = None) -> Manifest:
@@ -247,8 +293,16 @@ def complete_videos(root: str | os.PathLike) -> list[str]:
     return sorted(
         p.name
         for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith((".", "_")) and (p / META_FILE).is_file()
+        if p.is_dir() and not p.name.startswith((".", "_")) and _valid_name(p.name) and (p / META_FILE).is_file()
     )
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        check_video_name(name)
+    except FormatError:
+        return False
+    return True
 
 
 def failure_records(root: str | os.PathLike) -> list[dict[str, Any]]:
@@ -259,21 +313,37 @@ def failure_records(root: str | os.PathLike) -> list[dict[str, Any]]:
     return [read_json(p) for p in sorted(folder.glob("*.json"))]
 
 
+PNG_TRAILER = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+"""The last 12 bytes of every complete PNG (the IEND chunk): a truncated file lacks them."""
+
+
+def video_stream_dirs(entry: "ManifestEntry | VideoMeta", neg_types: Sequence[str] | None = None) -> list[str]:
+    """The stream folders a video holds (or the selected ``neg_types`` of it)."""
+    return stream_dirs(entry.neg_types if neg_types is None else neg_types)
+
+
 def validate_video_streams(
-    root: str | os.PathLike, entry: ManifestEntry | VideoMeta, neg_types: Sequence[str] | None = None
+    root: str | os.PathLike, entry: ManifestEntry | VideoMeta, neg_types: Sequence[str] | None = None,
+    *, headers: bool = True,
 ) -> None:
     """Check that every stream of a video has the entry's frame names and size.
 
-    Reads only image headers. Raises ``FormatError`` naming the video and the file.
+    Lists the stream folders (each a real folder, not a link) and, with ``headers``, reads each
+    image's header and its last 12 bytes (a truncated PNG lacks the IEND trailer); no pixel is
+    decoded (``regdpo verify`` does that). Raises ``FormatError`` naming the video and the file.
     """
     from PIL import Image  # local: keeps `import regdpo.format` light
 
+    check_video_name(entry.name)
+    check_dimensions(entry.num_frames, entry.height, entry.width, f"video {entry.name}")
     video_dir = Path(root) / entry.name
+    if video_dir.is_symlink() or not video_dir.is_dir():
+        raise FormatError(f"video {entry.name}: {video_dir} is not a folder (or is a symbolic link)")
     expected = frame_names(entry.num_frames)
-    for stream in stream_dirs(entry.neg_types if neg_types is None else neg_types):
+    for stream in video_stream_dirs(entry, neg_types):
         folder = video_dir / stream
-        if not folder.is_dir():
-            raise FormatError(f"video {entry.name}: stream folder {folder} is missing")
+        if folder.is_symlink() or not folder.is_dir():
+            raise FormatError(f"video {entry.name}: stream folder {folder} is missing (or is a symbolic link)")
         found = sorted(p.name for p in folder.iterdir() if p.suffix == FRAME_EXT)
         if found != expected:
             missing = sorted(set(expected) - set(found))
@@ -283,11 +353,24 @@ def validate_video_streams(
                 f"video {entry.name}: stream {stream} has {len(found)} frames, expected "
                 f"{entry.num_frames} ({detail})"
             )
+        if not headers:
+            continue
         for fname in expected:
             path = folder / fname
             try:
-                with Image.open(path) as img:
-                    size, mode = img.size, img.mode
+                if path.is_symlink():
+                    raise OSError("a symbolic link, not a frame file")
+                with open(path, "rb") as fh:
+                    fh.seek(0, os.SEEK_END)
+                    nbytes = fh.tell()
+                    if nbytes > MAX_IMAGE_BYTES:
+                        raise OSError(f"{nbytes} bytes, more than {MAX_IMAGE_BYTES}")
+                    fh.seek(max(0, nbytes - len(PNG_TRAILER)))
+                    if fh.read() != PNG_TRAILER:
+                        raise OSError("truncated (no PNG end marker)")
+                    fh.seek(0)
+                    with Image.open(fh) as img:
+                        size, mode = img.size, img.mode
             except Exception as exc:  # PIL raises several types for broken files
                 raise FormatError(f"video {entry.name}: cannot read {path} ({exc})") from exc
             if size != (entry.width, entry.height):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from .writer import clear_staging, rebuild_manifest
+import sys
+
+from .writer import clear_staging, idle_lock, rebuild_manifest
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +17,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .errors import FormatError
+
+    if not Path(args.root).is_dir():
+        raise FormatError(f"dataset root {args.root} does not exist or is not a folder")
     if not args.keep_staging:
-        clear_staging(args.root)
+        with idle_lock(args.root) as idle:  # .staging/ belongs to a running generator: never touched then
+            if idle:
+                clear_staging(args.root)
+            else:
+                print(f"{args.root}: a generator is running there; its .staging/ is left alone", file=sys.stderr)
     manifest = rebuild_manifest(args.root)
     d = manifest.to_dict()
     print(

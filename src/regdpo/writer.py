@@ -13,13 +13,15 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from . import format as fmt
-from .errors import UsageError
+from . import outputs
+from .errors import FormatError, UsageError
 from .frames import composite, write_mask, write_rgb
 
 try:
@@ -40,6 +42,47 @@ def _encode_pool() -> ThreadPoolExecutor:
     return _encoder
 
 
+def open_lock_file(path: Path):
+    """Open (create) a lock file without following a planted symbolic link (``O_NOFOLLOW``)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        if path.is_symlink():
+            raise FormatError(f"{path} is a symbolic link; regdpo never writes through links (remove it)") from None
+        raise UsageError(f"{path}: cannot create the lock file ({exc.strerror}); is the folder writable?") from None
+    return os.fdopen(fd, "a+")
+
+
+def real_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) as a folder; refuse when it is a symbolic link (nothing is written through links)."""
+    if path.is_symlink():
+        raise FormatError(f"{path} is a symbolic link; regdpo never writes through links (remove it)")
+    path.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink() or not path.is_dir():
+        raise FormatError(f"{path} is not a folder")
+    return path
+
+
+@contextlib.contextmanager
+def idle_lock(root: str | os.PathLike):
+    """Yield True while holding ``{root}/.lock`` exclusively (no generator or shard runs in ``root``),
+    False at once when one does. ``regdpo manifest`` touches ``.staging/`` only when True."""
+    root = Path(root)
+    handle = open_lock_file(root / fmt.LOCK_FILE)
+    try:
+        if fcntl is None:
+            yield False  # cannot tell: never touch another run's staging
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        handle.close()
+
+
 @contextlib.contextmanager
 def output_lock(root: str | os.PathLike, shard: str | None = None):
     """Hold the run lock of ``root`` for the duration; a conflicting holder gets a clear ``UsageError``.
@@ -57,7 +100,7 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
     handles = []
     try:
         for name, exclusive in locks:
-            handle = open(root / name, "a+")
+            handle = open_lock_file(root / name)
             handles.append(handle)
             if fcntl is None:
                 continue
@@ -82,9 +125,13 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
 def clear_staging(root: str | os.PathLike, subdir: str | None = None) -> None:
     """Remove what an interrupted run left in ``.staging/`` (never a finished video).
 
-    ``subdir``: only that shard's part (other shards may be writing beside it).
+    ``subdir``: only that shard's part (other shards may be writing beside it), and the trash of an
+    interrupted ``--overwrite``. The caller holds the run lock (``output_lock`` or ``idle_lock``).
     """
     staging = Path(root) / fmt.STAGING_DIR
+    if staging.is_symlink():
+        raise FormatError(f"{staging} is a symbolic link; regdpo never writes through links (remove it)")
+    outputs.clear_trash(Path(root))
     shutil.rmtree(staging / subdir if subdir else staging, ignore_errors=True)
 
 
@@ -114,7 +161,8 @@ class VideoEntryWriter:
         self.staging_dir = self.staging_parent / f"{name}.{uuid.uuid4().hex[:8]}"
         for attempt in range(3):
             try:
-                self.staging_dir.mkdir(parents=True)
+                real_dir(self.staging_parent)
+                self.staging_dir.mkdir()
                 break
             except FileNotFoundError:  # another process removed an empty parent in between
                 if attempt == 2:
@@ -198,14 +246,17 @@ class VideoEntryWriter:
             )
         if sorted(meta.neg_types) != sorted(self._negatives):
             raise ValueError(f"{self.name}: meta lists {meta.neg_types}, written {self._negatives}")
+        # the staged streams are complete (nothing removed them under us) before meta.json marks them so
+        fmt.validate_video_streams(self.staging_parent, _Staged(meta, self.staging_dir.name), headers=False)
         fmt.write_json_atomic(self.staging_dir / fmt.META_FILE, meta.to_dict())
         _fsync_dir(self.staging_dir)
-        if self.final_dir.exists() and not (self.final_dir / fmt.META_FILE).is_file():
+        exists = self.final_dir.exists() or self.final_dir.is_symlink()
+        if exists and outputs.owned_video(self.final_dir) is None:
             raise fmt.FormatError(
-                f"{self.final_dir} exists and is not a regdpo video (no {fmt.META_FILE}); "
-                f"move it away, it is never deleted"
+                f"{self.final_dir} exists and is not a regdpo video (not provably: its {fmt.META_FILE} is missing, "
+                f"unreadable or foreign, or it holds other files); move it away, it is never deleted"
             )
-        if self.final_dir.exists():  # a complete entry of the same name: replaced atomically
+        if exists:  # a regdpo entry of the same name: replaced atomically
             trash = self.staging_parent / f"{self.name}.old.{uuid.uuid4().hex[:8]}"
             os.replace(self.final_dir, trash)
             os.replace(self.staging_dir, self.final_dir)
@@ -216,6 +267,17 @@ class VideoEntryWriter:
         self._committed = True
         self._remove_empty_staging_root()
         return self.final_dir
+
+
+@dataclass
+class _Staged:
+    """A staged entry as ``validate_video_streams`` sees it (the staging folder's own name)."""
+
+    meta: fmt.VideoMeta
+    name: str
+
+    def __getattr__(self, key: str) -> Any:
+        return getattr(self.meta, key)
 
 
 def write_video_entry(
@@ -257,23 +319,47 @@ def rebuild_manifest(root: str | os.PathLike) -> fmt.Manifest:
     root = Path(root)
     if not root.is_dir():
         raise fmt.FormatError(f"dataset root {root} does not exist or is not a folder")
-    with open(root / f"{fmt.LOCK_FILE}.manifest", "a+") as lock:
+    with open_lock_file(root / f"{fmt.LOCK_FILE}.manifest") as lock:
         if fcntl is not None:  # concurrent shards: each reads the folder and writes in turn, so the last
             fcntl.flock(lock, fcntl.LOCK_EX)  # write always saw every video committed before it
         return _rebuild_manifest_locked(root)
 
 
 def _rebuild_manifest_locked(root: Path) -> fmt.Manifest:
-    videos = [fmt.ManifestEntry.from_meta(fmt.read_video_meta(root, n)) for n in fmt.complete_videos(root)]
-    done = {v.name for v in videos}
-    records = [r for r in fmt.failure_records(root) if r.get("name") not in done]
+    """Lists the complete videos; one whose ``meta.json`` is unreadable or whose streams are incomplete
+    is listed under ``failed`` with the reason instead (it never stops the rebuild)."""
+    videos, broken = [], []
+    for name in fmt.complete_videos(root):
+        try:
+            meta = fmt.read_video_meta(root, name)
+            fmt.validate_video_streams(root, meta, headers=False)
+        except (fmt.FormatError, OSError) as exc:
+            broken.append({"name": name, "status": "failed", "reason": f"not a complete video: {exc}"})
+            continue
+        videos.append(fmt.ManifestEntry.from_meta(meta))
+    done = {v.name for v in videos} | {b["name"] for b in broken}
+    records = [r for r in _readable_failure_records(root) if r.get("name") not in done]
     manifest = fmt.Manifest(
         videos=videos,
-        failed=[r for r in records if r.get("status") == "failed"],
+        failed=broken + [r for r in records if r.get("status") == "failed"],
         skipped=[r for r in records if r.get("status") == "skipped"],
     )
     fmt.write_json_atomic(root / fmt.MANIFEST_FILE, manifest.to_dict())
     return manifest
+
+
+def _readable_failure_records(root: Path) -> list[dict[str, Any]]:
+    """Failure records under ``_failed/``; a damaged one is passed over (it never stops a rebuild)."""
+    folder = root / fmt.FAILED_DIR
+    records = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            record = fmt.read_json(path)
+        except fmt.FormatError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def _fsync_dir(path: Path) -> None:

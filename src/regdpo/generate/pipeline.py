@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from .. import format as fmt
+from .. import outputs
 from ..backends.base import Clip, NegativeBackend
 from ..errors import UsageError
 from ..seeding import derive_seed, rng
@@ -52,48 +53,28 @@ def _stderr_log(message: str) -> None:
 # --------------------------------------------------------------------------- output folder
 
 
-def _entries(root: Path) -> list[Path]:
-    """What is in the output folder, but the run locks (never deleted: others may be waiting on them)."""
-    return sorted(p for p in root.iterdir() if not _is_lock(p.name)) if root.is_dir() else []
-
-
-def _is_lock(name: str) -> bool:
-    return name == fmt.LOCK_FILE or name.startswith(fmt.LOCK_FILE + ".")
-
-
 def check_output_dir(config: GenerateConfig) -> None:
     """Refuse a non-empty output folder unless ``--resume`` or ``--overwrite`` says what to do."""
     root = config.output_dir
     if root.exists() and not root.is_dir():
         raise UsageError(f"--output_dir {root}: exists and is not a folder")
-    if _entries(root) and not (config.resume or config.overwrite):
+    if outputs.entries(root) and not (config.resume or config.overwrite):
         raise UsageError(
             f"--output_dir {root} is not empty: add --resume to finish the run that made it, "
             f"or --overwrite to replace its contents"
         )
     if config.overwrite:
-        foreign = [p.name for p in _entries(root) if not _is_generator_output(p)]
+        foreign = outputs.foreign_entries(root)
         if foreign:
             raise UsageError(
-                f"--overwrite: {root} holds {foreign[0]!r}, which regdpo did not write; refusing to delete "
-                f"it (remove it yourself or choose another --output_dir)"
+                f"--overwrite: {root} holds {foreign[0].name!r}, which regdpo did not write (or cannot prove it wrote); refusing to "
+                f"delete anything (remove it yourself or choose another --output_dir)"
             )
 
 
-def _is_generator_output(path: Path) -> bool:
-    if path.name in fmt.DERIVED_OUTPUTS:
-        return True
-    return path.is_dir() and (path / fmt.META_FILE).is_file()
-
-
 def clear_output_dir(root: Path) -> None:
-    """``--overwrite``: delete what an earlier run wrote (only that; see ``check_output_dir``)."""
-    for path in _entries(root):
-        if _is_generator_output(path):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+    """``--overwrite``: delete what an earlier run wrote (only that; see ``regdpo.outputs``), atomically per entry."""
+    outputs.remove_outputs(root)
 
 
 RESUME_IGNORED_BACKEND_SETTINGS = ("paths", "versions")
@@ -113,7 +94,10 @@ def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, 
     if backend_settings is not None:  # compared as stored in meta.json (lists, not tuples)
         want_backend = _comparable(json.loads(json.dumps(backend_settings)))
     for name in fmt.complete_videos(config.output_dir):
-        meta = fmt.read_video_meta(config.output_dir, name)
+        try:
+            meta = fmt.read_video_meta(config.output_dir, name)
+        except fmt.FormatError:  # reported (and never counted done) when its video comes up
+            continue
         for key in RESUME_KEYS:
             have = meta.generator.get(key)
             if have != wanted[key]:
@@ -378,10 +362,42 @@ def _run_locked(config, backend, sources, pool, captions, log, t_run) -> RunSumm
     return summary
 
 
+def committed_state(root: Path, source: VideoSource) -> tuple[str, str]:
+    """What ``{root}/{source.name}`` holds: ("absent"|"done"|"incomplete"|"foreign"|"collision", detail).
+
+    "done" only for a complete video (every stream listed and its headers and PNG trailers read),
+    made from this source; "incomplete" (ours, to be made again); "foreign" (an unreadable or
+    unknown ``meta.json``: reported, never replaced); "collision" (made from another source
+    whose name sanitises to the same).
+    """
+    folder = root / source.name
+    if not (folder / fmt.META_FILE).is_file():
+        return "absent", ""
+    try:
+        meta = fmt.read_video_meta(root, source.name)
+    except fmt.FormatError as exc:
+        return "foreign", str(exc)
+    made_from = (meta.source.get("dataset"), meta.source.get("id"))
+    if None not in made_from and made_from != (source.dataset, source.source_id):
+        return "collision", (f"{folder} was made from {meta.source.get('path')}, and {source.path} gets the same "
+                             f"name {source.name}; rename one of the two sources")
+    try:
+        fmt.validate_video_streams(root, meta)
+    except fmt.FormatError as exc:
+        return "incomplete", str(exc)
+    return "done", ""
+
+
 def _one(source, config, backend, pool, captions, done, log) -> VideoOutcome:
     root, name = config.output_dir, source.name
-    if name in done or (root / name / fmt.META_FILE).is_file():  # the latter: finished by another shard
+    state, detail = committed_state(root, source)
+    if state == "done":  # by an earlier run, or by another shard
         return VideoOutcome(name, "done")
+    if state in ("foreign", "collision"):
+        log(f"FAILED {name}: {detail}")
+        return VideoOutcome(name, "failed", detail)
+    if state == "incomplete":
+        log(f"warning: {detail}; making {name} again")
     previous = None
     if config.resume:
         try:
