@@ -10,7 +10,9 @@ clip and of its mask, with one set of random augmentation parameters for every s
   the negative is then re-composited onto the positive with the resized mask, so the two
   stay identical outside the hole (a plain resize of the negative would bleed hole
   content into neighbouring valid pixels);
-- ``resolution x resolution`` crop: random, or centred with ``args.center_crop``;
+- ``resolution x resolution`` crop holding at least ``args.min_hole_coverage`` of the window's
+  hole pixels (``regdpo.crops``): random among such positions, or the one nearest the centre
+  with ``args.center_crop``; a hole-free window of a clip with a hole elsewhere is moved onto it;
 - optional horizontal flip (``args.random_flip``) and temporal reversal (``args.random_reverse``).
 
 Fields of an item (float32 tensors unless said; ``F = nframes``, ``R = resolution``):
@@ -51,7 +53,7 @@ from __future__ import annotations
 import threading
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -60,6 +62,7 @@ import numpy as np
 import torch
 
 from . import format as fmt
+from .crops import DEFAULT_MIN_HOLE_COVERAGE, choose_crop, choose_window_start, crop_coverage
 from .errors import FormatError, UsageError
 from .frames import decode_image
 from .regions import block_any_np, check_kernel_size, decompose_regions, dilate_mask_np, latent_kernel_size
@@ -100,8 +103,11 @@ class Augmentation:
 
     ``frame_indices`` are the stored frames to read, in output order (reversed when the
     item is temporally reversed); ``resized_hw`` the size after the short-side resize;
-    ``crop_yx`` the top-left corner of the ``R x R`` crop in the resized frame; ``flip``
-    a horizontal flip after the crop; ``empty_prompt`` replaces the prompt by ``""``.
+    ``crop_yx`` the top-left corner of the ``crop_hw`` crop in the resized frame (``R x R``,
+    or the whole resized frame with ``full_frame``); ``flip`` a horizontal flip after the
+    crop; ``empty_prompt`` replaces the prompt by ``""``. ``start_draw`` and ``crop_draw`` are
+    the uniforms the window start and the crop were drawn from (``regdpo.crops`` draws the
+    hole-holding crop from them once the masks are read).
     """
 
     frame_indices: tuple[int, ...]
@@ -109,6 +115,15 @@ class Augmentation:
     crop_yx: tuple[int, int]
     flip: bool
     empty_prompt: bool
+    crop_hw: tuple[int, int] = (0, 0)
+    start_draw: float = 0.0
+    crop_draw: tuple[float, float] = (0.0, 0.0)
+
+    def with_start(self, start: int) -> "Augmentation":
+        """The same parameters with the window starting at stored frame ``start``."""
+        indices = tuple(range(start, start + len(self.frame_indices)))
+        reversed_ = len(indices) > 1 and self.frame_indices[0] > self.frame_indices[-1]
+        return replace(self, frame_indices=indices[::-1] if reversed_ else indices)
 
 
 def resized_size(height: int, width: int, resolution: int) -> tuple[int, int]:
@@ -116,6 +131,12 @@ def resized_size(height: int, width: int, resolution: int) -> tuple[int, int]:
     if height <= width:
         return resolution, max(resolution, round(width * resolution / height))
     return max(resolution, round(height * resolution / width)), resolution
+
+
+def full_frame_size(height: int, width: int, resolution: int) -> tuple[int, int]:
+    """``(h, w)`` of a full-frame item: short side ``resolution``, long side rounded to a multiple of 8."""
+    rh, rw = resized_size(height, width, resolution)
+    return (max(resolution, VAE_SCALE * round(rh / VAE_SCALE)), max(resolution, VAE_SCALE * round(rw / VAE_SCALE)))
 
 
 def plan_augmentation(
@@ -130,9 +151,13 @@ def plan_augmentation(
     random_flip: bool = False,
     random_reverse: bool = False,
     proportion_empty_prompts: float = 0.0,
+    full_frame: bool = False,
 ) -> Augmentation:
     """Draw the parameters of one item. Always draws the same six numbers in the same order,
-    so switching one option on or off does not change the others' draws."""
+    so switching one option on or off does not change the others' draws.
+
+    ``crop_yx`` is the plain uniform (or centred) crop; ``DPODataset`` replaces it by one that
+    holds the hole (``regdpo.crops.choose_crop``) once it has read the window's masks."""
     if num_frames < nframes:
         raise ValueError(f"clip has {num_frames} frames, fewer than nframes={nframes}")
     start_u, y_u, x_u, flip_u, reverse_u, prompt_u = rng.random(6)
@@ -140,18 +165,26 @@ def plan_augmentation(
     indices = tuple(range(start, start + nframes))
     if random_reverse and reverse_u < 0.5:
         indices = indices[::-1]
-    rh, rw = resized_size(height, width, resolution)
-    if center_crop:
-        y0, x0 = (rh - resolution) // 2, (rw - resolution) // 2
+    if full_frame:
+        rh, rw = full_frame_size(height, width, resolution)
+        crop_hw, y0, x0 = (rh, rw), 0, 0
     else:
-        y0 = min(int(y_u * (rh - resolution + 1)), rh - resolution)
-        x0 = min(int(x_u * (rw - resolution + 1)), rw - resolution)
+        rh, rw = resized_size(height, width, resolution)
+        crop_hw = (resolution, resolution)
+        if center_crop:
+            y0, x0 = (rh - resolution) // 2, (rw - resolution) // 2
+        else:
+            y0 = min(int(y_u * (rh - resolution + 1)), rh - resolution)
+            x0 = min(int(x_u * (rw - resolution + 1)), rw - resolution)
     return Augmentation(
         frame_indices=indices,
         resized_hw=(rh, rw),
         crop_yx=(y0, x0),
         flip=bool(random_flip and flip_u < 0.5),
         empty_prompt=bool(prompt_u < proportion_empty_prompts),
+        crop_hw=crop_hw,
+        start_draw=float(start_u),
+        crop_draw=(float(y_u), float(x_u)),
     )
 
 
@@ -338,7 +371,7 @@ class DPODataset(torch.utils.data.Dataset):
     - optional (default): ``proportion_empty_prompts`` (0), ``boundary_dilation`` (7, odd),
       ``neg_types`` (all; a list or a comma-separated string), ``manifest`` (``None``: the
       root's ``manifest.json``; else a file with the same schema, e.g. audit-filtered),
-      ``center_crop`` (False), ``random_flip`` (False), ``random_reverse`` (False),
+      ``center_crop`` (False), ``min_hole_coverage`` (0.5), ``random_flip`` (False), ``random_reverse`` (False),
       ``default_prompt`` (``"clean background"``, for videos without prompt), ``dataset_seed``
       (``None``: see the module docstring), ``skip_invalid`` (False).
 
@@ -367,6 +400,10 @@ class DPODataset(torch.utils.data.Dataset):
         if not 0.0 <= self.proportion_empty_prompts <= 1.0:
             raise UsageError(f"args.proportion_empty_prompts must be in [0, 1], got {self.proportion_empty_prompts}")
         self.center_crop = bool(_opt(args, "center_crop", False))
+        self.full_frame = bool(_opt(args, "full_frame", False))
+        self.min_hole_coverage = float(_opt(args, "min_hole_coverage", DEFAULT_MIN_HOLE_COVERAGE))
+        if not 0.0 <= self.min_hole_coverage <= 1.0:
+            raise UsageError(f"args.min_hole_coverage must be in [0, 1], got {self.min_hole_coverage}")
         self.random_flip = bool(_opt(args, "random_flip", False))
         self.random_reverse = bool(_opt(args, "random_reverse", False))
         self.default_prompt = str(_opt(args, "default_prompt", DEFAULT_PROMPT))
@@ -385,6 +422,7 @@ class DPODataset(torch.utils.data.Dataset):
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self.pairs: list[PairIndexEntry] = self._build_index()
         self._buffers = _Buffers()
+        self._hole_frames: dict[str, tuple[bool, ...]] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # for DataLoader workers: buffers stay behind
         state = self.__dict__.copy()
@@ -475,11 +513,16 @@ class DPODataset(torch.utils.data.Dataset):
         return np.random.default_rng(int(torch.randint(0, 2**62, ()).item()))
 
     def augmentation(self, index: int, rng: np.random.Generator | None = None) -> Augmentation:
-        """The random parameters of item ``index`` (drawn from ``rng`` or the item's own generator)."""
+        """The parameters of item ``index`` (drawn from ``rng`` or the item's own generator),
+        its crop chosen to hold the hole (this reads the window's masks)."""
+        return self._plan(index, rng)[0]
+
+    def _plan(self, index: int, rng: np.random.Generator | None = None) -> tuple[Augmentation, np.ndarray]:
+        """The item's parameters and its window's resized hole masks ``uint8 [F, rh, rw]`` in {0, 1}."""
         pair = self.pairs[index]
         if pair.num_frames < self.nframes:
             raise FormatError(f"video {pair.video} has {pair.num_frames} frames, fewer than args.nframes={self.nframes}")
-        return plan_augmentation(
+        aug = plan_augmentation(
             self._rng(index) if rng is None else rng,
             num_frames=pair.num_frames,
             height=pair.height,
@@ -490,7 +533,47 @@ class DPODataset(torch.utils.data.Dataset):
             random_flip=self.random_flip,
             random_reverse=self.random_reverse,
             proportion_empty_prompts=self.proportion_empty_prompts,
+            full_frame=self.full_frame,
         )
+        holes = self._read_holes(pair, aug)
+        if not holes.any() and pair.num_frames > self.nframes:
+            # a hole-free window of a clip with a hole elsewhere: move the window onto the hole
+            start = choose_window_start(self._frames_with_hole(pair), self.nframes, aug.start_draw)
+            if start != min(aug.frame_indices):
+                aug = aug.with_start(start)
+                holes = self._read_holes(pair, aug)
+        if aug.crop_hw != aug.resized_hw and self.min_hole_coverage > 0:
+            count = holes.sum(axis=0, dtype=np.int32)
+            coverage = crop_coverage(count, aug.crop_hw)
+            crop = choose_crop(coverage, int(count.sum()), self.min_hole_coverage, aug.crop_draw, self.center_crop)
+            aug = replace(aug, crop_yx=crop)
+        return aug, holes
+
+    def _read_holes(self, pair: PairIndexEntry, aug: Augmentation) -> np.ndarray:
+        """The window's masks, resized as the frames are, as hole ``uint8 [F, rh, rw]`` in {0, 1}."""
+        rh, rw = aug.resized_hw
+        resize = (rh, rw) != (pair.height, pair.width)
+        upscale = rh > pair.height or rw > pair.width
+        holes = self._buffers.work("holes", (len(aug.frame_indices), rh, rw))
+        mask_dir = self.root / pair.video / fmt.MASK_DIR
+        for k, t in enumerate(aug.frame_indices):
+            mask = self._read(mask_dir / fmt.frame_name(t), cv2.IMREAD_GRAYSCALE, pair)
+            if resize:
+                mask = _resize_hole(mask, (rw, rh), upscale)
+            np.greater(mask, 127, out=holes[k].view(bool))
+        return holes
+
+    def _frames_with_hole(self, pair: PairIndexEntry) -> tuple[bool, ...]:
+        """Whether each stored mask frame of ``pair``'s video has a hole (read once per process)."""
+        cached = self._hole_frames.get(pair.video)
+        if cached is None:
+            mask_dir = self.root / pair.video / fmt.MASK_DIR
+            cached = tuple(
+                bool((self._read(mask_dir / fmt.frame_name(t), cv2.IMREAD_GRAYSCALE, pair) > 127).any())
+                for t in range(pair.num_frames)
+            )
+            self._hole_frames[pair.video] = cached
+        return cached
 
     # -- items
     def __getitem__(self, index: int) -> dict[str, Any]:
@@ -498,8 +581,8 @@ class DPODataset(torch.utils.data.Dataset):
             raise IndexError(f"index {index} out of range for DPODataset of {len(self)} items")
         index %= len(self)
         pair = self.pairs[index]
-        aug = self.augmentation(index)
-        pos, neg, hole = self._load_window(pair, aug)
+        aug, holes = self._plan(index)
+        pos, neg, hole = self._load_window(pair, aug, holes)
 
         arena = self._buffers.output_arena(3 * pos.size + 4 * hole.size)
         pixel_values_pos = arena.normalised(pos)
@@ -532,39 +615,38 @@ class DPODataset(torch.utils.data.Dataset):
         )["input_ids"]
         return torch.as_tensor(tokens, dtype=torch.long).reshape(-1)
 
-    def _load_window(self, pair: PairIndexEntry, aug: Augmentation) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Read and augment the frames of one item.
+    def _load_window(
+        self, pair: PairIndexEntry, aug: Augmentation, holes: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Read and augment the frames of one item (``holes``: the window's resized masks).
 
-        Returns ``pos``, ``neg``: ``uint8 [F,3,R,R]`` RGB, and ``hole``: ``uint8 [F,1,R,R]``
-        in {0, 1}, with ``neg`` equal to ``pos`` wherever ``hole`` is 0.
+        Returns ``pos``, ``neg``: ``uint8 [F,3,h,w]`` RGB, and ``hole``: ``uint8 [F,1,h,w]``
+        in {0, 1}, with ``neg`` equal to ``pos`` wherever ``hole`` is 0 (``h, w = aug.crop_hw``).
         """
-        r = self.resolution
         f = len(aug.frame_indices)
-        (rh, rw), (y0, x0) = aug.resized_hw, aug.crop_yx
+        (rh, rw), (y0, x0), (ch, cw) = aug.resized_hw, aug.crop_yx, aug.crop_hw
         resize = (rh, rw) != (pair.height, pair.width)
         upscale = rh > pair.height or rw > pair.width
         interp = cv2.INTER_LINEAR if upscale else cv2.INTER_AREA
         video_dir = self.root / pair.video
-        dirs = (video_dir / fmt.GT_DIR, video_dir / fmt.MASK_DIR, video_dir / pair.neg_type)
+        dirs = (video_dir / fmt.GT_DIR, video_dir / pair.neg_type)
 
-        pos = self._buffers.work("pos", (f, 3, r, r))
-        neg = self._buffers.work("neg", (f, 3, r, r))
-        hole = self._buffers.work("hole", (f, 1, r, r))
+        pos = self._buffers.work("pos", (f, 3, ch, cw))
+        neg = self._buffers.work("neg", (f, 3, ch, cw))
+        hole = self._buffers.work("hole", (f, 1, ch, cw))
         rgb_from_bgr = [2, 0, 1, 1, 0, 2]  # mixChannels pairs: HWC BGR -> CHW RGB planes
+        crop = (slice(y0, y0 + ch), slice(x0, x0 + cw))
         for k, t in enumerate(aug.frame_indices):
             name = fmt.frame_name(t)
             gt_bgr = self._read(dirs[0] / name, cv2.IMREAD_COLOR, pair)
-            mask = self._read(dirs[1] / name, cv2.IMREAD_GRAYSCALE, pair)
-            neg_bgr = self._read(dirs[2] / name, cv2.IMREAD_COLOR, pair)
+            neg_bgr = self._read(dirs[1] / name, cv2.IMREAD_COLOR, pair)
             if resize:
                 gt_bgr = cv2.resize(gt_bgr, (rw, rh), interpolation=interp)
                 neg_bgr = cv2.resize(neg_bgr, (rw, rh), interpolation=interp)
-                mask = _resize_hole(mask, (rw, rh), upscale)
-            crop = (slice(y0, y0 + r), slice(x0, x0 + r))
             planes = [pos[k, 0], pos[k, 1], pos[k, 2], neg[k, 0], neg[k, 1], neg[k, 2], hole[k, 0]]
             cv2.mixChannels([gt_bgr[crop]], planes[0:3], rgb_from_bgr)
             cv2.mixChannels([neg_bgr[crop]], planes[3:6], rgb_from_bgr)
-            np.greater(mask[crop], 127, out=hole[k, 0].view(bool))
+            np.copyto(hole[k, 0], holes[k][crop])
             if aug.flip:
                 for plane in planes:
                     cv2.flip(plane, 1, dst=plane)
