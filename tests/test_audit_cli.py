@@ -206,12 +206,19 @@ def test_html_report_renders_in_headless_chromium(audited, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-500:]
     assert "Summary per negative type" in dom.stdout and "Invariant failures" in dom.stdout
+    assert "Calibration: how hard the negatives are" in dom.stdout and "Purity warnings" in dom.stdout
+    assert dom.stdout.count("quality score per type with the band") == 1
     subprocess.run([CHROMIUM, *flags, "--window-size=1200,2400", f"--screenshot={shot}", (out / "audit.html").as_uri()],
                    capture_output=True, timeout=120, check=True)
     import cv2
 
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (2400, 1200)
+    # the calibration histogram (first image after the summary) is drawn: its eligible band is shaded
+    # light yellow (#ffe9a8 at alpha 0.7 on white = RGB 255, 240, 194), a colour nothing else uses
+    band = (np.abs(image[..., 2].astype(int) - 255) <= 3) & (np.abs(image[..., 1].astype(int) - 240) <= 4) & (
+        np.abs(image[..., 0].astype(int) - 194) <= 6)
+    assert np.count_nonzero(band) > 2000
     assert float(image.std()) > 20  # rendered plots and thumbnails, not a blank page
     assert np.count_nonzero(image.min(axis=2) < 250) > 0.05 * image.shape[0] * image.shape[1]
 
@@ -280,3 +287,27 @@ def test_band_flag(dataset, tmp_path, capsys):
     doc = json.loads((tmp_path / "audit.json").read_text())
     assert doc["band"] == [0.0, 0.01]
     assert {i["band"] for i in doc["items"]} <= {"too_good", "eligible"}
+
+
+def test_calibration_section(dataset, audited):
+    from regdpo.audit import calibration
+
+    _, out, doc = audited
+    rows = calibration.band_table(doc["items"])
+    assert [(r["neg_type"], r["strength"]) for r in rows] == [(t, 1.0) for t in fmt.NEG_TYPES]
+    for row in rows:
+        mine = [i for i in doc["items"] if i["neg_type"] == row["neg_type"]]
+        assert row["count"] == len(mine) and sum(row["bands"].values()) == row["scored"] == len(mine)
+        assert row["mean_quality_score"] == pytest.approx(np.mean([i["quality_score"] for i in mine]))
+        assert sum(row["shares"].values()) == pytest.approx(1.0)
+    examples = calibration.band_examples(doc["items"], 2)
+    for band, (low, high) in examples.items():
+        assert all(i["band"] == band for i in low + high)
+        assert not {id(i) for i in low} & {id(i) for i in high}
+        if low and high:
+            assert low[0]["quality_score"] <= high[0]["quality_score"]
+    text = (out / "audit.html").read_text(encoding="utf-8")
+    parser = _Collector()
+    parser.feed(text)
+    assert {"calibration", "band-table", "mask-area", "band-too_bad", "band-eligible", "band-too_good"} <= parser.ids
+    assert "quality score per type with the band" in text and "mask area distribution" in text

@@ -98,6 +98,18 @@ def encode_png(frame: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (no timestamp: deterministic), closing the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def encode_jpeg(frame: np.ndarray, quality: int = 92) -> bytes:
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,13 +19,14 @@ import numpy as np
 from .. import format as fmt
 from ..errors import RegdpoError
 from ..frames import read_mask, read_rgb
-from . import media
+from . import calibration, media
+from .calibration import TYPE_COLOURS, type_colour
+from .quality import BANDS
 from .config import NOT_MEASURED
 from .metrics import SCORE_OF
 from .runner import SUMMARY_METRICS
 
 THUMB_HEIGHT = 128
-TYPE_COLOURS = {"hallucination": "#d62728", "blur": "#1f77b4", "flicker": "#2ca02c"}
 METRIC_LABELS = {
     "sharpness_loss_db": "blur: sharpness loss (dB, higher = blurrier)",
     "lowpass_psnr_db": "hallucination: low-pass PSNR (dB, lower = more departure)",
@@ -49,15 +49,6 @@ def _png_data_uri(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
 
 
-def _figure_png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def distribution_plot(doc: dict[str, Any]) -> bytes:
     """Histograms of the main metrics, one colour per negative type, thresholds as lines."""
     import matplotlib
@@ -72,7 +63,8 @@ def distribution_plot(doc: dict[str, Any]) -> bytes:
         for neg_type in fmt.NEG_TYPES:
             vals = [i["metrics"][key] for i in doc["items"] if i["neg_type"] == neg_type and i["metrics"].get(key) is not None]
             if vals:
-                ax.hist(vals, bins=30, histtype="step", linewidth=1.8, color=TYPE_COLOURS[neg_type], label=f"{neg_type} ({len(vals)})")
+                ax.hist(vals, bins=30, histtype="step", linewidth=1.8, color=type_colour(neg_type, fmt.NEG_TYPES),
+                        label=f"{neg_type} ({len(vals)})")
         if key in THRESHOLD_FIELDS:
             neg_type, weak, clear = THRESHOLD_FIELDS[key]
             ax.axvline(cfg[weak], color=TYPE_COLOURS[neg_type], linestyle="--", linewidth=1, label=f"{neg_type} weak")
@@ -81,7 +73,7 @@ def distribution_plot(doc: dict[str, Any]) -> bytes:
         ax.set_ylabel("negatives")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    return _figure_png(fig)
+    return media.figure_png(fig)
 
 
 def verdict_plot(doc: dict[str, Any]) -> bytes:
@@ -101,7 +93,7 @@ def verdict_plot(doc: dict[str, Any]) -> bytes:
     ax.set_xlabel("negatives")
     ax.legend(fontsize=7, ncol=4, loc="lower right")
     fig.tight_layout()
-    return _figure_png(fig)
+    return media.figure_png(fig)
 
 
 def jump_plot(doc: dict[str, Any], max_lines: int = 200) -> bytes | None:
@@ -129,7 +121,7 @@ def jump_plot(doc: dict[str, Any], max_lines: int = 200) -> bytes | None:
     ax.set_ylabel("excess instability")
     ax.set_title(f"flicker: where the jumps fall ({min(len(flicker), max_lines)} negatives)", fontsize=9)
     fig.tight_layout()
-    return _figure_png(fig)
+    return media.figure_png(fig)
 
 
 # --------------------------------------------------------------------------- thumbnails
@@ -155,6 +147,7 @@ def item_thumbnail(
     """
     root = Path(root)
     name, neg_type = item["video"], item["neg_type"]
+    stream = item.get("stream") or neg_type
 
     def path(stream: str, t: int) -> Path:
         return root / name / stream / fmt.frame_name(t)
@@ -163,7 +156,7 @@ def item_thumbnail(
         inv = item.get("invariants", {})
         if show_invariants and inv.get("outside_max_abs_diff"):
             t = int(inv.get("outside_worst_frame", 0))
-            gt, neg, hole = read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(neg_type, t)), read_mask(path(fmt.MASK_DIR, t))
+            gt, neg, hole = read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(stream, t)), read_mask(path(fmt.MASK_DIR, t))
             diff = np.abs(neg.astype(np.int16) - gt).max(axis=2).astype(np.float32)
             diff[hole] = 0  # only the violation: the hole differs by design and would hide it in the scaling
             # any differing pixel at least mid-grey, however small the difference, dilated to be visible
@@ -176,14 +169,14 @@ def item_thumbnail(
             t = int(item["metrics"]["peak_frame"])
             hole = read_mask(path(fmt.MASK_DIR, t)) | read_mask(path(fmt.MASK_DIR, t - 1))
             y0, y1, x0, x1 = _crop_box(hole)
-            tiles = [read_rgb(path(neg_type, t - 1))[y0:y1, x0:x1], read_rgb(path(neg_type, t))[y0:y1, x0:x1],
+            tiles = [read_rgb(path(stream, t - 1))[y0:y1, x0:x1], read_rgb(path(stream, t))[y0:y1, x0:x1],
                      read_rgb(path(fmt.GT_DIR, t - 1))[y0:y1, x0:x1], read_rgb(path(fmt.GT_DIR, t))[y0:y1, x0:x1]]
             caption = f"flicker frames {t - 1}, {t} | GT frames {t - 1}, {t} (crop around the hole)"
         else:
             t = int(video.get("largest_hole_frame", 0))
             hole = read_mask(path(fmt.MASK_DIR, t))
             y0, y1, x0, x1 = _crop_box(hole)
-            gt, neg = read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(neg_type, t))
+            gt, neg = read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(stream, t))
             tiles = [media.overlay_hole(gt, hole)[y0:y1, x0:x1], gt[y0:y1, x0:x1], neg[y0:y1, x0:x1]]
             caption = f"frame {t}: GT + hole | GT | {neg_type} (crop around the hole)"
     except (RegdpoError, OSError, ValueError):
@@ -266,6 +259,8 @@ def render_html(doc: dict[str, Any], root: str | os.PathLike, thumbnails: int = 
         add(f"<p>Flicker segment boundaries (from meta.json): {flick['boundaries_with_jump']} of "
             f"{flick['boundaries']} carry a jump; {flick['jumps_off_boundary']} jump(s) fall elsewhere.</p>")
 
+    _calibration_section(add, doc, root, thumbnails)
+
     add("<h2 id='distributions'>Distributions</h2>")
     add(f"<img alt='verdict counts per type' src='{_png_data_uri(verdict_plot(doc))}'><br>")
     add(f"<img alt='metric distributions per type' src='{_png_data_uri(distribution_plot(doc))}'><br>")
@@ -339,11 +334,48 @@ def render_html(doc: dict[str, Any], root: str | os.PathLike, thumbnails: int = 
     return "".join(parts)
 
 
+def _calibration_section(add: Any, doc: dict[str, Any], root: str | os.PathLike, thumbnails: int) -> None:
+    """Quality-score histograms with the band, type x strength x band table, mask areas, examples per band."""
+    band = doc.get("band") or [0.30, 0.65]
+    items = doc["items"]
+    add(f"<h2 id='calibration'>Calibration: how hard the negatives are</h2><p>Quality score in [0, 1] (1 = as good "
+        f"as the GT; formula in docs/audit.md). Eligible band <b>{band[0]:g} - {band[1]:g}</b> (<code>--band</code>): "
+        "<code>regdpo select</code> keeps, per source clip, eligible negatives closest to its target.</p>")
+    hist = calibration.quality_histogram_plot(items, band)
+    if hist is not None:
+        add(f"<img alt='quality score per type with the band' src='{_png_data_uri(hist)}'><br>")
+    add("<table id='band-table'><tr><th class='l'>type</th><th>strength</th><th>negatives</th>"
+        "<th>mean quality score</th>" + "".join(f"<th>{_e(b)}</th>" for b in BANDS) + "</tr>")
+    for row in calibration.band_table(items):
+        cells = "".join(
+            f"<td>{row['bands'][b]} ({_fmt(None if row['shares'][b] is None else round(100 * row['shares'][b]))} %)</td>"
+            for b in BANDS)
+        add(f"<tr><td class='l'>{_e(row['neg_type'])}</td><td>{row['strength']:.2f}</td><td>{row['count']}</td>"
+            f"<td>{_fmt(row['mean_quality_score'])}</td>{cells}</tr>")
+    add("</table>")
+    areas = calibration.mask_area_plot(doc["videos"])
+    if areas is not None:
+        fractions = [100 * v["hole_fraction"] for v in doc["videos"] if v.get("hole_fraction") is not None]
+        add(f"<h3 id='mask-area'>Mask area</h3><p>Mean hole area per video: median {np.median(fractions):.1f} %, "
+            f"range {min(fractions):.1f} - {max(fractions):.1f} %.</p>"
+            f"<img alt='mask area distribution' src='{_png_data_uri(areas)}'><br>")
+    if thumbnails <= 0:
+        return
+    videos = {v["name"]: v for v in doc["videos"]}
+    k = max(1, min(3, thumbnails // 2))
+    for name, (lowest, highest) in calibration.band_examples(items, k).items():
+        add(f"<h3 id='band-{_e(name)}'>{_e(name)}: weakest and strongest examples</h3>")
+        if not lowest:
+            add("<p>none</p>")
+        for item in lowest + highest:
+            add(_thumb_figure(root, item, videos, f"quality score {_fmt(item['quality_score'])}"))
+
+
 def _thumb_figure(
     root: str | os.PathLike, item: dict[str, Any], videos: dict[str, Any], detail: str, show_invariants: bool = False
 ) -> str:
     thumb = item_thumbnail(root, item, videos.get(item["video"], {}), show_invariants)
-    head = (f"<b>{_e(item['video'])}</b> / {_e(item['neg_type'])}: "
+    head = (f"<b>{_e(item['video'])}</b> / {_e(item.get('stream', item['neg_type']))}: "
             f"<span class='{_e(item['verdict'])}'>{_e(item['verdict'])}</span>, {_e(detail)}")
     if item.get("note"):
         head += f" ({_e(item['note'])})"
