@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,49 @@ class FakeTokenizer:
 def tree_files(root) -> list[str]:
     """Every file under ``root``, as sorted relative POSIX paths."""
     return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file())
+
+
+def write_pair_dataset(root, videos=(("clip_a", 7), ("clip_b", 6)), size=64, neg_types=("blur",), seed=0):
+    """A small ``dpo_data/`` folder: per video a random panning GT, a moving hole, and negatives that
+    differ from the GT only inside it; returns ``root``. ``videos``: ``(name, frames)`` pairs."""
+    import numpy as np
+
+    from regdpo import format as fmt
+    from regdpo.writer import rebuild_manifest, write_video_entry
+
+    rng = np.random.default_rng(seed)
+    for k, (name, frames) in enumerate(videos):
+        base = rng.integers(0, 256, (size, size + 4 * frames, 3), dtype=np.uint8)
+        gt = np.stack([base[:, 4 * t:4 * t + size] for t in range(frames)])
+        hole = np.zeros(gt.shape[:3], bool)
+        for t in range(frames):
+            hole[t, 16 + t:40 + t, 12 + 2 * k:44 + 2 * k] = True
+        negatives = {n: np.where(hole[..., None], (255 - gt) // (i + 1), gt).astype(np.uint8)
+                     for i, n in enumerate(neg_types)}
+        meta = fmt.VideoMeta(name, frames, size, size, list(neg_types), prompt="a scene")
+        write_video_entry(root, meta, gt, hole, negatives)
+    rebuild_manifest(root)
+    return root
+
+
+def diffueraser_skip_reason(repo: str | None, extra_modules: tuple[str, ...] = ()) -> str | None:
+    """Why the contract tests against the real DiffuEraser code cannot run here, or ``None``.
+
+    ``repo``: the checkout (``$REGDPO_DIFFUERASER_REPO``) or ``None`` for ``sys.path``; also needs
+    the ``[models]`` extra, a torchvision that works beside torch, and ``extra_modules``.
+    """
+    from regdpo.backends.models_config import ModelsConfig
+
+    if repo is None and ModelsConfig(diffueraser_repo=None).source_problems():
+        return "no DiffuEraser checkout: set REGDPO_DIFFUERASER_REPO (or put the code on PYTHONPATH)"
+    if repo is not None and ModelsConfig(diffueraser_repo=repo).source_problems():
+        return ModelsConfig(diffueraser_repo=repo).source_problems()[0]
+    wanted = ("diffusers", "transformers", "peft", "einops", "scipy", "safetensors", "torchvision", *extra_modules)
+    absent = [m for m in wanted if importlib.util.find_spec(m) is None]
+    if absent:
+        return f"the models backend needs {', '.join(absent)} (pip install -e .[models] and torchvision)"
+    try:
+        importlib.import_module("torchvision.ops")  # ProPainter's deform_conv2d
+    except Exception as exc:  # a torchvision that does not match torch fails here
+        return f"torchvision does not work beside this torch ({exc})"
+    return None

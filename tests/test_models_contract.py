@@ -23,26 +23,12 @@ from regdpo.backends.models_config import ModelsConfig
 from regdpo.frames import read_mask_clip, read_rgb_clip
 from regdpo.writer import write_video_entry
 
+from helpers import diffueraser_skip_reason
+
 REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
 
 
-def _why_skip() -> str | None:
-    if REPO is None and ModelsConfig(diffueraser_repo=None).source_problems():
-        return "no DiffuEraser checkout: set REGDPO_DIFFUERASER_REPO (or put the code on PYTHONPATH)"
-    if REPO is not None and ModelsConfig(diffueraser_repo=REPO).source_problems():
-        return ModelsConfig(diffueraser_repo=REPO).source_problems()[0]
-    absent = [m for m in ("diffusers", "transformers", "peft", "einops", "scipy", "safetensors", "torchvision")
-              if importlib.util.find_spec(m) is None]
-    if absent:
-        return f"the models backend needs {', '.join(absent)} (pip install -e .[models] and torchvision)"
-    try:
-        importlib.import_module("torchvision.ops")  # ProPainter's deform_conv2d
-    except Exception as exc:  # a torchvision that does not match torch fails here
-        return f"torchvision does not work beside this torch ({exc})"
-    return None
-
-
-REASON = _why_skip()
+REASON = diffueraser_skip_reason(REPO)
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
 
 FRAMES, SIZE = 6, 160

@@ -1,0 +1,85 @@
+"""Load DiffuEraser's modules for training, and save trained weights in DiffuEraser's layout.
+
+Folders are those of the models backend (docs/models.md): ``--base_model_name_or_path`` an SD 1.5
+folder (``tokenizer/``, ``text_encoder/``, ``scheduler/``), ``--vae_path`` an sd-vae-ft-mse
+folder, ``--diffueraser_path`` the finished DiffuEraser weights (``brushnet/``, ``unet_main/``).
+Everything loads with ``local_files_only`` (nothing is downloaded). The classes come from the
+user's DiffuEraser checkout (``regdpo.backends.models_source``).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+
+@dataclass
+class DiffuEraserModules:
+    tokenizer: Any
+    text_encoder: Any
+    vae: Any
+    brushnet: Any
+    unet_main: Any
+    noise_scheduler: Any
+
+
+def weight_problems(base_model_path: str | None, vae_path: str | None, diffueraser_path: str | None,
+                    base_flag: str = "--base_model_name_or_path") -> list[str]:
+    """Missing folders and files, one line each (file system only)."""
+    problems = []
+    need = {
+        base_flag: (base_model_path, ["scheduler/scheduler_config.json", "text_encoder/config.json",
+                                      "tokenizer/vocab.json"]),
+        "--vae_path": (vae_path, ["config.json"]),
+        "--diffueraser_path": (diffueraser_path, ["brushnet/config.json", "unet_main/config.json"]),
+    }
+    for flag, (path, files) in need.items():
+        if not path:
+            problems.append(f"{flag} is required")
+        elif not Path(path).is_dir():
+            problems.append(f"{flag} {path}: folder not found")
+        else:
+            problems += [f"{flag}: {Path(path) / f} not found" for f in files if not (Path(path) / f).is_file()]
+    return problems
+
+
+def load_modules(source: Any, *, base_model_path: str, vae_path: str, diffueraser_path: str) -> DiffuEraserModules:
+    """The tokenizer, text encoder, VAE, BrushNet, motion UNet and DDPM noise scheduler (fp32, CPU)."""
+    from diffusers import AutoencoderKL, DDPMScheduler
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    problems = weight_problems(base_model_path, vae_path, diffueraser_path)
+    if problems:
+        raise UsageError("; ".join(problems))
+    te_config = json.loads((Path(base_model_path) / "text_encoder" / "config.json").read_text())
+    arch = (te_config.get("architectures") or ["?"])[0]
+    if arch != "CLIPTextModel":
+        raise UsageError(f"--base_model_name_or_path {base_model_path}: text encoder {arch} is not supported "
+                         "(DiffuEraser uses Stable Diffusion 1.5's CLIPTextModel)")
+    local = {"local_files_only": True}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tokenizer = AutoTokenizer.from_pretrained(base_model_path, subfolder="tokenizer", use_fast=False, **local)
+        text_encoder = CLIPTextModel.from_pretrained(base_model_path, subfolder="text_encoder", **local)
+        vae = AutoencoderKL.from_pretrained(vae_path, **local)
+        brushnet = source.brushnet_cls.from_pretrained(diffueraser_path, subfolder="brushnet", **local)
+        unet_main = source.unet_motion_cls.from_pretrained(diffueraser_path, subfolder="unet_main", **local)
+        noise_scheduler = DDPMScheduler.from_pretrained(base_model_path, subfolder="scheduler", **local)
+    vae.requires_grad_(False)
+    text_encoder.requires_grad_(False)
+    return DiffuEraserModules(tokenizer, text_encoder, vae, brushnet, unet_main, noise_scheduler)
+
+
+def save_diffueraser_weights(output_dir: str | Path, unet_main: Any, brushnet: Any) -> dict[str, str]:
+    """Write ``output_dir/unet_main/`` and ``output_dir/brushnet/`` (diffusers ``save_pretrained``, fp32
+    safetensors): DiffuEraser's weight layout, loadable as ``--diffueraser_path``."""
+    out = Path(output_dir)
+    paths = {"unet_main": out / "unet_main", "brushnet": out / "brushnet"}
+    unet_main.save_pretrained(str(paths["unet_main"]), safe_serialization=True)
+    brushnet.save_pretrained(str(paths["brushnet"]), safe_serialization=True)
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,79 @@
+"""train_region_reg_dpo.py without models: flags, checks, saturation rule, checkpoint lookup (runs in CI)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from helpers import REPO
+from regdpo.errors import UsageError
+from regdpo.train.config import DPOStepConfig
+from regdpo.train.loop import build_parser, check_args, find_checkpoint, saturated, step_config
+
+
+def args_for(tmp_path, *extra):
+    for name in ("sd15", "vae", "de", "data"):
+        (tmp_path / name).mkdir(exist_ok=True)
+    return build_parser().parse_args([
+        "--base_model_name_or_path", str(tmp_path / "sd15"), "--vae_path", str(tmp_path / "vae"),
+        "--diffueraser_path", str(tmp_path / "de"), "--dpo_data_root", str(tmp_path / "data"), *extra])
+
+
+def test_beta_default_follows_the_loss_form(tmp_path):
+    assert step_config(args_for(tmp_path)).beta_dpo == 10.0
+    assert step_config(args_for(tmp_path, "--loss_form", "diff")).beta_dpo == 2500.0
+    assert step_config(args_for(tmp_path, "--loss_form", "diff", "--beta_dpo", "5000")).beta_dpo == 5000.0
+    assert step_config(args_for(tmp_path, "--loser_clip", "-1")).loser_clip is None
+    c = step_config(args_for(tmp_path, "--train_modules", "both", "--w_context", "0"))
+    assert (c.train_modules, c.w_context) == ("both", 0.0)
+
+
+def test_check_names_every_bad_flag_and_missing_file(tmp_path):
+    args = args_for(tmp_path, "--resolution", "60", "--w_hole", "-1")
+    with pytest.raises(UsageError) as err:
+        check_args(args)
+    text = str(err.value)
+    assert "--resolution 60" in text and "--w_hole -1" in text
+    assert "--vae_path" in text and "config.json not found" in text
+
+
+def test_script_bad_input_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "train_region_reg_dpo.py"), "--base_model_name_or_path",
+                           str(tmp_path / "none"), "--vae_path", str(tmp_path), "--diffueraser_path", str(tmp_path),
+                           "--dpo_data_root", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("train_region_reg_dpo.py: error:") and "Traceback" not in proc.stderr
+    assert "--base_model_name_or_path" in proc.stderr and "folder not found" in proc.stderr
+
+
+def test_saturation_needs_the_whole_window():
+    hot = {"implicit_acc": 1.0, "loser_dominant_ratio": 1.0}
+    learning = {"implicit_acc": 0.7, "loser_dominant_ratio": 0.4}
+    assert saturated([hot] * 5, 5)
+    assert not saturated([hot] * 4, 5)
+    assert not saturated([hot] * 4 + [learning] + [hot] * 4, 5)
+    assert not saturated([{"implicit_acc": 1.0, "loser_dominant_ratio": 0.5}] * 10, 5)  # accurate, not loser-driven
+    assert saturated([learning] + [hot] * 5, 5)
+
+
+def test_find_checkpoint(tmp_path):
+    assert find_checkpoint(tmp_path, "latest") is None
+    for n in (2, 10, 4):
+        (tmp_path / f"checkpoint-{n}").mkdir()
+    (tmp_path / ".checkpoint-12.partial").mkdir()
+    assert find_checkpoint(tmp_path, "latest").name == "checkpoint-10"
+    assert find_checkpoint(tmp_path, "checkpoint-4").name == "checkpoint-4"
+    with pytest.raises(UsageError, match="folder not found"):
+        find_checkpoint(tmp_path, "checkpoint-99")
+    (tmp_path / "other").mkdir()
+    with pytest.raises(UsageError, match="not a checkpoint-N"):
+        find_checkpoint(tmp_path, str(tmp_path / "other"))
+
+
+def test_step_config_checks():
+    assert DPOStepConfig().problems() == []
+    bad = DPOStepConfig(train_modules="all", loss_form="x", w_hole=0, w_boundary=0, w_context=0).problems()
+    assert len(bad) == 3

@@ -1,0 +1,240 @@
+"""Contract tests of Region-Reg-DPO training (regdpo.train, train_region_reg_dpo.py) on the real
+DiffuEraser classes with tiny random weights (``models_tiny``), on CPU.
+
+They need a DiffuEraser checkout (``REGDPO_DIFFUERASER_REPO``), the ``[models]`` extra
+(accelerate included) and a working torchvision; otherwise they skip and say why::
+
+    REGDPO_DIFFUERASER_REPO=/path/to/DiffuEraser pytest tests/test_train_contract.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from helpers import REPO as REPO_ROOT
+from helpers import diffueraser_skip_reason, write_pair_dataset
+
+DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
+REASON = diffueraser_skip_reason(DE_REPO, ("accelerate",))
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
+              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+NFRAMES, SIZE = 4, 64
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from regdpo.backends.models_source import import_source
+    from regdpo.backends.models_tiny import build_tiny_weights
+
+    root = tmp_path_factory.mktemp("tiny_train")
+    source = import_source(DE_REPO)
+    paths = build_tiny_weights(root / "weights", source)
+    data = write_pair_dataset(root / "dpo_data", neg_types=("blur", "hallucination"))
+    return SimpleNamespace(root=root, source=source, paths=paths, data=data)
+
+
+def load(tiny):
+    from regdpo.train.weights import load_modules
+
+    p = tiny.paths
+    return load_modules(tiny.source, base_model_path=p["base_model_path"], vae_path=p["vae_path"],
+                        diffueraser_path=p["diffueraser_path"])
+
+
+def make_batch(tiny, modules, indices=(0, 1)):
+    from regdpo.dataset import DPODataset, collate_fn
+
+    ds = DPODataset(SimpleNamespace(dpo_data_root=str(tiny.data), nframes=NFRAMES, resolution=SIZE, dataset_seed=0),
+                    modules.tokenizer)
+    return collate_fn([ds[i] for i in indices])
+
+
+def make_step(modules, **config):
+    from regdpo.train.config import DPOStepConfig
+    from regdpo.train.step import DiffuEraserDPOStep
+
+    return DiffuEraserDPOStep(vae=modules.vae, text_encoder=modules.text_encoder, brushnet=modules.brushnet,
+                              unet_main=modules.unet_main, noise_scheduler=modules.noise_scheduler,
+                              config=DPOStepConfig(**config))
+
+
+@pytest.fixture(scope="module")
+def modules(tiny):
+    return load(tiny)
+
+
+@pytest.fixture(scope="module")
+def batch(tiny, modules):
+    return make_batch(tiny, modules)
+
+
+@pytest.mark.parametrize("train_modules", ["motion", "spatial"])
+def test_step0_loss_is_ln2(modules, batch, train_modules):
+    import torch
+
+    step = make_step(modules, train_modules=train_modules, sft_weight=0.0, anchor_weight=1.0)
+    loss, diag = step(batch, torch.Generator().manual_seed(0))
+    assert loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
+    assert abs(diag["inside_term_mean"].item()) < 1e-4
+    assert diag["mse_w"].item() == pytest.approx(diag["ref_mse_w"].item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in step.trainable)
+    for p in step.trainable:
+        p.grad = None
+
+
+def test_winner_and_loser_share_posterior_noise_noise_and_timestep(modules, batch):
+    """With the loser's pixels equal to the winner's, both sides get bit-identical noisy latents."""
+    import torch
+
+    same = dict(batch, pixel_values_neg=batch["pixel_values_pos"].clone())
+    step = make_step(modules)
+    x = step.inputs(same, torch.Generator().manual_seed(3))
+    half = x.noisy.shape[0] // 2
+    assert x.noisy.shape[0] == 2 * 2 * NFRAMES  # the doubled batch: 2 pairs x 2 sides x frames
+    assert torch.equal(x.noisy[:half], x.noisy[half:]) and torch.equal(x.target[:half], x.target[half:])
+    assert torch.equal(x.timesteps[:2], x.timesteps[2:])
+    mse_w, mse_l = step.policy_mse(x)
+    assert torch.equal(mse_w, mse_l)
+
+
+def test_condition_mask_channel_is_diffuerasers_interpolation(modules, batch):
+    import torch
+    import torch.nn.functional as F
+
+    step = make_step(modules)
+    x = step.inputs(batch, torch.Generator().manual_seed(0))
+    masks = batch["masks"].reshape(-1, 1, SIZE, SIZE)
+    expected = F.interpolate(masks, size=(SIZE // 8, SIZE // 8))
+    half = x.condition.shape[0] // 2
+    assert torch.equal(x.condition[:half, 4:], expected) and torch.equal(x.condition[half:, 4:], expected)
+
+
+def test_step_is_deterministic_per_seed(modules, batch):
+    import torch
+
+    step = make_step(modules)
+    a, da = step(batch, torch.Generator().manual_seed(5))
+    b, db = step(batch, torch.Generator().manual_seed(5))
+    c, _ = step(batch, torch.Generator().manual_seed(6))
+    assert a.item() == b.item() and da["mse_l"].item() == db["mse_l"].item()
+    assert c.item() != a.item()
+
+
+def test_spatial_training_changes_brushnet_and_2d_layers_only(tiny):
+    import torch
+
+    from regdpo.train.modules import is_motion_parameter
+
+    m = load(tiny)
+    b = make_batch(tiny, m)
+    step = make_step(m, train_modules="spatial", loss_form="diff", beta_dpo=2500.0)
+    before = {f"u.{n}": p.detach().clone() for n, p in m.unet_main.named_parameters()}
+    before |= {f"b.{n}": p.detach().clone() for n, p in m.brushnet.named_parameters()}
+    opt = torch.optim.SGD(step.trainable, lr=1e-2)
+    loss, _ = step(b, torch.Generator().manual_seed(0))
+    loss.backward()
+    opt.step()
+    after = {f"u.{n}": p for n, p in m.unet_main.named_parameters()} | {f"b.{n}": p for n, p in m.brushnet.named_parameters()}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("b.") for k in changed) and any(k.startswith("u.") for k in changed)
+    assert not any(is_motion_parameter(k[2:]) for k in changed)
+    # the reference did not move
+    for name, ref in step.reference.copies["brushnet"].items():
+        assert torch.equal(ref, before[f"b.{name}"])
+
+
+def run_script(tiny, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    p = tiny.paths
+    cmd = [sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"),
+           "--base_model_name_or_path", p["base_model_path"], "--vae_path", p["vae_path"],
+           "--diffueraser_path", p["diffueraser_path"], "--dpo_data_root", str(tiny.data),
+           "--output_dir", str(out), "--nframes", str(NFRAMES), "--resolution", str(SIZE),
+           "--train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7", *extra]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+    if DE_REPO:
+        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tiny):
+    out = tiny.root / "run"
+    proc = run_script(tiny, out, "--max_train_steps", "3", "--checkpointing_steps", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _safetensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
+
+
+def test_script_three_steps_write_metrics_and_weights(trained):
+    lines = [json.loads(s) for s in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3]
+    for key in ("loss", "implicit_acc", "loser_dominant_ratio", "win_gap", "lose_gap", "lr", "seconds"):
+        assert all(isinstance(r[key], float) and math.isfinite(r[key]) for r in lines), key
+    assert lines[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert (trained / "checkpoint-2").is_dir() and not list(trained.glob(".checkpoint-*"))
+    for sub in ("unet_main", "brushnet"):
+        assert (trained / sub / "config.json").is_file() and (trained / sub / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_script_changes_only_the_motion_modules(tiny, trained):
+    import torch
+
+    from regdpo.train.modules import is_motion_parameter
+
+    start = Path(tiny.paths["diffueraser_path"])
+    old, new = _safetensors(start / "unet_main"), _safetensors(trained / "unet_main")
+    assert old.keys() == new.keys()
+    changed = {k for k in old if not torch.equal(old[k], new[k])}
+    assert changed and all(is_motion_parameter(k) for k in changed)
+    old_b, new_b = _safetensors(start / "brushnet"), _safetensors(trained / "brushnet")
+    assert all(torch.equal(old_b[k], new_b[k]) for k in old_b)
+
+
+def test_saved_weights_reload_into_diffueraser_classes(tiny, trained):
+    from regdpo.backends.models_config import ModelsConfig
+
+    unet = tiny.source.unet_motion_cls.from_pretrained(str(trained), subfolder="unet_main", local_files_only=True)
+    brushnet = tiny.source.brushnet_cls.from_pretrained(str(trained), subfolder="brushnet", local_files_only=True)
+    assert type(unet).__name__ == "UNetMotionModel" and type(brushnet).__name__ == "BrushNetModel"
+    config = ModelsConfig(**dict(tiny.paths, diffueraser_path=str(trained)), diffueraser_repo=DE_REPO)
+    assert not [p for p in config.missing() if "diffueraser_path" in p]
+
+
+def test_script_is_deterministic_per_seed(tiny, trained):
+    again = tiny.root / "again"
+    proc = run_script(tiny, again, "--max_train_steps", "3", "--checkpointing_steps", "100")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    drop = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    first = [drop(json.loads(s)) for s in (trained / "metrics.jsonl").read_text().splitlines()]
+    second = [drop(json.loads(s)) for s in (again / "metrics.jsonl").read_text().splitlines()]
+    assert first == second
+    assert (trained / "unet_main" / "diffusion_pytorch_model.safetensors").read_bytes() == \
+        (again / "unet_main" / "diffusion_pytorch_model.safetensors").read_bytes()
+
+
+def test_script_resumes_from_a_checkpoint(tiny, trained):
+    import shutil
+
+    out = tiny.root / "resumed"
+    out.mkdir()
+    shutil.copytree(trained / "checkpoint-2", out / "checkpoint-2")
+    proc = run_script(tiny, out, "--max_train_steps", "3", "--resume_from_checkpoint", "latest")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [3]
+    assert (out / "unet_main" / "config.json").is_file()
