@@ -10,12 +10,16 @@ clip and of its mask, with one set of random augmentation parameters for every s
   the negative is then re-composited onto the positive with the resized mask, so the two
   stay identical outside the hole (a plain resize of the negative would bleed hole
   content into neighbouring valid pixels);
-- ``resolution x resolution`` crop holding at least ``args.min_hole_coverage`` of the window's
+- with ``args.full_frame``: no crop, the whole resized frame (short side ``resolution``, long
+  side rounded to a multiple of 8, as DiffuEraser's loader keeps the frame); items of different
+  videos then differ in size (batch size 1, or ``regdpo.buckets.SizeBucketBatchSampler``);
+- otherwise a ``resolution x resolution`` crop holding at least ``args.min_hole_coverage`` of the window's
   hole pixels (``regdpo.crops``): random among such positions, or the one nearest the centre
   with ``args.center_crop``; a hole-free window of a clip with a hole elsewhere is moved onto it;
 - optional horizontal flip (``args.random_flip``) and temporal reversal (``args.random_reverse``).
 
-Fields of an item (float32 tensors unless said; ``F = nframes``, ``R = resolution``):
+Fields of an item (float32 tensors unless said; ``F = nframes``, ``R = resolution``; with
+``full_frame`` read ``R,R`` as the item's ``H,W`` and ``R/8,R/8`` as ``H/8,W/8``):
 
 - ``pixel_values_pos``, ``pixel_values_neg``: ``[F,3,R,R]`` RGB in ``[-1, 1]`` (``x / 127.5 - 1``);
   identical wherever ``masks`` is 1.
@@ -76,7 +80,7 @@ DEFAULT_PROMPT = "clean background"
 VAE_SCALE = 8
 
 __all__ = ["DPODataset", "collate_fn", "PairIndexEntry", "Augmentation", "plan_augmentation",
-           "resized_size", "region_masks", "masks_latent", "DEFAULT_PROMPT"]
+           "resized_size", "full_frame_size", "region_masks", "masks_latent", "DEFAULT_PROMPT"]
 
 
 # --------------------------------------------------------------------------- index
@@ -371,7 +375,7 @@ class DPODataset(torch.utils.data.Dataset):
     - optional (default): ``proportion_empty_prompts`` (0), ``boundary_dilation`` (7, odd),
       ``neg_types`` (all; a list or a comma-separated string), ``manifest`` (``None``: the
       root's ``manifest.json``; else a file with the same schema, e.g. audit-filtered),
-      ``center_crop`` (False), ``min_hole_coverage`` (0.5), ``random_flip`` (False), ``random_reverse`` (False),
+      ``center_crop`` (False), ``min_hole_coverage`` (0.5), ``full_frame`` (False), ``random_flip`` (False), ``random_reverse`` (False),
       ``default_prompt`` (``"clean background"``, for videos without prompt), ``dataset_seed``
       (``None``: see the module docstring), ``skip_invalid`` (False).
 
@@ -497,6 +501,18 @@ class DPODataset(torch.utils.data.Dataset):
     # -- sizes and randomness
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def item_size(self, index: int) -> tuple[int, int]:
+        """``(h, w)`` of item ``index``'s frames: ``(R, R)``, or with ``full_frame`` the video's
+        full-frame size (``full_frame_size``), from the manifest alone (no file read)."""
+        pair = self.pairs[index]
+        if self.full_frame:
+            return full_frame_size(pair.height, pair.width, self.resolution)
+        return self.resolution, self.resolution
+
+    def item_sizes(self) -> list[tuple[int, int]]:
+        """``item_size`` of every item, e.g. for ``regdpo.buckets.SizeBucketBatchSampler``."""
+        return [self.item_size(i) for i in range(len(self))]
 
     @property
     def epoch(self) -> int:
