@@ -486,6 +486,10 @@ class DPODataset(torch.utils.data.Dataset):
 
     def _cheap_problem(self, entry: fmt.ManifestEntry, types: Sequence[str]) -> str | None:
         """Problems found from the manifest and a few ``stat`` calls, or ``None``."""
+        try:  # before anything is sized by them (a manifest may claim 10**12 frames)
+            fmt.check_dimensions(entry.num_frames, entry.height, entry.width, f"video {entry.name}")
+        except FormatError as exc:
+            return str(exc)
         if entry.num_frames < self.nframes:
             return (
                 f"video {entry.name} has {entry.num_frames} frames, fewer than args.nframes={self.nframes}"

@@ -235,15 +235,10 @@ class Manifest:
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and ``os.replace`` (atomic on POSIX)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True, ensure_ascii=False)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write JSON to ``path`` through an exclusive temporary file and ``os.replace`` (atomic on POSIX)."""
+    from .safe_io import write_text_atomic  # never through a planted link; temp removed on failure
+
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:

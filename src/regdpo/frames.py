@@ -10,6 +10,7 @@ Errors name the file.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Sequence
@@ -18,7 +19,8 @@ import cv2
 import numpy as np
 
 from .errors import FrameReadError
-from .format import MASK_HOLE_VALUE
+from .format import MASK_HOLE_VALUE, MAX_FRAME_PIXELS, MAX_IMAGE_BYTES
+from .safe_io import open_nofollow
 
 PNG_COMPRESSION = 1
 """zlib level of written PNGs. Lossless at any level; 1 encodes ~40% faster than 3 for ~7% more bytes
@@ -33,7 +35,7 @@ def _imwrite(path: Path, array: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, PNG_COMPRESSION])
     if not ok:
         raise OSError(f"could not encode {path}")
-    with open(path, "wb") as fh:
+    with os.fdopen(open_nofollow(path), "wb") as fh:  # never through a planted link
         fh.write(buf.tobytes())
         fh.flush()
         os.fsync(fh.fileno())  # on disk before meta.json marks the video complete (power loss, not only kill -9)
@@ -59,18 +61,41 @@ def decode_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.n
     """Decode an image file with OpenCV (``flags``: ``cv2.IMREAD_*``; colour comes as BGR).
 
     Raises ``FrameReadError`` naming the file when it is missing, unreadable or corrupt.
+    Refused before decoding (``FrameReadError``): a file over ``MAX_IMAGE_BYTES``, and an image whose
+    header declares more than ``MAX_FRAME_PIXELS`` pixels (a small PNG can decode to gigabytes).
     """
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            raise FrameReadError(f"{path}: {size} bytes, more than the {MAX_IMAGE_BYTES} an image may have")
         data = np.fromfile(str(path), dtype=np.uint8)
     except FileNotFoundError:
         raise FrameReadError(f"{path}: file not found") from None
     except OSError as exc:
         raise FrameReadError(f"{path}: cannot read ({exc})") from exc
+    _check_declared_size(path, data)
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:
         raise FrameReadError(f"{path}: corrupt or not an image")
     return image
+
+
+def _check_declared_size(path: Path, data: np.ndarray) -> None:
+    """Refuse an image whose header declares more than ``MAX_FRAME_PIXELS`` pixels (read by Pillow
+    from the header only; formats Pillow does not know are left to OpenCV's own limit)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data.data)) as img:
+            width, height = img.size
+    except Image.DecompressionBombError as exc:
+        raise FrameReadError(f"{path}: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return  # corrupt or unknown: OpenCV's decode below says so
+    if width * height > MAX_FRAME_PIXELS:
+        raise FrameReadError(f"{path}: declares {width}x{height} pixels, more than the {MAX_FRAME_PIXELS} "
+                             f"a frame may have (refused before decoding)")
 
 
 def read_rgb(path: str | os.PathLike) -> np.ndarray:

@@ -22,6 +22,7 @@ import numpy as np
 from . import format as fmt
 from . import outputs
 from .errors import FormatError, UsageError
+from .safe_io import real_dir
 from .frames import composite, write_mask, write_rgb
 
 try:
@@ -51,16 +52,6 @@ def open_lock_file(path: Path):
             raise FormatError(f"{path} is a symbolic link; regdpo never writes through links (remove it)") from None
         raise UsageError(f"{path}: cannot create the lock file ({exc.strerror}); is the folder writable?") from None
     return os.fdopen(fd, "a+")
-
-
-def real_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) as a folder; refuse when it is a symbolic link (nothing is written through links)."""
-    if path.is_symlink():
-        raise FormatError(f"{path} is a symbolic link; regdpo never writes through links (remove it)")
-    path.mkdir(parents=True, exist_ok=True)
-    if path.is_symlink() or not path.is_dir():
-        raise FormatError(f"{path} is not a folder")
-    return path
 
 
 @contextlib.contextmanager
@@ -300,18 +291,27 @@ def record_failure(root: str | os.PathLike, name: str, status: str, reason: str,
     """Record that ``name`` was skipped (permanent, e.g. too short) or failed (may be retried)."""
     if status not in ("failed", "skipped"):
         raise ValueError(f"status must be 'failed' or 'skipped', got {status!r}")
-    folder = Path(root) / fmt.FAILED_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    fmt.write_json_atomic(folder / f"{name}.json", {"name": name, "status": status, "reason": reason, **extra})
+    folder = real_dir(Path(root) / fmt.FAILED_DIR)
+    fmt.write_json_atomic(folder / failure_file_name(name), {"name": name, "status": status, "reason": reason, **extra})
+
+
+def failure_file_name(name: str) -> str:
+    """``{name}.json``, bounded: a name too long for a file name gets a hash of the whole instead of its tail."""
+    if len(name.encode("utf-8")) <= fmt.MAX_VIDEO_NAME:
+        return f"{name}.json"
+    import hashlib
+
+    digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:12]
+    return f"{name.encode('utf-8')[:fmt.MAX_VIDEO_NAME - 13].decode('utf-8', 'ignore')}-{digest}.json"
 
 
 def read_failure(root: str | os.PathLike, name: str) -> dict[str, Any] | None:
-    path = Path(root) / fmt.FAILED_DIR / f"{name}.json"
+    path = Path(root) / fmt.FAILED_DIR / failure_file_name(name)
     return fmt.read_json(path) if path.is_file() else None
 
 
 def clear_failure(root: str | os.PathLike, name: str) -> None:
-    (Path(root) / fmt.FAILED_DIR / f"{name}.json").unlink(missing_ok=True)
+    (Path(root) / fmt.FAILED_DIR / failure_file_name(name)).unlink(missing_ok=True)
 
 
 def rebuild_manifest(root: str | os.PathLike) -> fmt.Manifest:

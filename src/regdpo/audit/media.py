@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from ..errors import UsageError
+from ..safe_io import replacing
 
 HOLE_TINT = np.array([255, 40, 40], np.float32)
 """Colour (RGB) of the hole overlay."""
@@ -140,7 +141,11 @@ def write_mp4(
     first = pad_even(frames[0])
     h, w = first.shape[:2]
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.mp4")
+    with replacing(path, ".mp4") as tmp:
+        _run_ffmpeg(tmp, path, frames, fps, crf, pix_fmt, w, h)
+
+
+def _run_ffmpeg(tmp: Path, path: Path, frames, fps, crf, pix_fmt, w, h) -> None:
     cmd = [
         ffmpeg_exe(), "-y", "-loglevel", "error",
         "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:g}", "-i", "-",
@@ -161,9 +166,7 @@ def write_mp4(
         pass
     err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
     if proc.wait() != 0:
-        tmp.unlink(missing_ok=True)
         raise OSError(f"{path}: ffmpeg failed: {err.strip()[-400:]}")
-    os.replace(tmp, path)
 
 
 def write_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float) -> None:
@@ -172,6 +175,6 @@ def write_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float)
 
     images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) for f in frames]
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0)
-    os.replace(tmp, path)
+    with replacing(path, ".gif") as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=int(round(1000 / fps)), loop=0)

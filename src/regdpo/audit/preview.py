@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from .. import format as fmt
-from ..errors import UsageError
+from ..errors import RegdpoError, UsageError
+from ..safe_io import real_dir, write_bytes_atomic
 from ..frames import read_mask_clip, read_rgb_clip
 from . import media
 from .metrics import parse_segments
@@ -126,11 +127,17 @@ def run(args: argparse.Namespace) -> int:
     if not entries:
         raise UsageError(f"no videos to preview in {source}")
     out = Path(args.output_dir) if args.output_dir else root / PREVIEW_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    real_dir(out)
     rows: list[np.ndarray] = []
     written: list[str] = []
+    failed: list[str] = []
     for entry in tqdm(entries, desc="preview", unit="video", file=sys.stderr, disable=None):
-        meta, gt, hole, negatives = load_video(root, entry.name)
+        try:
+            meta, gt, hole, negatives = load_video(root, entry.name)
+        except (RegdpoError, OSError) as exc:  # one bad video never stops the others
+            failed.append(entry.name)
+            print(f"regdpo preview: skipped {entry.name}: {exc}", file=sys.stderr)
+            continue
         fps = args.fps or _clip_fps(meta) or DEFAULT_FPS
         if not args.no_mp4 or args.gif:
             frames = preview_frames(meta, gt, hole, negatives, args.scale)
@@ -146,9 +153,13 @@ def run(args: argparse.Namespace) -> int:
         del gt, hole, negatives
     if rows:
         sheet = out / SHEET_FILE
-        sheet.write_bytes(media.encode_png(media.vstack(rows, gap=8)))
+        write_bytes_atomic(sheet, media.encode_png(media.vstack(rows, gap=8)), fsync=False)
         written.append(SHEET_FILE)
     print(f"wrote {len(written)} files to {out}: " + ", ".join(written[:6]) + (" ..." if len(written) > 6 else ""))
+    if failed:
+        print(f"regdpo preview: {len(failed)} video(s) could not be previewed: {', '.join(failed[:10])}",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import format as fmt
 from ..errors import RegdpoError
+from ..safe_io import real_dir, write_text_atomic
 from ..frames import read_mask, read_rgb
 from . import calibration, media
 from .calibration import TYPE_COLOURS, type_colour
@@ -390,14 +391,12 @@ def write_report(doc: dict[str, Any], root: str | os.PathLike, out_dir: str | os
                  html_report: bool = True, thumbnails: int = 6) -> list[Path]:
     """Write ``audit.json`` (and ``audit.html``) into ``out_dir``; returns the paths written."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    real_dir(out_dir)
     written = [out_dir / fmt.AUDIT_JSON]
     fmt.write_json_atomic(written[0], doc)
     if html_report:
         path = out_dir / fmt.AUDIT_HTML
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(render_html(doc, root, thumbnails), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, render_html(doc, root, thumbnails))
         written.append(path)
     return written
 

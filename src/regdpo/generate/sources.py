@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import FrameReadError, UsageError
-from ..format import check_video_name
+from ..format import MAX_VIDEO_NAME, check_video_name
 from ..frames import read_rgb, stack_frames
 from .samples import sample_videos
 
@@ -79,9 +80,17 @@ def list_images(folder: Path) -> list[Path]:
 
 
 def safe_name(prefix: str, raw: str) -> str:
-    """``prefix_raw`` with characters the format does not allow replaced by ``-``."""
-    cleaned = re.sub(r"[^A-Za-z0-9._+-]", "-", raw)
-    return check_video_name(f"{prefix}_{cleaned}")
+    """``prefix_raw`` with characters the format does not allow (and ``..``) replaced by ``-``.
+
+    A name longer than the format allows keeps its first characters and ends with a hash of the
+    whole raw name, so it stays unique and short enough for every file regdpo names after it."""
+    cleaned = re.sub(r"\.\.+", "-", re.sub(r"[^A-Za-z0-9._+-]", "-", raw))
+    name = f"{prefix}_{cleaned}"
+    limit = MAX_VIDEO_NAME - 8  # room for make_unique's -2, -3, ...
+    if len(name) > limit:
+        digest = hashlib.sha1(raw.encode("utf-8", "surrogateescape")).hexdigest()[:12]
+        name = f"{name[:limit - 13]}-{digest}"
+    return check_video_name(name)
 
 
 def _subdirs(folder: Path) -> list[Path]:

@@ -1,0 +1,84 @@
+"""Writing files without following planted links: every new file is created under a fresh, unique
+temporary name (``O_CREAT | O_EXCL | O_NOFOLLOW``) in the destination's folder and renamed over the
+destination (``os.replace`` replaces a link, it never writes through it). A failure (a full disk
+included) removes the temporary file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+from .errors import FormatError
+
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def open_new(path: str | os.PathLike, mode: int = 0o644) -> int:
+    """A file descriptor of a file created at ``path``, which must not exist (not even as a link)."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | CLOEXEC, mode)
+
+
+def open_nofollow(path: str | os.PathLike, mode: int = 0o644) -> int:
+    """Create or truncate ``path`` for writing, refusing (``ELOOP``) when it is a symbolic link."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, mode)
+
+
+def _temp_name(path: Path, suffix: str) -> Path:
+    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+
+
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a fresh temporary path beside ``path`` (created empty, exclusively) for a writer that opens
+    files by name (ffmpeg, Pillow); on success it replaces ``path``, on any error it is removed."""
+    path = Path(path)
+    tmp = _temp_name(path, suffix)
+    os.close(open_new(tmp))
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
+    """Write ``data`` to ``path`` through an exclusive temporary file and ``os.replace``."""
+    path = Path(path)
+    tmp = _temp_name(path, "")
+    fd = open_new(tmp)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = True) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"), fsync=fsync)
+
+
+def real_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents) as a folder; refuse when it is a symbolic link (nothing is written
+    through links) or not a folder."""
+    path = Path(path)
+    if path.is_symlink():
+        raise FormatError(f"{path} is a symbolic link; regdpo never writes through links (remove it)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # read-only, no permission, a file in the way, disk full
+        raise FormatError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
+    if path.is_symlink() or not path.is_dir():
+        raise FormatError(f"{path} is not a folder")
+    return path
