@@ -21,6 +21,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "manifest": ("regdpo.manifest_cli", "rebuild dpo_data/manifest.json from the per-video records"),
     "audit": ("regdpo.audit.cli", "measure that every negative shows its defect (audit.json, audit.html)"),
     "preview": ("regdpo.audit.preview", "side-by-side preview clips and a contact sheet"),
+    "select": ("regdpo.curate.select_cli", "keep per source clip the negatives of medium difficulty "
+               "(manifest.selected.json)"),
+    "prune": ("regdpo.curate.prune", "delete the candidate negatives that `regdpo select` left out"),
 }
 
 

@@ -12,6 +12,7 @@ Layout (documented in ``docs/FORMAT.md``)::
       {video}/meta.json             per-video record (written last: its presence marks a complete video)
       _failed/{video}.json          failure / skip records of the generator
       audit.json, audit.html, manifest.filtered.json, _preview/   written by `regdpo audit` / `preview`
+      manifest.selected.json, selection.json, prune.json           written by `regdpo select` / `prune`
       .staging/                     work in progress; never read, removed by the next run
       .lock                         locked by the generator while it runs
 
@@ -46,8 +47,14 @@ LOCK_FILE = ".lock"
 AUDIT_JSON = "audit.json"
 AUDIT_HTML = "audit.html"
 FILTERED_MANIFEST_FILE = "manifest.filtered.json"
+SELECTED_MANIFEST_FILE = "manifest.selected.json"
+"""Written by ``regdpo select``: the manifest's entries with only their selected negatives."""
+SELECTION_FILE = "selection.json"
+"""Written by ``regdpo select``: settings, picks with reasons, summary (``regdpo prune`` reads it)."""
+PRUNE_REPORT_FILE = "prune.json"
 PREVIEW_DIR = "_preview"
-DERIVED_OUTPUTS = (MANIFEST_FILE, FILTERED_MANIFEST_FILE, AUDIT_JSON, AUDIT_HTML, PREVIEW_DIR, FAILED_DIR, STAGING_DIR)
+DERIVED_OUTPUTS = (MANIFEST_FILE, FILTERED_MANIFEST_FILE, SELECTED_MANIFEST_FILE, SELECTION_FILE, PRUNE_REPORT_FILE,
+                   AUDIT_JSON, AUDIT_HTML, PREVIEW_DIR, FAILED_DIR, STAGING_DIR)
 """Files and folders regdpo derives in a dataset root besides the videos (``--overwrite`` may delete them)."""
 FRAME_EXT = ".png"
 MASK_HOLE_VALUE = 255

@@ -1,0 +1,192 @@
+"""``regdpo select ROOT``: keep, per source clip, the negative(s) of medium difficulty.
+
+Reads ``audit.json`` (and ``score.json`` when present: ``ref_margin`` per (video, stream)),
+chooses with ``curate.select`` and writes ``manifest.selected.json`` (the manifest schema: load it
+with ``DPODataset(args.manifest=...)``) and ``selection.json`` (settings, picks, summary).
+Exit status: 0, 1 when nothing could be selected, 2 for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .. import format as fmt
+from ..errors import FormatError, UsageError
+from .select import DEFAULT_TARGET, Selection, SelectSettings, select, summarise
+
+SELECTION_FILE = fmt.SELECTION_FILE
+SCORE_FILE = "score.json"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="dataset folder (e.g. dpo_data), audited with `regdpo audit`")
+    parser.add_argument("--audit", default=None, metavar="FILE", help="audit.json to read (default ROOT/audit.json)")
+    parser.add_argument("--score", default=None, metavar="FILE",
+                        help=f"score.json of `regdpo score` (default ROOT/{SCORE_FILE} when it exists): its "
+                        "ref_margin filters (--max_ref_margin) and breaks ties (smaller = harder first)")
+    parser.add_argument("--manifest", default=None, metavar="FILE",
+                        help="manifest of the candidates (default ROOT/manifest.json)")
+    parser.add_argument("--target", type=float, default=DEFAULT_TARGET,
+                        help=f"quality score aimed at inside the band (default {DEFAULT_TARGET})")
+    parser.add_argument("--secondary", action="store_true",
+                        help="also pick a second eligible negative per source clip (another type where possible)")
+    parser.add_argument("--max_ref_margin", type=float, default=None, metavar="M",
+                        help="exclude candidates whose reference margin is above M (already easy for the "
+                        "reference model); candidates without a margin are kept")
+    parser.add_argument("--pure_only", action="store_true", help="never pick a negative flagged impure by the audit")
+    parser.add_argument("--no_fallback", action="store_true",
+                        help="skip a clip without an eligible candidate (default: take the closest, noting why)")
+    parser.add_argument("--output", default=None, metavar="FILE",
+                        help=f"selected manifest (default ROOT/{fmt.SELECTED_MANIFEST_FILE})")
+    parser.add_argument("--summary", default=None, metavar="FILE",
+                        help=f"selection record and summary (default ROOT/{SELECTION_FILE})")
+
+
+def _finite(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise FormatError(f"{what}: not a number ({value!r})") from None
+    if not math.isfinite(x):
+        raise FormatError(f"{what}: not finite ({value!r})")
+    return x
+
+
+def read_margins(path: Path) -> dict[tuple[str, str], float | None]:
+    """``(video, stream) -> ref_margin`` from a score.json (SCHEMA 5)."""
+    data = fmt.read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise FormatError(f"{path}: no 'items' list (expected the output of `regdpo score`)")
+    out: dict[tuple[str, str], float | None] = {}
+    for k, item in enumerate(data["items"]):
+        try:
+            key = (str(item["video"]), str(item.get("stream") or item["neg_type"]))
+        except (KeyError, TypeError):
+            raise FormatError(f"{path}: items[{k}] lacks 'video' or 'stream'") from None
+        out[key] = _finite(item.get("ref_margin"), f"{path}: items[{k}].ref_margin")
+    return out
+
+
+def candidates_from(
+    audit: Mapping[str, Any], manifest: fmt.Manifest, margins: Mapping[tuple[str, str], float | None]
+) -> tuple[list[dict[str, Any]], int]:
+    """Candidates (see ``curate.select``) of the manifest's streams that the audit measured, and
+    the number of audit items left out because the manifest does not list them."""
+    listed = {e.name: e for e in manifest.videos}
+    out, ignored = [], 0
+    for item in audit.get("items", []):
+        entry = listed.get(item.get("video"))
+        stream = item.get("stream") or item.get("neg_type")
+        if entry is None or stream not in entry_streams(entry):
+            ignored += 1
+            continue
+        out.append({
+            "video": entry.name,
+            "source_clip": source_clip(entry),
+            "stream": stream,
+            "neg_type": item["neg_type"],
+            "strength": float(item.get("strength", 1.0)),
+            "quality_score": item.get("quality_score"),
+            "band": item.get("band"),
+            "impure": list(item.get("impure") or []),
+            "valid": not item.get("failures") and item.get("quality_score") is not None,
+            "ref_margin": margins.get((entry.name, stream)),
+        })
+    return out, ignored
+
+
+def entry_streams(entry: fmt.ManifestEntry) -> list[str]:
+    """The negative streams a manifest entry lists (format v1: one per type, named after it)."""
+    return list(entry.neg_types)
+
+
+def source_clip(entry: fmt.ManifestEntry) -> str:
+    """The clip an entry's mask was drawn on (SCHEMA 3); defaults to the entry's name."""
+    return getattr(entry, "source_clip", None) or entry.name
+
+
+def selected_manifest(manifest: fmt.Manifest, selection: Selection) -> fmt.Manifest:
+    """The manifest's entries with only their selected streams (entries without any dropped)."""
+    chosen: dict[str, set[str]] = {}
+    for p in selection.picks:
+        chosen.setdefault(p["video"], set()).add(p["stream"])
+    videos = []
+    for entry in manifest.videos:
+        keep = [t for t in entry.neg_types if t in chosen.get(entry.name, ())]
+        if keep:
+            videos.append(fmt.ManifestEntry(entry.name, entry.num_frames, entry.height, entry.width, keep,
+                                            entry.prompt))
+    return fmt.Manifest(videos=videos)
+
+
+def configure_settings(args: argparse.Namespace) -> SelectSettings:
+    if not 0.0 <= args.target <= 1.0 or math.isnan(args.target):
+        raise UsageError(f"--target {args.target:g}: must be in [0, 1]")
+    if args.max_ref_margin is not None and math.isnan(args.max_ref_margin):
+        raise UsageError("--max_ref_margin: must be a number")
+    return SelectSettings(target=args.target, secondary=args.secondary, max_ref_margin=args.max_ref_margin,
+                          fallback=not args.no_fallback, pure_only=args.pure_only)
+
+
+def _print_summary(summary: dict[str, Any], band: Sequence[float], out: Path, record: Path) -> None:
+    print(f"selected {summary['selected']} of {summary['candidates']} candidate negatives from "
+          f"{summary['source_clips']} source clips (band {band[0]:g}-{band[1]:g})")
+    print(f"  {'type':<14}{'candidates':>11}{'eligible':>10}{'primary':>9}{'secondary':>11}")
+    for t, c in summary["per_type"].items():
+        print(f"  {t:<14}{c['candidates']:>11}{c['eligible']:>10}{c['primary']:>9}{c['secondary']:>11}")
+    print("  per band: " + ", ".join(f"{b} {n}" for b, n in summary["per_band"].items()))
+    print(f"  fallbacks: {len(summary['fallbacks'])}, skipped clips: {len(summary['skipped'])}")
+    for f in summary["fallbacks"][:10]:
+        print(f"  FALLBACK {f['source_clip']}: {f['video']}/{f['stream']} ({f['quality_score']:.3f}): {f['reason']}")
+    for s in summary["skipped"][:10]:
+        print(f"  SKIPPED {s['source_clip']}: {s['reason']}")
+    print(f"wrote {out}, {record}")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = configure_settings(args)
+    root = Path(args.root)
+    if not root.is_dir():
+        raise UsageError(f"dataset root {root} does not exist or is not a folder")
+    audit_path = Path(args.audit) if args.audit else root / fmt.AUDIT_JSON
+    if not audit_path.is_file():
+        raise UsageError(f"{audit_path}: no audit; run `regdpo audit {root}` first")
+    audit = fmt.read_json(audit_path)
+    if not isinstance(audit, dict) or not isinstance(audit.get("items"), list):
+        raise FormatError(f"{audit_path}: no 'items' list (not an audit.json)")
+    if audit["items"] and "quality_score" not in audit["items"][0]:
+        raise FormatError(f"{audit_path}: items have no quality_score (audit_version "
+                          f"{audit.get('audit_version')}); audit again with this regdpo")
+    score_path = Path(args.score) if args.score else root / SCORE_FILE
+    if args.score and not score_path.is_file():
+        raise UsageError(f"--score {score_path}: file not found")
+    margins = read_margins(score_path) if score_path.is_file() else {}
+    manifest = fmt.load_manifest(root, args.manifest)
+    candidates, ignored = candidates_from(audit, manifest, margins)
+    selection = select(candidates, settings)
+    summary = summarise(selection, candidates)
+    summary["audit_items_not_in_manifest"] = ignored
+    out = Path(args.output) if args.output else root / fmt.SELECTED_MANIFEST_FILE
+    record_path = Path(args.summary) if args.summary else root / SELECTION_FILE
+    chosen = selected_manifest(manifest, selection)
+    fmt.write_json_atomic(out, chosen.to_dict())
+    record = {
+        "selection_version": 1,
+        "audit": str(audit_path),
+        "score": str(score_path) if margins else None,
+        "manifest": str(args.manifest or root / fmt.MANIFEST_FILE),
+        "band": audit.get("band"),
+        "settings": settings.to_dict(),
+        "considered": sorted({c["video"] for c in candidates}),
+        "picks": [{k: p[k] for k in ("source_clip", "video", "stream", "neg_type", "strength", "quality_score",
+                                     "band", "impure", "ref_margin", "role", "reason")} for p in selection.picks],
+        "summary": summary,
+    }
+    fmt.write_json_atomic(record_path, record)
+    _print_summary(summary, audit.get("band") or (0, 1), out, record_path)
+    return 0 if selection.picks else 1

@@ -1,0 +1,221 @@
+"""`regdpo select` and `regdpo prune` on an audited dataset written with the real writer: the
+selected manifest trains in DPODataset, prune deletes only unselected candidates, never a
+selected entry's GT, leaves links and foreign folders alone, and keeps manifest and metas consistent."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from regdpo import format as fmt
+from regdpo.audit import synthetic as S
+from regdpo.cli import main
+from helpers import DATA, FakeTokenizer, tree_files
+
+T, H, W = 8, 64, 96
+
+
+def _segment_shift(gt, shifts):
+    segments = S.plan_segments(gt.shape[0], len(shifts))
+    out = gt.astype(np.int16)
+    for (start, stop), shift in zip(segments, shifts):
+        out[start:stop] += shift
+    return np.clip(out, 0, 255).astype(np.uint8), segments
+
+
+def _clips():
+    clips = {f"tex{k}": S.textured_clip(T, H, W, seed=k, speed=0.5 + k / 2) for k in range(3)}
+    if (DATA / "DAVIS").is_dir():
+        clips.update(S.davis_clips(DATA, T, H, W))
+    return clips
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory):
+    """Per clip three negatives of graded difficulty: a blur (eligible or too good), content shifted by
+    a few pixels (hallucination, around the band), brightness jumps per segment (flicker)."""
+    root = tmp_path_factory.mktemp("select") / "dpo_data"
+    for k, (name, gt) in enumerate(sorted(_clips().items())):
+        hole = S.moving_ellipse_hole(T, H, W, seed=k)
+        flicker, segments = _segment_shift(gt, (14, -14, 14))
+        negs = {"blur": S.blur_negative(gt, 1.0 + 0.5 * k), "hallucination": np.roll(gt, 2 + k % 3, axis=2),
+                "flicker": flicker}
+        S.write_synthetic_video(root, name, gt, hole, negs, segments=segments)
+    from regdpo.writer import rebuild_manifest
+
+    rebuild_manifest(root)
+    assert main(["audit", str(root), "--no-progress", "--no-html"]) == 0
+    return root
+
+
+def test_select_writes_a_balanced_manifest_and_summary(audited, capsys):
+    root = audited
+    doc = json.loads((root / "audit.json").read_text())
+    assert main(["select", str(root), "--secondary"]) == 0
+    text = capsys.readouterr().out
+    assert "selected" in text and "per band" in text
+    record = json.loads((root / "selection.json").read_text())
+    selected = fmt.load_manifest(root, root / "manifest.selected.json")
+    picks = record["picks"]
+    by_video = {}
+    for p in picks:
+        by_video.setdefault(p["video"], set()).add(p["stream"])
+    assert {v.name: set(v.neg_types) for v in selected.videos} == by_video
+    assert record["considered"] == sorted(v.name for v in fmt.load_manifest(root).videos)
+    eligible = {(i["video"], i["stream"]) for i in doc["items"] if i["band"] == "eligible"}
+    for p in picks:
+        assert ((p["video"], p["stream"]) in eligible) == (p["reason"] is None or p["role"] == "secondary")
+    s = record["summary"]
+    assert s["selected"] == len(picks) and sum(s["per_band"].values()) == len(picks)
+    primaries = [p["neg_type"] for p in picks if p["role"] == "primary"]
+    assert len(primaries) == len(by_video) and len(set(primaries)) >= 2  # more than one type chosen
+
+
+def test_selected_manifest_trains_in_dpodataset(audited):
+    torch = pytest.importorskip("torch")
+    from types import SimpleNamespace
+
+    from regdpo.dataset import DPODataset, collate_fn
+
+    root = audited
+    assert main(["select", str(root), "--output", str(root / "sel.json"), "--summary", str(root / "rec.json")]) == 0
+    record = json.loads((root / "rec.json").read_text())
+    args = SimpleNamespace(dpo_data_root=str(root), nframes=T, resolution=64, manifest=str(root / "sel.json"))
+    ds = DPODataset(args, FakeTokenizer())
+    assert sorted((p.video, p.neg_type) for p in ds.pairs) == sorted((p["video"], p["stream"]) for p in record["picks"])
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_fn)
+    # Region-Reg-DPO steps of a toy pixel-space denoiser (policy from a frozen copy) on the selection
+    from regdpo.dpo import dpo_loss, region_mse, region_weights
+
+    torch.manual_seed(0)
+    policy = torch.nn.Conv3d(3, 3, 3, padding=1)
+    reference = torch.nn.Conv3d(3, 3, 3, padding=1).requires_grad_(False)
+    reference.load_state_dict(policy.state_dict())
+    opt = torch.optim.SGD(policy.parameters(), lr=1e-2)
+    start = [p.detach().clone() for p in policy.parameters()]
+    losses = []
+    for batch in loader:
+        assert set(batch["neg_type"]) <= {p["neg_type"] for p in record["picks"]}
+        weights = region_weights(batch["mask_hole"], batch["mask_boundary"], batch["mask_context"])
+        noise = torch.randn_like(batch["pixel_values_pos"])  # shared by winner and loser
+
+        def mse(net, clip):
+            noisy = (clip + noise).transpose(1, 2)  # [B, C, F, H, W]
+            return region_mse(net(noisy).transpose(1, 2), noise, weights)
+
+        loss, diag = dpo_loss(mse(policy, batch["pixel_values_pos"]), mse(policy, batch["pixel_values_neg"]),
+                              mse(reference, batch["pixel_values_pos"]), mse(reference, batch["pixel_values_neg"]),
+                              beta=50.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert len(losses) == -(-len(ds) // 2) and all(np.isfinite(losses))
+    assert losses[0] == pytest.approx(np.log(2), abs=1e-4)  # policy == reference at the first step
+    assert any(not torch.equal(a, b) for a, b in zip(start, policy.parameters()))
+
+
+def test_select_accepts_score_json_margins(audited, tmp_path, capsys):
+    root = audited
+    doc = json.loads((root / "audit.json").read_text())
+    score = {"version": 1, "settings": {}, "items": [
+        {"video": i["video"], "stream": i["stream"], "neg_type": i["neg_type"], "strength": i["strength"],
+         "ref_margin": 10.0 if i["neg_type"] == "blur" else 0.1} for i in doc["items"]]}
+    (tmp_path / "score.json").write_text(json.dumps(score))
+    out = ["--output", str(tmp_path / "m.json"), "--summary", str(tmp_path / "r.json")]
+    assert main(["select", str(root), "--score", str(tmp_path / "score.json"), "--max_ref_margin", "1"] + out) == 0
+    record = json.loads((tmp_path / "r.json").read_text())
+    assert record["score"] == str(tmp_path / "score.json") and record["settings"]["max_ref_margin"] == 1.0
+    assert all(p["neg_type"] != "blur" or p["reason"] for p in record["picks"])  # blur only as a fallback
+    assert all(p["ref_margin"] is not None for p in record["picks"])
+    (tmp_path / "bad.json").write_text(json.dumps({"items": [{"video": "x", "stream": "blur", "ref_margin": "hi"}]}))
+    assert main(["select", str(root), "--score", str(tmp_path / "bad.json")] + out) == 2
+    assert "ref_margin" in capsys.readouterr().err
+
+
+def test_select_bad_input(audited, tmp_path, capsys):
+    assert main(["select", str(tmp_path)]) == 2
+    assert "regdpo audit" in capsys.readouterr().err
+    assert main(["select", str(audited), "--target", "1.5"]) == 2
+    assert "--target" in capsys.readouterr().err
+    assert main(["select", str(audited), "--score", str(tmp_path / "none.json")]) == 2
+    assert "--score" in capsys.readouterr().err
+
+
+def _sizes(folder):
+    return {f: os.path.getsize(folder / f) for f in tree_files(folder)}
+
+
+def test_prune_deletes_only_unselected_candidates(audited, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(audited, root)
+    assert main(["select", str(root)]) == 0
+    record = json.loads((root / "selection.json").read_text())
+    picked = {}
+    for p in record["picks"]:
+        picked.setdefault(p["video"], set()).add(p["stream"])
+    # a video the selection never considered, a linked video, a video holding a foreign file
+    names = sorted(v.name for v in fmt.load_manifest(root).videos)
+    outside = tmp_path / "outside"
+    shutil.copytree(root / names[0], outside)
+    os.symlink(outside, root / "linked")
+    (root / names[1] / "notes.txt").write_text("mine")
+    record["considered"] += ["linked", "../outside", "-odd name"]
+    (root / "selection.json").write_text(json.dumps(record))
+    before = {n: _sizes(root / n) for n in names}
+    outside_before = _sizes(outside)
+    capsys.readouterr()
+
+    assert main(["prune", str(root), "--dry-run"]) == 1  # 1: some videos were skipped
+    text = capsys.readouterr().out
+    assert "dry run" in text and "would delete" in text and "SKIP linked" in text and f"SKIP {names[1]}" in text
+    assert "SKIP ../outside: invalid video name" in text and "SKIP -odd name" in text
+    assert {n: _sizes(root / n) for n in names} == before and not (root / "prune.json").exists()
+
+    assert main(["prune", str(root)]) == 1
+    report = json.loads((root / "prune.json").read_text())
+    for n in names:
+        if n == names[1]:
+            assert _sizes(root / n) == before[n]  # foreign file: left alone
+            continue
+        meta = fmt.read_video_meta(root, n)
+        assert sorted(meta.neg_types) == sorted(picked[n])
+        after = _sizes(root / n)
+        for f, size in before[n].items():  # kept files untouched, deleted ones are unselected negatives
+            stream = f.split("/")[0]
+            if stream in (fmt.GT_DIR, fmt.MASK_DIR) or stream in picked[n]:
+                assert after[f] == size
+            elif f != fmt.META_FILE:
+                assert f not in after
+    assert _sizes(outside) == outside_before and (root / "linked").is_symlink()
+    plans = {v["video"]: v for v in report["videos"]}
+    assert plans[names[0]]["bytes_after"] < plans[names[0]]["bytes_before"]
+    assert report["summary"]["bytes_after"] < report["summary"]["bytes_before"]
+    manifest = fmt.load_manifest(root)  # rebuilt: agrees with the metas
+    assert {v.name: sorted(v.neg_types) for v in manifest.videos} == {
+        n: sorted(fmt.read_video_meta(root, n).neg_types) for n in names}
+    assert not (root / fmt.STAGING_DIR).exists()
+    # the pruned dataset audits clean through the selected manifest
+    assert main(["audit", str(root), "--manifest", str(root / "manifest.selected.json"), "--no-progress",
+                 "--no-html", "--output-dir", str(tmp_path / "a2")]) == 0
+
+
+def test_prune_removes_entries_left_without_a_selected_negative(audited, tmp_path, capsys):
+    root = tmp_path / "data"
+    shutil.copytree(audited, root)
+    assert main(["select", str(root)]) == 0
+    record = json.loads((root / "selection.json").read_text())
+    dropped = record["picks"][0]["video"]
+    record["picks"] = [p for p in record["picks"] if p["video"] != dropped]
+    (root / "selection.json").write_text(json.dumps(record))
+    assert main(["prune", str(root)]) == 0
+    assert not (root / dropped).exists()
+    assert dropped not in {v.name for v in fmt.load_manifest(root).videos}
+    bad = dict(record, picks=[{"video": "not-considered", "stream": "blur"}])
+    (root / "selection.json").write_text(json.dumps(bad))
+    assert main(["prune", str(root)]) == 2
+    assert "not among 'considered'" in capsys.readouterr().err
