@@ -69,6 +69,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                       "max(native_fps // fps, 1) as in DiffuEraser's training loader (default: %(default)s)")
     clip.add_argument("--resolution", type=int, default=512, help="short side of the working size, a multiple "
                       "of 8; the long side keeps the aspect, rounded to a multiple of 8 (default: %(default)s)")
+    clip.add_argument("--max_upscale", type=float, default=1.25, metavar="X", help="skip (and record) a source "
+                      "that would need enlarging more than X times to reach --resolution: an upscaled winner is "
+                      "soft, not ground truth (default: %(default)s; DAVIS 480p at 512 needs 1.07)")
     clip.add_argument("--center_crop", action="store_true", help="crop the central square instead: every clip "
                       "becomes RESOLUTION x RESOLUTION")
 
@@ -140,6 +143,7 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         nframes=args.nframes,
         resolution=args.resolution,
         center_crop=args.center_crop,
+        max_upscale=args.max_upscale,
         fps=args.fps,
         max_videos=args.max_videos,
         neg_types=ordered_neg_types(args.neg_types),

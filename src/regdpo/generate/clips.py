@@ -70,6 +70,12 @@ def working_size(src_width: int, src_height: int, resolution: int, center_crop: 
     return WorkingSize(_round8(src_width * resolution / src_height), resolution, crop)
 
 
+def upscale_factor(size: WorkingSize) -> float:
+    """How much ``size`` enlarges its source crop (the larger of the two axes' factors; < 1 = shrinking)."""
+    _, _, w, h = size.crop
+    return max(size.width / w, size.height / h)
+
+
 def resize_frames(frames: np.ndarray, size: WorkingSize) -> np.ndarray:
     """Crop and resize RGB ``uint8 [T, H, W, 3]``: INTER_AREA when shrinking, bicubic when enlarging."""
     x, y, w, h = size.crop

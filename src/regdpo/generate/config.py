@@ -30,6 +30,7 @@ class GenerateConfig:
     nframes: int = 22
     resolution: int = 512
     center_crop: bool = False
+    max_upscale: float = 1.25
     fps: float = 15.0
     max_videos: int | None = None
     neg_types: tuple[str, ...] = NEG_TYPES
@@ -56,6 +57,8 @@ class GenerateConfig:
                 f"--resolution must be a multiple of {SIZE_MULTIPLE} and at least {2 * SIZE_MULTIPLE}, "
                 f"got {self.resolution}"
             )
+        if not (self.max_upscale >= 1 and math.isfinite(self.max_upscale)):
+            raise UsageError(f"--max_upscale must be a number >= 1, got {self.max_upscale}")
         if not (self.fps > 0 and math.isfinite(self.fps)):
             raise UsageError(f"--fps must be > 0, got {self.fps}")
         if not (self.assumed_fps > 0 and math.isfinite(self.assumed_fps)):

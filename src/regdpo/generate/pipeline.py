@@ -38,7 +38,7 @@ from ..writer import (
     rebuild_manifest,
     record_failure,
 )
-from .clips import clip_indices, frame_stride, resize_frames, working_size
+from .clips import clip_indices, frame_stride, resize_frames, upscale_factor, working_size
 from .config import FLAG_OF, RESUME_KEYS, GenerateConfig
 from .masks import AnnotatedVideo, AnnotationPool, make_masks
 from .sources import FrameCountMismatch, SourceReader, VideoSource, annotation_files, caption_for
@@ -234,6 +234,9 @@ def make_video(
     t0 = time.perf_counter()
     src_h, src_w = frames.shape[1:3]
     size = working_size(src_w, src_h, config.resolution, config.center_crop)
+    if upscale_factor(size) > config.max_upscale:
+        raise SkipVideo(f"needs a {upscale_factor(size):.2f}x upscale ({src_w}x{src_h} -> {size.width}x{size.height}), "
+                        f"more than --max_upscale {config.max_upscale:g} ({source.path})")
     frames = resize_frames(frames, size)
     timings["resize"] = time.perf_counter() - t0
 
