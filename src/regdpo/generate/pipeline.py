@@ -1,10 +1,11 @@
 """The resumable generator loop: one atomic video entry per source video.
 
-Per video: list/probe the source, pick the clip (stride from the frame rates, start from the
-seed), decode, resize to the working size, draw the hole masks, call the backend once with all
-negative types, then write GT, masks and negatives (composited onto the GT with the stored mask)
-through ``VideoEntryWriter`` and commit ``meta.json`` last. A failing video is recorded under
-``_failed/`` and the run goes on; ``manifest.json`` is rebuilt at the end.
+Per video, in three stages (``VideoStages``, run by an ``engine.Engine``; the default local engine
+overlaps them): reader -- list/probe the source, pick the clip (stride from the frame rates, start
+from the seed), decode, resize to the working size, draw the hole masks; worker -- call the backend
+once with all negative types; writer -- write GT, masks and negatives (composited onto the GT with
+the stored mask) through ``VideoEntryWriter`` and commit ``meta.json`` last. A failing video is
+recorded under ``_failed/`` and the run goes on; ``manifest.json`` is rebuilt at the end.
 
 Every random choice of a video is seeded by ``derive_seed(run seed, video name, purpose)``, so the
 output does not depend on the order, on ``--max_videos`` or on resuming.
@@ -40,6 +41,7 @@ from ..writer import (
 )
 from .clips import clip_indices, frame_stride, resize_frames, upscale_factor, working_size
 from .config import FLAG_OF, RESUME_KEYS, GenerateConfig
+from .engine import Engine, LocalEngine
 from .masks import AnnotatedVideo, AnnotationPool, make_masks
 from .sources import FrameCountMismatch, SourceReader, VideoSource, annotation_files, caption_for
 
@@ -200,18 +202,34 @@ def _clip_indices(reader: SourceReader, config: GenerateConfig, stride: int, nam
         raise SkipVideo(f"{exc} ({reader.source.path})") from None
 
 
-def make_video(
-    source: VideoSource,
-    config: GenerateConfig,
-    backend: NegativeBackend,
-    pool: AnnotationPool | None,
-    captions: dict[str, str],
-) -> Path:
-    """Make and commit one video entry. Raises ``SkipVideo`` or any error (the caller records it)."""
+@dataclass
+class PreparedVideo:
+    """Reader stage output: the decoded, resized clip, its masks and the source part of its meta."""
+
+    source: VideoSource
+    frames: np.ndarray
+    hole: np.ndarray
+    mask_info: dict[str, Any]
+    prompt: str
+    source_meta: dict[str, Any]
+    timings: dict[str, float]
+
+
+@dataclass
+class ComputedVideo:
+    """Worker stage output: the negatives and the meta, ready for the writer (timings filled there)."""
+
+    prepared: PreparedVideo
+    negatives: dict[str, np.ndarray]
+    meta: fmt.VideoMeta
+
+
+def prepare_video(source: VideoSource, config: GenerateConfig, pool: AnnotationPool | None,
+                  captions: dict[str, str]) -> PreparedVideo:
+    """Reader stage: list/probe the source, pick and decode the clip, resize it, draw the masks.
+    Raises ``SkipVideo`` or any error (the caller records it). No backend involved."""
     name = source.name
     timings: dict[str, float] = {}
-    t_video = time.perf_counter()
-
     t0 = time.perf_counter()
     reader = SourceReader(source, config.assumed_fps)
     if reader.num_frames == 0:
@@ -246,9 +264,36 @@ def make_video(
     timings["mask"] = time.perf_counter() - t0
 
     prompt, prompt_source = caption_for(source, captions, config.prompt)
+    source_meta = {
+        "dataset": source.dataset,
+        "id": source.source_id,
+        "path": str(source.path),
+        "layout": source.layout,
+        "split": source.split,
+        "native_fps": round(reader.native_fps, 4),
+        "fps_assumed": reader.fps_assumed,
+        "frame_stride": stride,
+        "stored_frame_step": source.file_step,
+        "clip_fps": round(reader.native_fps / stride, 4),
+        "num_source_frames": reader.num_frames,
+        **({"frame_count_note": count_note} if count_note else {}),
+        "start_frame": indices[0],
+        "source_frames": reader.frame_labels(indices),
+        "original_size": [src_w, src_h],
+        "crop": list(size.crop),
+        "prompt_source": prompt_source,
+    }
+    return PreparedVideo(source, frames, hole, mask_info, prompt, source_meta, timings)
+
+
+def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: NegativeBackend) -> ComputedVideo:
+    """Worker stage: call the backend once with all negative types, check what it returned, build the meta.
+    The returned arrays are handed to the writer thread: a backend must not reuse them."""
+    name, frames, hole = prepared.source.name, prepared.frames, prepared.hole
+    timings = prepared.timings
     video_seed = derive_seed(config.seed, name)
     t0 = time.perf_counter()
-    result = backend.generate(Clip(name, frames, hole, video_seed, prompt), list(config.neg_types))
+    result = backend.generate(Clip(name, frames, hole, video_seed, prepared.prompt), list(config.neg_types))
     timings["negatives"] = time.perf_counter() - t0
     for stage, seconds in result.timings.items():
         timings[f"negatives.{stage}"] = float(seconds)
@@ -264,53 +309,53 @@ def make_video(
     meta = fmt.VideoMeta(
         name=name,
         num_frames=config.nframes,
-        height=size.height,
-        width=size.width,
+        height=int(frames.shape[1]),
+        width=int(frames.shape[2]),
         neg_types=list(config.neg_types),
-        prompt=prompt,
+        prompt=prepared.prompt,
         seed=video_seed,
-        source={
-            "dataset": source.dataset,
-            "id": source.source_id,
-            "path": str(source.path),
-            "layout": source.layout,
-            "split": source.split,
-            "native_fps": round(reader.native_fps, 4),
-            "fps_assumed": reader.fps_assumed,
-            "frame_stride": stride,
-            "stored_frame_step": source.file_step,
-            "clip_fps": round(reader.native_fps / stride, 4),
-            "num_source_frames": reader.num_frames,
-            **({"frame_count_note": count_note} if count_note else {}),
-            "start_frame": indices[0],
-            "source_frames": reader.frame_labels(indices),
-            "original_size": [src_w, src_h],
-            "crop": list(size.crop),
-            "prompt_source": prompt_source,
-        },
+        source=prepared.source_meta,
         generator={
             **config.settings_for_meta(),
             "regdpo_version": __version__,
             "backend_settings": backend.settings(),
             "classical_approximation": classical,
-            "mask": mask_info,
+            "mask": prepared.mask_info,
             **({"note": "classical approximations of the defects, for trying the pipeline, tests and "
                         "ablations; real training data wants --backend models"} if classical else {}),
         },
         negatives={t: {"backend": backend.name, **result.info.get(t, {})} for t in config.neg_types},
         timings={},
     )
+    return ComputedVideo(prepared, {t: result.negatives[t] for t in config.neg_types}, meta)
 
+
+def write_video(computed: ComputedVideo, config: GenerateConfig) -> Path:
+    """Writer stage: write GT, masks and negatives (composited onto the GT with the stored mask), commit
+    ``meta.json`` last. ``timings.total`` is the sum of this video's stage times (not queue waits)."""
+    prepared, meta = computed.prepared, computed.meta
+    timings = prepared.timings
     t0 = time.perf_counter()
-    with VideoEntryWriter(config.output_dir, name, config.shard_name) as writer:
-        writer.write_gt(frames)
-        writer.write_masks(hole)
+    with VideoEntryWriter(config.output_dir, meta.name, config.shard_name) as writer:
+        writer.write_gt(prepared.frames)
+        writer.write_masks(prepared.hole)
         for t in config.neg_types:
-            writer.write_negative(t, result.negatives[t])  # composited onto the GT with the stored mask
+            writer.write_negative(t, computed.negatives[t])  # composited onto the GT with the stored mask
         timings["write"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_video
+        timings["total"] = sum(timings[k] for k in ("decode", "resize", "mask", "negatives", "write"))
         meta.timings = {k: round(v, 4) for k, v in timings.items()}
         return writer.commit(meta)
+
+
+def make_video(
+    source: VideoSource,
+    config: GenerateConfig,
+    backend: NegativeBackend,
+    pool: AnnotationPool | None,
+    captions: dict[str, str],
+) -> Path:
+    """Make and commit one video entry, the three stages in a row. Raises ``SkipVideo`` or any error."""
+    return write_video(compute_video(prepare_video(source, config, pool, captions), config, backend), config)
 
 
 # --------------------------------------------------------------------------- the run
@@ -318,11 +363,12 @@ def make_video(
 
 def run_generation(
     config: GenerateConfig,
-    backend: NegativeBackend,
+    backend: NegativeBackend | None,
     sources: Sequence[VideoSource],
     captions: dict[str, str] | None = None,
     log: Log = _stderr_log,
     donor_sources: Sequence[VideoSource] | None = None,
+    engine: Engine | None = None,
 ) -> RunSummary:
     """Make every video of ``sources`` (already cut to ``--max_videos`` and to the shard) into
     ``config.output_dir``.
@@ -330,7 +376,8 @@ def run_generation(
     ``donor_sources``: every discovered video, before those cuts; ``--mask_mode object`` draws
     its donor annotations from them, so a video's masks do not depend on ``--max_videos`` or on
     sharding (default: ``sources``). The caller has checked the output folder
-    (``check_output_dir``) and built the backend.
+    (``check_output_dir``) and built the backend. ``engine``: what runs the videos (default: the
+    overlapped ``LocalEngine`` of ``backend``; an engine that builds its own backends takes ``backend=None``).
     """
     captions = captions or {}
     root = config.output_dir
@@ -340,24 +387,28 @@ def run_generation(
         pool = build_annotation_pool(sources if donor_sources is None else donor_sources)
     with output_lock(root, config.shard_name):  # before anything is deleted: never two runs in one folder
         if config.resume:
-            check_resume_compatible(config, backend.settings())
+            check_resume_compatible(config, None if backend is None else backend.settings())
         if config.overwrite:
             clear_output_dir(root)
         clear_staging(root, config.shard_name)
-        return _run_locked(config, backend, sources, pool, captions, log, t_run)
+        return _run_locked(config, backend, sources, pool, captions, log, t_run, engine)
 
 
-def _run_locked(config, backend, sources, pool, captions, log, t_run) -> RunSummary:
+def _run_locked(config, backend, sources, pool, captions, log, t_run, engine=None) -> RunSummary:
     root = config.output_dir
     summary = RunSummary(root, shard=config.shard_name)
-    done = set(fmt.complete_videos(root))
+    stages = VideoStages(config, pool, captions, log)
+    engine = LocalEngine(backend) if engine is None else engine
     bar = tqdm(total=len(sources), unit="video", disable=not config.progress, file=sys.stderr,
                dynamic_ncols=True, desc="generate")
+
+    def on_outcome(outcome: VideoOutcome) -> None:
+        summary.outcomes.append(outcome)
+        bar.set_postfix_str(outcome.name, refresh=False)
+        bar.update(1)
+
     try:
-        for source in sources:
-            bar.set_postfix_str(source.name, refresh=False)
-            summary.outcomes.append(_one(source, config, backend, pool, captions, done, log))
-            bar.update(1)
+        engine.run(stages, sources, on_outcome)
     finally:
         bar.close()
         summary.manifest = rebuild_manifest(root)
@@ -391,41 +442,102 @@ def committed_state(root: Path, source: VideoSource) -> tuple[str, str]:
     return "done", ""
 
 
-def _one(source, config, backend, pool, captions, done, log) -> VideoOutcome:
-    root, name = config.output_dir, source.name
-    state, detail = committed_state(root, source)
-    if state == "done":  # by an earlier run, or by another shard
-        return VideoOutcome(name, "done")
-    if state in ("foreign", "collision"):
-        log(f"FAILED {name}: {detail}")
-        return VideoOutcome(name, "failed", detail)
-    if state == "incomplete":
-        log(f"warning: {detail}; making {name} again")
-    previous = None
-    if config.resume:
+@dataclass
+class VideoWork:
+    """One unit of work on its way through the stages. ``outcome`` set early: nothing more to do
+    (done, gave up); ``error`` set: the stage that raised it ended the video (recorded by ``finish``)."""
+
+    source: VideoSource
+    attempts: int = 1
+    seconds: float = 0.0  # work time of this video so far (not queue waits)
+    outcome: VideoOutcome | None = None
+    log_line: str = ""  # logged by finish, so that the log keeps the sources' order
+    error: BaseException | None = None
+    prepared: PreparedVideo | None = None
+    computed: ComputedVideo | None = None
+
+
+@dataclass
+class VideoStages:
+    """The stages of one run (the ``engine.Stages`` of the generator). Picklable (for other processes)."""
+
+    config: GenerateConfig
+    pool: AnnotationPool | None
+    captions: dict[str, str]
+    log: Log = _stderr_log
+
+    def prepare(self, source: VideoSource) -> VideoWork:
+        """Reader: is the video still to do? Then decode, resize, draw its masks."""
+        config, root, name = self.config, self.config.output_dir, source.name
+        state, detail = committed_state(root, source)
+        if state == "done":  # by an earlier run, or by another shard
+            return VideoWork(source, outcome=VideoOutcome(name, "done"))
+        if state in ("foreign", "collision"):
+            return VideoWork(source, outcome=VideoOutcome(name, "failed", detail), log_line=f"FAILED {name}: {detail}")
+        if state == "incomplete":
+            self.log(f"warning: {detail}; making {name} again")
+        previous = None
+        if config.resume:
+            try:
+                previous = read_failure(root, name)
+            except fmt.FormatError as exc:  # a damaged record must not stop the run: start the count again
+                self.log(f"warning: {exc}; counting attempts of {name} from 1")
+        attempts = 1
+        if previous is not None and previous.get("status") == "failed":
+            attempts = int(previous.get("attempts", 1)) + 1
+            if attempts > config.max_attempts:
+                return VideoWork(source, outcome=VideoOutcome(
+                    name, "gave_up", f"{previous.get('reason')} (failed {attempts - 1} times, --max_attempts "
+                    f"{config.max_attempts})", attempts=attempts - 1))
+        work = VideoWork(source, attempts)
+        t0 = time.perf_counter()
         try:
-            previous = read_failure(root, name)
-        except fmt.FormatError as exc:  # a damaged record must not stop the run: start the count again
-            log(f"warning: {exc}; counting attempts of {name} from 1")
-    attempts = 1
-    if previous is not None and previous.get("status") == "failed":
-        attempts = int(previous.get("attempts", 1)) + 1
-        if attempts > config.max_attempts:
-            return VideoOutcome(name, "gave_up", f"{previous.get('reason')} "
-                                f"(failed {attempts - 1} times, --max_attempts {config.max_attempts})",
-                                attempts=attempts - 1)
-    t0 = time.perf_counter()
-    try:
-        make_video(source, config, backend, pool, captions)
-    except SkipVideo as exc:
-        record_failure(root, name, "skipped", str(exc), dataset=source.dataset, path=str(source.path))
-        log(f"skipped {name}: {exc}")
-        return VideoOutcome(name, "skipped", str(exc), time.perf_counter() - t0)
-    except Exception as exc:  # per-video isolation: record, log with the name, go on
-        reason = f"{type(exc).__name__}: {exc}"
-        record_failure(root, name, "failed", reason, attempts=attempts, dataset=source.dataset,
+            work.prepared = prepare_video(source, config, self.pool, self.captions)
+        except Exception as exc:  # per-video isolation: recorded by finish, in order
+            work.error = exc
+        work.seconds += time.perf_counter() - t0
+        return work
+
+    def compute(self, work: VideoWork, backend: NegativeBackend) -> VideoWork:
+        """Worker: the backend's negatives for a prepared video."""
+        if work.outcome is not None or work.error is not None:
+            return work
+        t0 = time.perf_counter()
+        try:
+            work.computed = compute_video(work.prepared, self.config, backend)
+        except Exception as exc:
+            work.error = exc
+        work.prepared = None
+        work.seconds += time.perf_counter() - t0
+        return work
+
+    def finish(self, work: VideoWork) -> VideoOutcome:
+        """Writer: commit the video (meta.json last), or record why it was not made."""
+        if work.outcome is not None:
+            if work.log_line:
+                self.log(work.log_line)
+            return work.outcome
+        t0 = time.perf_counter()
+        if work.error is None:
+            try:
+                write_video(work.computed, self.config)
+            except Exception as exc:
+                work.error = exc
+        work.computed = None
+        work.seconds += time.perf_counter() - t0
+        return self._outcome(work)
+
+    def _outcome(self, work: VideoWork) -> VideoOutcome:
+        root, source, name, exc = self.config.output_dir, work.source, work.source.name, work.error
+        if exc is None:
+            clear_failure(root, name)
+            return VideoOutcome(name, "written", seconds=work.seconds, attempts=work.attempts)
+        if isinstance(exc, SkipVideo):
+            record_failure(root, name, "skipped", str(exc), dataset=source.dataset, path=str(source.path))
+            self.log(f"skipped {name}: {exc}")
+            return VideoOutcome(name, "skipped", str(exc), work.seconds)
+        reason = f"{type(exc).__name__}: {exc}"  # per-video isolation: record, log with the name, go on
+        record_failure(root, name, "failed", reason, attempts=work.attempts, dataset=source.dataset,
                        path=str(source.path))
-        log(f"FAILED {name} (attempt {attempts} of {config.max_attempts}): {reason}")
-        return VideoOutcome(name, "failed", reason, time.perf_counter() - t0, attempts)
-    clear_failure(root, name)
-    return VideoOutcome(name, "written", seconds=time.perf_counter() - t0, attempts=attempts)
+        self.log(f"FAILED {name} (attempt {work.attempts} of {self.config.max_attempts}): {reason}")
+        return VideoOutcome(name, "failed", reason, work.seconds, work.attempts)
