@@ -77,3 +77,25 @@ def test_step_config_checks():
     assert DPOStepConfig().problems() == []
     bad = DPOStepConfig(train_modules="all", loss_form="x", w_hole=0, w_boundary=0, w_context=0).problems()
     assert len(bad) == 3
+
+
+def test_score_timesteps_and_streams():
+    from regdpo.train.score import noise_seeds, score_timesteps, stream_of
+
+    assert score_timesteps(4) == [125, 375, 625, 875] and score_timesteps(1) == [500]
+    with pytest.raises(ValueError):
+        score_timesteps(0)
+    assert noise_seeds(3, 2) == noise_seeds(3, 2) and len(set(noise_seeds(3, 2))) == 2
+    assert stream_of({"neg_type": "blur"}) == ("blur", 1.0)
+    assert stream_of({"neg_type": "blur", "neg_strength": 0.5}) == ("blur_s0.50", 0.5)
+    assert stream_of({"neg_type": "blur", "neg_strength": 0.5, "stream": "x"}) == ("x", 0.5)
+
+
+def test_score_bad_input_is_one_line_and_exit_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "regdpo", "score", str(tmp_path / "nope"), "--base_model_path",
+                           str(tmp_path), "--vae_path", str(tmp_path), "--diffueraser_path", str(tmp_path),
+                           "--num_noises", "0"], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("regdpo score: error:")
+    assert "dataset folder not found" in proc.stderr and "--num_noises 0" in proc.stderr

@@ -238,3 +238,35 @@ def test_script_resumes_from_a_checkpoint(tiny, trained):
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [3]
     assert (out / "unet_main" / "config.json").is_file()
+
+
+def run_score(tiny, *extra: str) -> subprocess.CompletedProcess:
+    p = tiny.paths
+    cmd = [sys.executable, "-m", "regdpo", "score", str(tiny.data), "--base_model_path", p["base_model_path"],
+           "--vae_path", p["vae_path"], "--diffueraser_path", p["diffueraser_path"], "--nframes", str(NFRAMES),
+           "--resolution", str(SIZE), "--num_timesteps", "2", "--num_noises", "1", "--no-progress", *extra]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+    if DE_REPO:
+        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+
+
+def test_score_writes_schema_5_and_is_deterministic(tiny, tmp_path):
+    proc = run_score(tiny, "--seed", "3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first = (tiny.data / "score.json").read_bytes()
+    score = json.loads(first)
+    assert score["version"] == 1 and set(score) == {"version", "items", "settings"}
+    keys = {(i["video"], i["stream"]) for i in score["items"]}
+    assert keys == {(v, t) for v in ("clip_a", "clip_b") for t in ("blur", "hallucination")}
+    for item in score["items"]:
+        assert set(item) == {"video", "stream", "neg_type", "strength", "ref_margin"}
+        assert item["stream"] == item["neg_type"] and item["strength"] == 1.0
+        assert isinstance(item["ref_margin"], float) and math.isfinite(item["ref_margin"])
+    assert score["settings"]["timesteps"] == [250, 750] and score["settings"]["seed"] == 3
+    out = tmp_path / "again.json"
+    proc = run_score(tiny, "--seed", "3", "--output", str(out), "--neg_types", "blur")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    subset = {(i["video"], i["stream"]): i["ref_margin"] for i in json.loads(out.read_text())["items"]}
+    full = {(i["video"], i["stream"]): i["ref_margin"] for i in score["items"]}
+    assert subset and all(full[k] == v for k, v in subset.items())  # independent of the subset scored
