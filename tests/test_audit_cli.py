@@ -51,7 +51,7 @@ def test_good_negatives_are_clear_and_wrong_ones_are_caught(dataset, audited, ca
     assert doc["num_videos"] == len(names)
     by_key = {(i["video"], i["neg_type"]): i for i in doc["items"]}
     for clip in clips:
-        for neg_type in fmt.NEG_TYPES:
+        for neg_type in fmt.DEFAULT_NEG_TYPES:
             item = by_key[(f"good_{clip}", neg_type)]
             assert item["verdict"] == "clear" and item["passes"] and not item["failures"], item
         blur = by_key[(f"bad_{clip}", "blur")]
@@ -84,7 +84,7 @@ def test_filtered_manifest_drops_failing_negatives(dataset, audited):
     rc, out, doc = audited
     filtered = fmt.load_manifest(root, out / "filtered.json")
     kept = {v.name: v.neg_types for v in filtered.videos}
-    assert kept == {f"good_{c}": list(fmt.NEG_TYPES) for c in clips}  # bad_* lost both negatives
+    assert kept == {f"good_{c}": list(fmt.DEFAULT_NEG_TYPES) for c in clips}  # bad_* lost both negatives
     full = {v.name: v for v in fmt.load_manifest(root).videos}
     for v in filtered.videos:
         assert (v.num_frames, v.height, v.width) == (full[v.name].num_frames, full[v.name].height, full[v.name].width)
@@ -184,7 +184,7 @@ def test_html_report_is_self_contained(dataset, audited):
     parser.feed(text)
     parser.close()
     assert {"summary", "distributions", "invariants", "thresholds", "items"} <= parser.ids
-    assert {f"examples-{t}" for t in fmt.NEG_TYPES} <= parser.ids
+    assert {f"examples-{t}" for t in fmt.DEFAULT_NEG_TYPES} <= parser.ids
     assert parser.srcs and all(s.startswith("data:image/") for s in parser.srcs)
     assert not parser.hrefs and "<script" not in text and "<link" not in text
     assert not re.search(r"(?:src|href)\s*=\s*['\"]?(?:https?:)?//", text) and "url(" not in text
@@ -294,7 +294,7 @@ def test_calibration_section(dataset, audited):
 
     _, out, doc = audited
     rows = calibration.band_table(doc["items"])
-    assert [(r["neg_type"], r["strength"]) for r in rows] == [(t, 1.0) for t in fmt.NEG_TYPES]
+    assert [(r["neg_type"], r["strength"]) for r in rows] == [(t, 1.0) for t in fmt.DEFAULT_NEG_TYPES]
     for row in rows:
         mine = [i for i in doc["items"] if i["neg_type"] == row["neg_type"]]
         assert row["count"] == len(mine) and sum(row["bands"].values()) == row["scored"] == len(mine)

@@ -38,7 +38,7 @@ def test_generated_negatives_show_their_defects(generated, tmp_path):
     assert rc == 0 and doc["invariant_failures"] == []
     manifest = fmt.load_manifest(generated)
     assert doc["num_videos"] == len(manifest.videos) >= 3
-    for neg_type in fmt.NEG_TYPES:
+    for neg_type in fmt.DEFAULT_NEG_TYPES:
         s = doc["summary"][neg_type]
         assert s["count"] == len(manifest.videos)
         assert s["verdicts"]["none"] == 0 and s["verdicts"]["not_measured"] == 0, (neg_type, s["verdicts"])

@@ -322,6 +322,7 @@ def test_alternative_manifest(root):
     data = json.loads((root / fmt.MANIFEST_FILE).read_text())
     for v in data["videos"]:
         v["neg_types"] = [t for t in v["neg_types"] if t != "blur"]
+        v["negatives"] = [n for n in v["negatives"] if n["type"] != "blur"]
     filtered = root / "manifest.filtered.json"
     filtered.write_text(json.dumps(data))
     ds = DPODataset(make_args(root, manifest=str(filtered)), FakeTokenizer())
@@ -508,7 +509,9 @@ def test_dpo_dataset_entry_point_from_repo_root(root):
         print(len(dataset), tuple(sample["pixel_values_pos"].shape), sample["neg_type"])
         """
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # only this checkout's package on the path (as an install of it would be; an editable install of
+    # another checkout must not answer)
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "PYTHONPATH": str(REPO / "src")}
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["4", "(8,", "3,", "32,", "32)", "blur"]
@@ -577,3 +580,23 @@ def test_a_thin_hole_survives_downscaling(tmp_path):
     valid = item["masks"].bool().expand_as(item["pixel_values_pos"])
     assert torch.equal(item["pixel_values_neg"][valid], item["pixel_values_pos"][valid])
     assert not torch.equal(item["pixel_values_neg"], item["pixel_values_pos"])
+
+
+def test_strength_variants_are_items_with_their_strength(tmp_path):
+    t, h, w = 8, 40, 32
+    gt, hole = make_clip(t, h, w)
+    negatives = {"blur": 255 - gt, "blur_s0.50": gt // 2, "inpaint": gt // 3}
+    meta = fmt.VideoMeta("v", t, h, w, [], negatives={s: {} for s in negatives})
+    write_video_entry(tmp_path, meta, gt, hole, negatives)
+    rebuild_manifest(tmp_path)
+    ds = DPODataset(make_args(tmp_path, dataset_seed=0), FakeTokenizer())
+    assert [(p.neg_type, p.neg_strength, p.stream) for p in ds.pairs] == [
+        ("blur", 1.0, "blur"), ("blur", 0.5, "blur_s0.50"), ("inpaint", 1.0, "inpaint")]
+    items = [ds[i] for i in range(3)]
+    assert [(i["neg_type"], i["neg_strength"]) for i in items] == [("blur", 1.0), ("blur", 0.5), ("inpaint", 1.0)]
+    # each item reads its own stream: the hole content differs between the variants of one video
+    hole_t = items[0]["mask_hole"] > 0.5
+    assert not torch.equal(items[0]["pixel_values_neg"][hole_t.expand_as(items[0]["pixel_values_neg"])],
+                           items[1]["pixel_values_neg"][hole_t.expand_as(items[1]["pixel_values_neg"])])
+    only_blur = DPODataset(make_args(tmp_path, neg_types="blur"), FakeTokenizer())
+    assert [p.stream for p in only_blur.pairs] == ["blur", "blur_s0.50"]

@@ -200,3 +200,78 @@ def test_failed_frame_write_leaves_nothing_behind(tmp_path, monkeypatch):
             w._write_stream(fmt.GT_DIR, gt, flaky)
     assert len(calls) == 6  # every job finished before the abort removed the staging folder
     assert not (tmp_path / fmt.STAGING_DIR).exists() and not (tmp_path / "v").exists()
+
+
+# --------------------------------------------------------------------------- version 2: strength variants
+
+
+def test_stream_names_round_trip():
+    assert fmt.stream_name("blur") == "blur" and fmt.stream_name("blur", 1.0) == "blur"
+    assert fmt.stream_name("blur", 0.5) == "blur_s0.50" and fmt.stream_name("inpaint", 0.0) == "inpaint_s0.00"
+    for t in fmt.NEG_TYPES:
+        for s in (0.0, 0.25, 0.3, 0.5, 0.99, 1.0):
+            assert fmt.parse_stream(fmt.stream_name(t, s)) == (t, s)
+    for bad in ("blur_s1.00", "blur_s0.5", "blurs", "gt_frames", "blur_s2.00", "Blur", "blur_s0.50x"):
+        with pytest.raises(ValueError):
+            fmt.parse_stream(bad)
+    for bad in (-0.01, 1.01, "x", float("nan")):
+        with pytest.raises(ValueError):
+            fmt.check_strength(bad)
+    assert fmt.check_strength(0.333) == 0.33
+    assert "inpaint" in fmt.NEG_TYPES and "inpaint" not in fmt.DEFAULT_NEG_TYPES
+
+
+def test_variants_are_streams_of_one_entry(tmp_path):
+    gt, hole = make_clip()
+    meta = fmt.VideoMeta("v", 4, 16, 24, ["blur"], negatives={"blur": {"method": "m"}, "blur_s0.50": {}, "flicker_s0.25": {}})
+    assert meta.neg_types == ["blur", "flicker"]
+    write_video_entry(tmp_path, meta, gt, hole, {"blur": gt // 2, "blur_s0.50": gt // 3, "flicker_s0.25": gt // 4})
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
+        "blur", "blur_s0.50", "flicker_s0.25", "gt_frames", "masks", "meta.json"]
+    stored = json.loads((tmp_path / "v" / fmt.META_FILE).read_text())
+    assert stored["format_version"] == 2
+    assert [(n["type"], n["strength"], n["stream"]) for n in stored["negatives"]] == [
+        ("blur", 1.0, "blur"), ("blur", 0.5, "blur_s0.50"), ("flicker", 0.25, "flicker_s0.25")]
+    assert stored["negatives"][0]["method"] == "m" and stored["source_clip"] == "v" and stored["mask_index"] == 0
+    manifest = rebuild_manifest(tmp_path)
+    data = json.loads((tmp_path / fmt.MANIFEST_FILE).read_text())
+    assert data["num_pairs"] == 3 and data["pairs_per_type"] == {"hallucination": 0, "blur": 2, "flicker": 1}
+    assert data["videos"][0]["negatives"] == [{"type": "blur", "strength": 1.0, "stream": "blur"},
+                                              {"type": "blur", "strength": 0.5, "stream": "blur_s0.50"},
+                                              {"type": "flicker", "strength": 0.25, "stream": "flicker_s0.25"}]
+    assert data["videos"][0]["source_clip"] == "v"
+    assert manifest.videos[0].stream_names == ["blur", "blur_s0.50", "flicker_s0.25"]
+    fmt.validate_video_streams(tmp_path, manifest.videos[0])
+    (tmp_path / "v" / "blur_s0.50" / fmt.frame_name(3)).unlink()
+    with pytest.raises(FormatError, match="blur_s0.50"):
+        fmt.validate_video_streams(tmp_path, manifest.videos[0])
+
+
+def test_version_1_records_stay_readable(tmp_path):
+    v1_meta = {"format_version": 1, "name": "old", "num_frames": 4, "height": 16, "width": 24,
+               "neg_types": ["hallucination", "flicker"],
+               "negatives": {"hallucination": {"seed": 3}, "flicker": {"segments": [[0, 2], [2, 4]]}}}
+    meta = fmt.VideoMeta.from_dict(v1_meta)
+    assert [s.stream for s in meta.streams] == ["hallucination", "flicker"]
+    assert meta.info("flicker")["segments"] == [[0, 2], [2, 4]] and meta.info("flicker")["strength"] == 1.0
+    assert meta.source_clip == "old" and meta.mask_index == 0
+    v1_manifest = {"format_version": 1, "videos": [{"name": "old", "num_frames": 4, "height": 16, "width": 24,
+                                                    "neg_types": ["blur"], "prompt": ""}]}
+    entry = fmt.Manifest.from_dict(v1_manifest).videos[0]
+    assert entry.negatives == [{"type": "blur", "strength": 1.0, "stream": "blur"}] and entry.source_clip == "old"
+
+
+def test_version_2_records_are_checked(tmp_path):
+    base = {"format_version": 2, "name": "v", "num_frames": 4, "height": 16, "width": 24}
+    cases = [
+        ({"neg_types": ["blur"], "negatives": [{"type": "blur", "strength": 0.5, "stream": "blur"}]}, "stream should be"),
+        ({"neg_types": ["flicker"], "negatives": [{"type": "blur", "strength": 1.0, "stream": "blur"}]}, "differ"),
+        ({"neg_types": ["blur"], "negatives": [{"type": "blur", "strength": 1.5}]}, r"\[0, 1\]"),
+        ({"neg_types": ["blur"], "negatives": [{"type": "blur"}, {"type": "blur", "strength": 1.0}]}, "twice"),
+        ({"neg_types": ["smear"], "negatives": []}, "unknown negative type"),
+    ]
+    for extra, message in cases:
+        with pytest.raises(FormatError, match=message):
+            fmt.VideoMeta.from_dict({**base, **extra}, path="x/meta.json")
+        with pytest.raises(FormatError, match=message):
+            fmt.Manifest.from_dict({"format_version": 2, "videos": [{**base, **extra}]})

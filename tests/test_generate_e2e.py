@@ -109,9 +109,9 @@ def test_fixture_run_meta_records_source_generator_and_timings(fixture_run):
     assert gen["backend"] == "classical" and gen["classical_approximation"] is True
     assert gen["mask_mode"] == "random" and gen["resolution"] == 128 and gen["nframes"] == 22
     assert "backend models" in gen["note"]
-    assert davis.negatives["flicker"]["num_segments"] == 3
-    assert [s["start"] for s in davis.negatives["flicker"]["segments"]] == [0, 8, 15]
-    assert all(davis.negatives[t]["classical_approximation"] for t in davis.neg_types)
+    assert davis.info("flicker")["num_segments"] == 3
+    assert [s["start"] for s in davis.info("flicker")["segments"]] == [0, 8, 15]
+    assert all(n["classical_approximation"] for n in davis.negatives)
     for stage in ("decode", "resize", "mask", "negatives", "write", "total"):
         assert davis.timings[stage] >= 0
     assert davis.prompt == ""
@@ -207,3 +207,17 @@ def test_mask_dilation_grows_the_stored_mask_and_the_composite_follows(tmp_path)
     assert not np.array_equal(blur[hole_grown & ~hole], gt[hole_grown & ~hole])  # the ring is filled too
     assert json.loads((grown / video / "meta.json").read_text())["generator"]["mask_dilation"] == 2
     assert generate(*common, "--output_dir", grown, "--resume") == 2  # resume with another dilation is refused
+
+
+@needs_data
+def test_inpaint_is_accepted_by_generate_dataset_and_preview(tmp_path):
+    out = tmp_path / "dpo_data"
+    assert generate("--davis_root", DATA / "DAVIS", "--max_videos", 1, "--nframes", 6, "--resolution", 64,
+                    "--neg_types", "inpaint", "blur", "--output_dir", out) == 0
+    video = fmt.complete_videos(out)[0]
+    meta = fmt.read_video_meta(out, video)
+    assert meta.neg_types == ["blur", "inpaint"] and "temporal propagation" in meta.info("inpaint")["method"]
+    ds = load_with_dpodataset(out, 6, 64)
+    assert sorted(p.neg_type for p in ds.pairs) == ["blur", "inpaint"]
+    assert regdpo_main(["preview", str(out)]) == 0
+    assert any((out / fmt.PREVIEW_DIR).iterdir())

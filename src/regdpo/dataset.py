@@ -1,6 +1,7 @@
 """``DPODataset``: the training dataset of Region-Reg-DPO over a ``dpo_data/`` folder.
 
-One item per (video, negative type) pair of the manifest. Each item is a window of
+One item per (video, negative stream) pair of the manifest (a stream is a negative type at one
+strength: ``blur``, ``blur_s0.50``). Each item is a window of
 ``nframes`` consecutive frames of the positive (GT) clip, of one negative of the same
 clip and of its mask, with one set of random augmentation parameters for every stream:
 
@@ -32,7 +33,8 @@ Fields of an item (float32 tensors unless said; ``F = nframes``, ``R = resolutio
   DiffuEraser's ``F.interpolate(masks, size=(h, w))`` (nearest); feed it to BrushNet.
 - ``mask_hole_latent``, ``mask_boundary_latent``, ``mask_context_latent``: ``[F,1,R/8,R/8]``,
   as ``regdpo.regions.decompose_regions_latent`` (any-hole rule); the loss weights.
-- ``input_ids``: ``[77]`` long, the tokenised prompt; ``neg_type``, ``video``: ``str``.
+- ``input_ids``: ``[77]`` long, the tokenised prompt; ``neg_type``, ``video``: ``str``;
+  ``neg_strength``: ``float`` in [0, 1], the negative's strength (1.0 = the PRD's defect).
 
 ``conditioning_pos`` and ``conditioning_neg`` are the *same* condition, as DiffuEraser and
 BrushNet train on it (the frame with its hole blacked out, then normalised): both sides of
@@ -88,7 +90,9 @@ __all__ = ["DPODataset", "collate_fn", "PairIndexEntry", "Augmentation", "plan_a
 
 @dataclass(frozen=True)
 class PairIndexEntry:
-    """One (video, negative type) pair: what an item of the dataset reads."""
+    """One (video, negative stream) pair: what an item of the dataset reads.
+
+    ``stream`` is the negative's folder (``blur``, ``blur_s0.50``), ``neg_strength`` its strength."""
 
     video: str
     neg_type: str
@@ -96,6 +100,12 @@ class PairIndexEntry:
     height: int
     width: int
     prompt: str
+    neg_strength: float = 1.0
+    stream: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.stream:
+            object.__setattr__(self, "stream", fmt.stream_name(self.neg_type, self.neg_strength))
 
 
 # --------------------------------------------------------------------------- augmentation (pure)
@@ -441,21 +451,22 @@ class DPODataset(torch.utils.data.Dataset):
     def _build_index(self) -> list[PairIndexEntry]:
         manifest = fmt.load_manifest(self.root, self.manifest_path)
         seen: set[str] = set()
-        selected: list[tuple[fmt.ManifestEntry, list[str]]] = []
+        selected: list[tuple[fmt.ManifestEntry, list[fmt.NegativeStream]]] = []
         for entry in manifest.videos:
             if entry.name in seen:
                 raise FormatError(f"{self.manifest_path}: video {entry.name!r} is listed twice")
             seen.add(entry.name)
-            types = [t for t in fmt.NEG_TYPES if t in entry.neg_types and (self.neg_types is None or t in self.neg_types)]
-            if types:
-                selected.append((entry, types))
+            streams = [s for s in fmt.sort_streams(entry.streams) if self.neg_types is None or s.type in self.neg_types]
+            if streams:
+                selected.append((entry, streams))
 
         problems: list[tuple[str, str]] = []  # (video, reason)
-        for entry, types in selected:
-            reason = self._cheap_problem(entry, types)
+        for entry, streams in selected:
+            names = [s.stream for s in streams]
+            reason = self._cheap_problem(entry, names)
             if reason is None and self.skip_invalid:
                 try:
-                    fmt.validate_video_streams(self.root, entry, types)
+                    fmt.validate_video_streams(self.root, entry, names)
                 except FormatError as exc:
                     reason = str(exc)
             if reason is not None:
@@ -474,17 +485,17 @@ class DPODataset(torch.utils.data.Dataset):
             )
         bad = {name for name, _ in problems}
         pairs = [
-            PairIndexEntry(e.name, t, e.num_frames, e.height, e.width, e.prompt)
-            for e, types in selected
+            PairIndexEntry(e.name, s.type, e.num_frames, e.height, e.width, e.prompt, s.strength, s.stream)
+            for e, streams in selected
             if e.name not in bad
-            for t in types
+            for s in streams
         ]
         if not pairs:
             what = f" of type(s) {', '.join(self.neg_types)}" if self.neg_types else ""
             raise UsageError(f"no (video, negative) pairs{what} to train on in {self.manifest_path}")
         return pairs
 
-    def _cheap_problem(self, entry: fmt.ManifestEntry, types: Sequence[str]) -> str | None:
+    def _cheap_problem(self, entry: fmt.ManifestEntry, streams: Sequence[str]) -> str | None:
         """Problems found from the manifest and a few ``stat`` calls, or ``None``."""
         try:  # before anything is sized by them (a manifest may claim 10**12 frames)
             fmt.check_dimensions(entry.num_frames, entry.height, entry.width, f"video {entry.name}")
@@ -497,7 +508,7 @@ class DPODataset(torch.utils.data.Dataset):
         if min(entry.height, entry.width) < 1:
             return f"video {entry.name}: size {entry.width}x{entry.height} in the manifest"
         video_dir = self.root / entry.name
-        for stream in fmt.stream_dirs(types):
+        for stream in fmt.stream_dirs(streams):
             if not (video_dir / stream).is_dir():
                 return f"video {entry.name}: stream folder {video_dir / stream} is missing"
         return None
@@ -622,6 +633,7 @@ class DPODataset(torch.utils.data.Dataset):
             **regions,
             "input_ids": self._tokenize(prompt),
             "neg_type": pair.neg_type,
+            "neg_strength": pair.neg_strength,
             "video": pair.video,
         }
 
@@ -649,7 +661,7 @@ class DPODataset(torch.utils.data.Dataset):
         upscale = rh > pair.height or rw > pair.width
         interp = cv2.INTER_LINEAR if upscale else cv2.INTER_AREA
         video_dir = self.root / pair.video
-        dirs = (video_dir / fmt.GT_DIR, video_dir / pair.neg_type)
+        dirs = (video_dir / fmt.GT_DIR, video_dir / pair.stream)
 
         pos = self._buffers.work("pos", (f, 3, ch, cw))
         neg = self._buffers.work("neg", (f, 3, ch, cw))

@@ -9,6 +9,8 @@ Layout (documented in ``docs/FORMAT.md``)::
       {video}/hallucination/ ...    negatives: same frame names and size as gt_frames,
       {video}/blur/ ...             composited onto the GT, so identical to it outside the hole
       {video}/flicker/ ...
+      {video}/inpaint/ ...          (only when asked: the model's own standard result)
+      {video}/blur_s0.50/ ...       a strength variant: stream ``{type}_s{strength:.2f}`` (strength 1.0: ``{type}``)
       {video}/meta.json             per-video record (written last: its presence marks a complete video)
       _failed/{video}.json          failure / skip records of the generator
       audit.json, audit.html, manifest.filtered.json, _preview/   written by `regdpo audit` / `preview`
@@ -30,11 +32,21 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import FormatError
 
-FORMAT_VERSION = 1
-"""Version of the layout and of the ``meta.json`` / ``manifest.json`` schemas."""
+FORMAT_VERSION = 2
+"""Version of the layout and of the ``meta.json`` / ``manifest.json`` schemas written.
+Version 2 added strength variants (one stream per (type, strength)) and ``source_clip``."""
 
-NEG_TYPES: tuple[str, ...] = ("hallucination", "blur", "flicker")
+READABLE_VERSIONS: tuple[int, ...] = (1, 2)
+"""Versions a reader accepts: version 1 is read as every negative at strength 1.0."""
+
+NEG_TYPES: tuple[str, ...] = ("hallucination", "blur", "flicker", "inpaint")
 """Negative types known to the format, in their canonical order."""
+
+DEFAULT_NEG_TYPES: tuple[str, ...] = ("hallucination", "blur", "flicker")
+"""The PRD's three types: what the generator makes when ``--neg_types`` is not given."""
+
+FULL_STRENGTH = 1.0
+"""Strength of a negative made as the PRD makes it (today's defect); its stream is the bare type."""
 
 GT_DIR = "gt_frames"
 MASK_DIR = "masks"
@@ -122,9 +134,119 @@ def check_neg_type(neg_type: str) -> str:
     return neg_type
 
 
-def stream_dirs(neg_types: Iterable[str]) -> list[str]:
-    """All stream folders of a video with these negatives: gt, masks, then negatives."""
-    return [GT_DIR, MASK_DIR, *(check_neg_type(t) for t in neg_types)]
+def check_strength(strength: float) -> float:
+    """``strength`` in [0, 1] rounded to the 0.01 grid that stream names use, else ``ValueError``."""
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        raise ValueError(f"strength must be a number in [0, 1], got {strength!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength!r}")
+    return round(value, 2)
+
+
+_STREAM = re.compile(r"^(?P<type>[a-z]+)(?:_s(?P<strength>[01]\.\d\d))?$")
+
+
+def stream_name(neg_type: str, strength: float = FULL_STRENGTH) -> str:
+    """Folder of the negative stream (type, strength): ``blur`` at 1.0, else ``blur_s0.50``."""
+    check_neg_type(neg_type)
+    strength = check_strength(strength)
+    return neg_type if strength == FULL_STRENGTH else f"{neg_type}_s{strength:.2f}"
+
+
+def parse_stream(stream: str) -> tuple[str, float]:
+    """``(neg_type, strength)`` of a stream folder name (the inverse of ``stream_name``)."""
+    match = _STREAM.match(str(stream))
+    if not match or match["type"] not in NEG_TYPES:
+        raise ValueError(f"{stream!r} is not a negative stream name (type or type_sX.XX, types {', '.join(NEG_TYPES)})")
+    strength = FULL_STRENGTH if match["strength"] is None else check_strength(match["strength"])
+    if stream_name(match["type"], strength) != stream:
+        raise ValueError(f"{stream!r} is not a canonical stream name (use {stream_name(match['type'], strength)!r})")
+    return match["type"], strength
+
+
+def check_stream(stream: str) -> str:
+    parse_stream(stream)
+    return stream
+
+
+@dataclass(frozen=True, order=True)
+class NegativeStream:
+    """One negative of a video: its type, its strength in [0, 1] and the folder that holds it."""
+
+    type: str
+    strength: float = FULL_STRENGTH
+
+    @property
+    def stream(self) -> str:
+        return stream_name(self.type, self.strength)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "strength": self.strength, "stream": self.stream}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "NegativeStream":
+        """From ``{"type", "strength", "stream"}``; ``ValueError`` if they disagree."""
+        if not isinstance(data, Mapping) or "type" not in data:
+            raise ValueError(f"a negative must be an object with 'type', 'strength', 'stream', got {data!r}")
+        out = cls(check_neg_type(str(data["type"])), check_strength(data.get("strength", FULL_STRENGTH)))
+        if "stream" in data and data["stream"] != out.stream:
+            raise ValueError(f"negative {dict(data)}: stream should be {out.stream!r}")
+        return out
+
+
+def sort_streams(streams: Iterable[NegativeStream]) -> list[NegativeStream]:
+    """Canonical order: types as in ``NEG_TYPES``, then strength descending (1.0 first); duplicates dropped."""
+    unique = dict.fromkeys(streams)
+    return sorted(unique, key=lambda s: (NEG_TYPES.index(s.type), -s.strength))
+
+
+def types_of(streams: Iterable[NegativeStream]) -> list[str]:
+    """The negative types present, in canonical order."""
+    present = {s.type for s in streams}
+    return [t for t in NEG_TYPES if t in present]
+
+
+def stream_dirs(streams: Iterable[str]) -> list[str]:
+    """All stream folders of a video with these negative streams: gt, masks, then negatives.
+
+    Negatives are named by stream (``blur``, ``blur_s0.50``); a bare type is its strength-1.0 stream."""
+    return [GT_DIR, MASK_DIR, *(check_stream(s) for s in streams)]
+
+
+def _read_streams(data: Mapping[str, Any], version: int, path: Any) -> list[NegativeStream]:
+    """The negative streams of a v1 or v2 meta / manifest entry (v1: every type at strength 1.0)."""
+    neg_types = data.get("neg_types")
+    if not isinstance(neg_types, list):
+        raise FormatError(f"{path}: 'neg_types' must be a list")
+    for t in neg_types:
+        if t not in NEG_TYPES:
+            raise FormatError(f"{path}: unknown negative type {t!r}")
+    raw = data.get("negatives") if version >= 2 else None
+    if raw is None:
+        return [NegativeStream(t) for t in neg_types]
+    if not isinstance(raw, list):
+        raise FormatError(f"{path}: 'negatives' must be a list of {{type, strength, stream}}")
+    try:
+        streams = [NegativeStream.from_dict(item) for item in raw]
+    except ValueError as exc:
+        raise FormatError(f"{path}: {exc}") from None
+    if len(set(streams)) != len(streams):
+        raise FormatError(f"{path}: a negative stream is listed twice")
+    if types_of(streams) != [t for t in NEG_TYPES if t in neg_types]:
+        raise FormatError(f"{path}: 'neg_types' {neg_types} and the types of 'negatives' {types_of(streams)} differ")
+    return streams
+
+
+def _check_version(data: Mapping[str, Any], path: Any, what: str, fix: str) -> int:
+    version = data.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise FormatError(
+            f"{path}: {what}format_version {version!r} is not supported by this regdpo "
+            f"(reads {', '.join(map(str, READABLE_VERSIONS))}); {fix}"
+        )
+    return int(version)
 
 
 # --------------------------------------------------------------------------- records
@@ -137,9 +259,11 @@ class VideoMeta:
     ``num_frames``, ``height`` and ``width`` describe every stream of the video.
     ``source`` says where the clip came from (dataset, path, native_fps, frame_stride,
     clip_fps, start_frame, ...), ``generator`` the settings that made it (backend,
-    mask mode, ...), ``negatives`` per negative type what the backend did (seeds,
-    flicker segments, whether it is a classical approximation), ``timings`` seconds
-    per stage.
+    mask mode, ...), ``negatives`` one object per negative stream, in canonical order:
+    ``{"type", "strength", "stream"}`` plus what the backend did (seeds, flicker segments,
+    whether it is a classical approximation); ``neg_types`` the types present. ``timings``
+    seconds per stage. ``source_clip`` is the clip this entry's mask was drawn on (the
+    ``k = 0`` entry's name; ``--masks_per_clip``), ``mask_index`` its mask's index ``k``.
     """
 
     name: str
@@ -151,40 +275,63 @@ class VideoMeta:
     seed: int = 0
     source: dict[str, Any] = field(default_factory=dict)
     generator: dict[str, Any] = field(default_factory=dict)
-    negatives: dict[str, dict[str, Any]] = field(default_factory=dict)
+    negatives: list[dict[str, Any]] = field(default_factory=list)  # code may pass {stream: info}
     timings: dict[str, float] = field(default_factory=dict)
+    source_clip: str = ""
+    mask_index: int = 0
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not self.source_clip:
+            self.source_clip = self.name
+        if isinstance(self.negatives, Mapping):  # {stream: info}, as code may build it
+            self.negatives = [{**dict(info or {}), **NegativeStream(*parse_stream(stream)).to_dict()}
+                              for stream, info in self.negatives.items()]
+        if not self.negatives:  # built in code from the types alone: every type at strength 1.0
+            self.negatives = [NegativeStream(t).to_dict() for t in self.neg_types]
+        else:
+            self.neg_types = types_of(self.streams)
+
+    @property
+    def streams(self) -> list[NegativeStream]:
+        return [NegativeStream.from_dict(n) for n in self.negatives]
+
+    def info(self, stream: str) -> dict[str, Any]:
+        """The record of one negative stream (``{}`` when absent)."""
+        return next((n for n in self.negatives if n.get("stream") == stream), {})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: str | os.PathLike = "meta.json") -> "VideoMeta":
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise FormatError(
-                f"{path}: format_version {version!r} is not supported by this regdpo "
-                f"(supports {FORMAT_VERSION}); regenerate the data or upgrade regdpo"
-            )
+        version = _check_version(data, path, "", "regenerate the data or upgrade regdpo")
         required = ("name", "num_frames", "height", "width", "neg_types")
         missing = [k for k in required if k not in data]
         if missing:
             raise FormatError(f"{path}: missing field(s) {', '.join(missing)}")
         check_video_name(data["name"], path)
         check_dimensions(data["num_frames"], data["height"], data["width"], str(path))
+        streams = _read_streams(data, version, path)
         known = {f for f in cls.__dataclass_fields__}
-        meta = cls(**{k: v for k, v in data.items() if k in known})
-        if not isinstance(meta.neg_types, list):
-            raise FormatError(f"{path}: neg_types must be a list")
-        for t in meta.neg_types:
-            if t not in NEG_TYPES:
-                raise FormatError(f"{path}: unknown negative type {t!r}")
-        return meta
+        values = {k: v for k, v in data.items() if k in known}
+        if version == 1:  # negatives: {type: info}; every type at strength 1.0
+            infos = data.get("negatives") or {}
+            values["negatives"] = [{**s.to_dict(), **dict(infos.get(s.type) or {})} for s in streams]
+        else:
+            values["negatives"] = [{**dict(n), **s.to_dict()} for n, s in zip(data["negatives"], streams)]
+        values["format_version"] = FORMAT_VERSION  # in memory (and when written again): the current schema
+        return cls(**values)
 
 
 @dataclass
 class ManifestEntry:
-    """One complete video as listed in ``manifest.json``."""
+    """One complete video as listed in ``manifest.json``.
+
+    ``negatives``: ``{"type", "strength", "stream"}`` per negative stream (derived from
+    ``neg_types`` at strength 1.0 when not given); ``neg_types`` is then set to their types.
+    ``source_clip``: the source clip it belongs to (default: its own name).
+    """
 
     name: str
     num_frames: int
@@ -192,10 +339,30 @@ class ManifestEntry:
     width: int
     neg_types: list[str]
     prompt: str = ""
+    negatives: list[dict[str, Any]] = field(default_factory=list)
+    source_clip: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source_clip:
+            self.source_clip = self.name
+        if self.negatives:
+            self.negatives = [NegativeStream.from_dict(n).to_dict() for n in self.negatives]
+            self.neg_types = types_of(self.streams)
+        else:
+            self.negatives = [NegativeStream(t).to_dict() for t in self.neg_types]
+
+    @property
+    def streams(self) -> list[NegativeStream]:
+        return [NegativeStream.from_dict(n) for n in self.negatives]
+
+    @property
+    def stream_names(self) -> list[str]:
+        return [n["stream"] for n in self.negatives]
 
     @classmethod
     def from_meta(cls, meta: VideoMeta) -> "ManifestEntry":
-        return cls(meta.name, meta.num_frames, meta.height, meta.width, list(meta.neg_types), meta.prompt)
+        return cls(meta.name, meta.num_frames, meta.height, meta.width, list(meta.neg_types), meta.prompt,
+                   [s.to_dict() for s in meta.streams], meta.source_clip)
 
 
 @dataclass
@@ -208,11 +375,12 @@ class Manifest:
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        counts = {t: sum(t in v.neg_types for v in self.videos) for t in NEG_TYPES}
+        counts = {t: sum(s["type"] == t for v in self.videos for s in v.negatives) for t in NEG_TYPES}
+        counts = {t: n for t, n in counts.items() if n or t in DEFAULT_NEG_TYPES}  # the PRD's three always
         return {
-            "format_version": self.format_version,
+            "format_version": FORMAT_VERSION,
             "num_videos": len(self.videos),
-            "num_pairs": sum(len(v.neg_types) for v in self.videos),
+            "num_pairs": sum(len(v.negatives) for v in self.videos),
             "pairs_per_type": counts,
             "videos": [asdict(v) for v in self.videos],
             "failed": self.failed,
@@ -221,21 +389,25 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: str | os.PathLike = MANIFEST_FILE) -> "Manifest":
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise FormatError(
-                f"{path}: manifest format_version {version!r} is not supported by this regdpo "
-                f"(supports {FORMAT_VERSION}); rebuild it with `regdpo manifest` or upgrade regdpo"
-            )
+        version = _check_version(data, path, "manifest ",
+                                 f"rebuild it with `regdpo manifest` or upgrade regdpo")
         try:
-            videos = [ManifestEntry(**v) for v in data["videos"]]
+            raw_videos = list(data["videos"])
         except (KeyError, TypeError) as exc:
             raise FormatError(f"{path}: malformed 'videos' list ({exc})") from exc
-        for video in videos:  # names become paths: checked here, on every read of every manifest
-            check_video_name(video.name, path)
-            if not isinstance(video.neg_types, list) or not all(isinstance(t, str) for t in video.neg_types):
-                raise FormatError(f"{path}: video {video.name}: neg_types must be a list of names")
-        return cls(videos, list(data.get("failed", [])), list(data.get("skipped", [])), version)
+        videos = []
+        for v in raw_videos:
+            if not isinstance(v, Mapping):
+                raise FormatError(f"{path}: malformed 'videos' list (an entry is not an object)")
+            where = f"{path}: video {v.get('name')!r}"
+            streams = _read_streams(v, version, where)
+            known = {k: v[k] for k in ManifestEntry.__dataclass_fields__ if k in v and k != "negatives"}
+            try:
+                videos.append(ManifestEntry(**known, negatives=[s.to_dict() for s in streams]))
+            except TypeError as exc:
+                raise FormatError(f"{path}: malformed 'videos' list ({exc})") from exc
+            check_video_name(videos[-1].name, path)  # names become paths: checked on every read
+        return cls(videos, list(data.get("failed", [])), list(data.get("skipped", [])), FORMAT_VERSION)
 
 
 # --------------------------------------------------------------------------- json helpers
@@ -320,8 +492,9 @@ PNG_TRAILER = b"\x00\x00\x00\x00IEND\xaeB`\x82"
 
 
 def video_stream_dirs(entry: "ManifestEntry | VideoMeta", neg_types: Sequence[str] | None = None) -> list[str]:
-    """The stream folders a video holds (or the selected ``neg_types`` of it)."""
-    return stream_dirs(entry.neg_types if neg_types is None else neg_types)
+    """The stream folders a video holds (or the selected negative streams ``neg_types`` of it:
+    ``blur``, ``blur_s0.50``)."""
+    return stream_dirs([s.stream for s in entry.streams] if neg_types is None else neg_types)
 
 
 def validate_video_streams(
@@ -330,7 +503,8 @@ def validate_video_streams(
 ) -> None:
     """Check that every stream of a video has the entry's frame names and size.
 
-    Lists the stream folders (each a real folder, not a link) and, with ``headers``, reads each
+    ``neg_types``: the negative streams to check (``blur``, ``blur_s0.50``; default: all of the
+    entry's). Lists the stream folders (each a real folder, not a link) and, with ``headers``, reads each
     image's header and its last 12 bytes (a truncated PNG lacks the IEND trailer); no pixel is
     decoded (``regdpo verify`` does that). Raises ``FormatError`` naming the video and the file.
     """

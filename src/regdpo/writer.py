@@ -205,9 +205,11 @@ class VideoEntryWriter:
         self._hole = hole
         self._write_stream(fmt.MASK_DIR, hole, write_mask)
 
-    def write_negative(self, neg_type: str, frames: np.ndarray, *, already_composited: bool = False) -> None:
-        """Write a negative, composited onto the GT with the stored mask (unless told it already is)."""
-        fmt.check_neg_type(neg_type)
+    def write_negative(self, neg_type: str, frames: np.ndarray, *, already_composited: bool = False,
+                       strength: float = fmt.FULL_STRENGTH) -> None:
+        """Write a negative stream (type, strength; folder ``fmt.stream_name``), composited onto the
+        GT with the stored mask (unless told it already is)."""
+        stream = fmt.stream_name(neg_type, strength)
         if self._gt is None or self._hole is None:
             raise RuntimeError("write_gt and write_masks come before write_negative")
         frames = np.asarray(frames)
@@ -218,8 +220,8 @@ class VideoEntryWriter:
             )
         if not already_composited:
             frames = composite(frames, self._gt, self._hole)
-        self._negatives.append(neg_type)
-        self._write_stream(neg_type, frames, write_rgb)
+        self._negatives.append(stream)
+        self._write_stream(stream, frames, write_rgb)
 
     def commit(self, meta: fmt.VideoMeta | Mapping[str, Any]) -> Path:
         """Write ``meta.json`` last and move the entry into place. Returns the final folder."""
@@ -235,8 +237,9 @@ class VideoEntryWriter:
                 f"{self.name}: meta says {meta.num_frames} frames of {meta.width}x{meta.height}, "
                 f"streams hold {t} of {w}x{h}"
             )
-        if sorted(meta.neg_types) != sorted(self._negatives):
-            raise ValueError(f"{self.name}: meta lists {meta.neg_types}, written {self._negatives}")
+        listed = [s.stream for s in meta.streams]
+        if sorted(listed) != sorted(self._negatives):
+            raise ValueError(f"{self.name}: meta lists {listed}, written {self._negatives}")
         # the staged streams are complete (nothing removed them under us) before meta.json marks them so
         fmt.validate_video_streams(self.staging_parent, _Staged(meta, self.staging_dir.name), headers=False)
         fmt.write_json_atomic(self.staging_dir / fmt.META_FILE, meta.to_dict())
@@ -278,12 +281,14 @@ def write_video_entry(
     hole: np.ndarray,
     negatives: Mapping[str, np.ndarray],
 ) -> Path:
-    """One-call form of ``VideoEntryWriter``: negatives are composited onto ``gt`` with ``hole``."""
+    """One-call form of ``VideoEntryWriter``: ``negatives`` maps stream names (``blur``,
+    ``blur_s0.50``) to frames, composited onto ``gt`` with ``hole``."""
     with VideoEntryWriter(root, meta.name) as writer:
         writer.write_gt(gt)
         writer.write_masks(hole)
-        for neg_type, frames in negatives.items():
-            writer.write_negative(neg_type, frames)
+        for stream, frames in negatives.items():
+            neg_type, strength = fmt.parse_stream(stream)
+            writer.write_negative(neg_type, frames, strength=strength)
         return writer.commit(meta)
 
 

@@ -55,8 +55,8 @@ def _scaled(frame: np.ndarray, scale: float) -> np.ndarray:
     return media.resize_to_height(frame, height, nearest=scale > 1)
 
 
-def _segment_of(meta: fmt.VideoMeta, t: int) -> int | None:
-    segments = parse_segments(meta.negatives.get("flicker", {}).get("segments"))
+def _segment_of(meta: fmt.VideoMeta, t: int, stream: str = "flicker") -> int | None:
+    segments = parse_segments(meta.info(stream).get("segments"))
     for k, (start, stop) in enumerate(segments or []):
         if start <= t < stop:
             return k
@@ -70,7 +70,7 @@ def load_video(root: Path, name: str) -> tuple[fmt.VideoMeta, np.ndarray, np.nda
     names = fmt.frame_names(meta.num_frames)
     gt = read_rgb_clip([root / name / fmt.GT_DIR / n for n in names])
     hole = read_mask_clip([root / name / fmt.MASK_DIR / n for n in names])
-    negatives = {t: read_rgb_clip([root / name / t / n for n in names]) for t in meta.neg_types}
+    negatives = {s.stream: read_rgb_clip([root / name / s.stream / n for n in names]) for s in meta.streams}
     return meta, gt, hole, negatives
 
 
@@ -78,16 +78,16 @@ def tiles_for_frame(
     meta: fmt.VideoMeta, gt: np.ndarray, hole: np.ndarray, negatives: dict[str, np.ndarray], t: int,
     scale: float = 1.0, frame_label: bool = True,
 ) -> list[np.ndarray]:
-    """Labelled tiles of frame ``t``: GT, GT + hole, then each negative in canonical order."""
+    """Labelled tiles of frame ``t``: GT, GT + hole, then each negative stream in canonical order
+    (``negatives`` maps stream names, ``blur`` or ``blur_s0.50``, to clips)."""
     suffix = f" f{t}" if frame_label else ""
     frames: list[tuple[np.ndarray, str]] = [(gt[t], "GT" + suffix), (media.overlay_hole(gt[t], hole[t]), "GT + hole")]
-    for neg_type in fmt.NEG_TYPES:
-        if neg_type in negatives:
-            label = neg_type
-            seg = _segment_of(meta, t) if neg_type == "flicker" else None
-            if seg is not None:
-                label += f" seg {seg}"
-            frames.append((negatives[neg_type][t], label))
+    for stream in fmt.sort_streams(fmt.NegativeStream(*fmt.parse_stream(s)) for s in negatives):
+        label = stream.stream
+        seg = _segment_of(meta, t, stream.stream) if stream.type == "flicker" else None
+        if seg is not None:
+            label += f" seg {seg}"
+        frames.append((negatives[stream.stream][t], label))
     scaled = [_scaled(f, scale) for f, _ in frames]
     bar = media.label_bar_height(scaled[0].shape[0])
     return [media.labelled(f, label, bar) for f, (_, label) in zip(scaled, frames)]

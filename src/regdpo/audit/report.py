@@ -191,7 +191,7 @@ def _sort_key(item: dict[str, Any]) -> float:
     score = item.get("score")
     if score is None:
         return -np.inf
-    higher = SCORE_OF[item["neg_type"]][1]
+    higher = SCORE_OF.get(item["neg_type"], ("", True))[1]
     return float(score) if higher else -float(score)
 
 
@@ -306,7 +306,7 @@ def render_html(doc: dict[str, Any], root: str | os.PathLike, thumbnails: int = 
                 add(_thumb_figure(root, item, videos, "; ".join(f["check"] for f in item["failures"]), True))
         for neg_type in doc["summary"]:
             weakest, strongest = pick_examples(doc["items"], neg_type, thumbnails)
-            metric = SCORE_OF[neg_type][0]
+            metric = SCORE_OF.get(neg_type, ("score",))[0]
             add(f"<h2 id='examples-{_e(neg_type)}'>{_e(neg_type)}: weakest and failing examples</h2>")
             for item in weakest:
                 add(_thumb_figure(root, item, videos, f"{metric} = {_fmt(item['score'])}"))

@@ -185,13 +185,13 @@ def _audit_negative(
         item.update(verdict=NOT_MEASURED, score=None, note="empty hole", metrics={}, quality_score=None,
                     impure=[])
     else:
-        segments = meta.negatives.get(neg_type, {}).get("segments") if neg_type == "flicker" else None
+        segments = meta.info(neg_type).get("segments") if neg_type == "flicker" else None
         metrics = M.measure_negative(ref, neg, cfg, segments)
         verdict, note = M.verdict(neg_type, metrics, cfg)
         terms = Q.quality_terms(metrics, cfg)
         if terms is not None:
             metrics.update({k: v for k, v in terms.items() if k != "quality_score"})
-        item.update(verdict=verdict, score=metrics.get(M.SCORE_OF[neg_type][0]), note=note, metrics=metrics,
+        item.update(verdict=verdict, score=metrics.get(M.SCORE_OF.get(neg_type, ("",))[0]), note=note, metrics=metrics,
                     quality_score=None if terms is None else terms["quality_score"],
                     impure=Q.impurities(neg_type, metrics, cfg))
     item["band"] = None  # set by ``grade`` once the band is known
@@ -322,7 +322,7 @@ def summarise(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
             "verdicts": counts,
             "with_invariant_failures": sum(bool(i["failures"]) for i in mine),
             "passing": sum(i["passes"] for i in mine),
-            "score_metric": M.SCORE_OF[neg_type][0],
+            "score_metric": M.SCORE_OF.get(neg_type, (None,))[0],
             "quality_score": _stats([i["quality_score"] for i in mine if i.get("quality_score") is not None]),
             "bands": {b: sum(i.get("band") == b for i in mine) for b in Q.BANDS},
             "impure": {d: sum(d in i.get("impure", ()) for i in mine) for d in M.SCORE_OF if d != neg_type},

@@ -7,9 +7,11 @@
 - ``flicker``       DiffuEraser with ProPainter's result as prior, run segment by segment with a
                     different seed per segment and stitched in time: content jumps at each
                     segment boundary (``--flicker_scheme``, see ``flicker_plan``).
+- ``inpaint``       DiffuEraser's standard inference: the ProPainter prior and one seed over the
+                    whole clip (an on-policy negative: the model's own result; only when asked).
 
-Per video, ProPainter runs once (its result is the blur negative and the flicker prior) and
-DiffuEraser runs once for hallucination and once per flicker segment; nothing is decoded or
+Per video, ProPainter runs once (its result is the blur negative and the flicker and inpaint
+prior) and DiffuEraser runs once for hallucination, once for inpaint and once per flicker segment; nothing is decoded or
 encoded twice and nothing touches disk. Models load once per process (``__init__``) and stay
 on the device; ``close()`` frees them. The DiffuEraser code is imported only when the backend
 is constructed. Returned frames are raw; the pipeline composites them onto the GT with the
@@ -37,6 +39,11 @@ from .models_config import ModelsConfig
 def hallucination_seed(video_seed: int) -> int:
     """Seed of the hallucination run of a video."""
     return derive_seed(video_seed, "models", "hallucination")
+
+
+def inpaint_seed(video_seed: int) -> int:
+    """Seed of the inpaint run of a video (DiffuEraser's standard inference)."""
+    return derive_seed(video_seed, "models", "inpaint")
 
 
 def flicker_seeds(video_seed: int, num_segments: int) -> list[int]:
@@ -176,7 +183,7 @@ class ModelsBackend(NegativeBackend):
         try:
             with torch.inference_mode():
                 prior = None
-                if "blur" in types or "flicker" in types:
+                if "blur" in types or "flicker" in types or "inpaint" in types:
                     stages: dict[str, float] = {}
                     t0 = time.perf_counter()
                     prior = self.propainter.run(frames, hole, stages)
@@ -236,6 +243,21 @@ class ModelsBackend(NegativeBackend):
                         "key_frames": [r.key_frames for r in runs],
                         "diffueraser_runs": len(runs),
                         "denoised_frames": int(sum(r.num_frames for r in runs)),
+                    }
+                if "inpaint" in types:
+                    assert prior is not None
+                    seed = inpaint_seed(clip.seed)
+                    t0 = time.perf_counter()
+                    out, run = self.diffueraser.run(frames, hole, prior, seed, prompt)
+                    timings["inpaint"] = time.perf_counter() - t0
+                    result.negatives["inpaint"] = out
+                    result.info["inpaint"] = {
+                        **common,
+                        "method": "DiffuEraser's standard inference: ProPainter prior, one seed, whole clip",
+                        "seed": seed,
+                        "window": run.window,
+                        "key_frames": run.key_frames,
+                        "diffueraser_runs": 1,
                     }
                 if cuda:
                     peak = torch.cuda.max_memory_allocated(self.device) / 2**20

@@ -11,7 +11,7 @@ from typing import Sequence
 from ..backends import models_config
 from ..backends.base import NegativeBackend
 from ..errors import RegdpoError, UsageError
-from ..format import NEG_TYPES
+from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
 from .config import BACKENDS, GenerateConfig, ordered_neg_types
 from .masks import MASK_MODES
 
@@ -82,8 +82,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     neg.add_argument("--mask_dilation", type=int, default=0, metavar="N", help="grow every mask by N passes of "
                      "a 3x3 cross before it is stored (DiffuEraser's mask_dilation_iter; its demo uses 8). The "
                      "grown mask is what is stored, given to the backend and composited with (default: 0)")
-    neg.add_argument("--neg_types", nargs="+", choices=NEG_TYPES, default=list(NEG_TYPES), metavar="TYPE",
-                     help=f"negative types to make, from {', '.join(NEG_TYPES)} (default: all)")
+    neg.add_argument("--neg_types", nargs="+", choices=NEG_TYPES, default=list(DEFAULT_NEG_TYPES), metavar="TYPE",
+                     help=f"negative types to make, from {', '.join(NEG_TYPES)} (default: {' '.join(DEFAULT_NEG_TYPES)}; "
+                     "inpaint = the inpainting model's own standard result, a hard on-policy negative)")
     neg.add_argument("--backend", choices=BACKENDS, default="auto", help="negative generator (default: auto = "
                      "models when any weight path is given, else classical)")
     neg.add_argument("--flicker_segments", type=int, default=None, help="number of segments of a flicker "

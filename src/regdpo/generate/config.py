@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..format import NEG_TYPES
+from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
 from .clips import SIZE_MULTIPLE
 from .masks import MASK_MODES
 
@@ -33,7 +33,7 @@ class GenerateConfig:
     max_upscale: float = 1.25
     fps: float = 15.0
     max_videos: int | None = None
-    neg_types: tuple[str, ...] = NEG_TYPES
+    neg_types: tuple[str, ...] = DEFAULT_NEG_TYPES
     seed: int = 0
     mask_mode: str = "random"
     mask_dilation: int = 0

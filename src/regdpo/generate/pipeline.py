@@ -324,7 +324,8 @@ def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: Nega
             **({"note": "classical approximations of the defects, for trying the pipeline, tests and "
                         "ablations; real training data wants --backend models"} if classical else {}),
         },
-        negatives={t: {"backend": backend.name, **result.info.get(t, {})} for t in config.neg_types},
+        negatives=[{**fmt.NegativeStream(t).to_dict(), "backend": backend.name, **result.info.get(t, {})}
+                   for t in config.neg_types],
         timings={},
     )
     return ComputedVideo(prepared, {t: result.negatives[t] for t in config.neg_types}, meta)
