@@ -107,7 +107,7 @@ def plan_video(root: Path, name: str, selected: set[str]) -> VideoPlan:
 
 def stream_names(meta: fmt.VideoMeta) -> list[str]:
     """The negative stream folders of a video (format v1: one per type, named after it)."""
-    return list(meta.neg_types)
+    return [s.stream for s in meta.streams]
 
 
 def _discard(path: Path, trash_dir: Path) -> None:
@@ -130,8 +130,8 @@ def apply_plan(root: Path, plan: VideoPlan) -> None:
         _discard(folder, trash_dir)
     elif plan.action == "prune":
         meta = fmt.read_video_meta(root, plan.video)
-        meta.neg_types = [t for t in meta.neg_types if t in plan.keep_streams]
-        meta.negatives = {k: v for k, v in meta.negatives.items() if k in plan.keep_streams}
+        meta.negatives = [n for n in meta.negatives if n["stream"] in plan.keep_streams]
+        meta.neg_types = fmt.types_of(meta.streams)
         fmt.write_json_atomic(folder / fmt.META_FILE, meta.to_dict())
         for stream in plan.delete_streams:
             _discard(folder / stream, trash_dir)

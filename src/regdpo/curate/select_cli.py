@@ -102,7 +102,7 @@ def candidates_from(
 
 def entry_streams(entry: fmt.ManifestEntry) -> list[str]:
     """The negative streams a manifest entry lists (format v1: one per type, named after it)."""
-    return list(entry.neg_types)
+    return list(entry.stream_names)
 
 
 def source_clip(entry: fmt.ManifestEntry) -> str:
@@ -117,10 +117,10 @@ def selected_manifest(manifest: fmt.Manifest, selection: Selection) -> fmt.Manif
         chosen.setdefault(p["video"], set()).add(p["stream"])
     videos = []
     for entry in manifest.videos:
-        keep = [t for t in entry.neg_types if t in chosen.get(entry.name, ())]
+        keep = [n for n in entry.negatives if n["stream"] in chosen.get(entry.name, ())]
         if keep:
-            videos.append(fmt.ManifestEntry(entry.name, entry.num_frames, entry.height, entry.width, keep,
-                                            entry.prompt))
+            videos.append(fmt.ManifestEntry(entry.name, entry.num_frames, entry.height, entry.width, [],
+                                            entry.prompt, keep, entry.source_clip))
     return fmt.Manifest(videos=videos)
 
 
