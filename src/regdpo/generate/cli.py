@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..backends import models_config
 from ..backends.base import NegativeBackend
@@ -14,6 +15,7 @@ from ..errors import RegdpoError, UsageError
 from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
 from .config import BACKENDS, GenerateConfig, ordered_neg_types
 from .masks import MASK_MODES
+from .shards import device_for, resolve_shard
 
 DESCRIPTION = """\
 Generate preference pairs for video inpainting into a dpo_data folder: per video a GT clip,
@@ -91,7 +93,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "negative; the hole changes abruptly at each boundary (default: 3)")
     neg.add_argument("--flicker_segment_length", type=int, default=None, help="alternatively, frames per "
                      "flicker segment (segments = ceil(nframes / length))")
-    neg.add_argument("--device", default="cuda", help="device of --backend models: cuda, cuda:N, cpu or auto (default: %(default)s)")
+    neg.add_argument("--device", default=None, help="device of --backend models: cuda, cuda:N, cpu or auto "
+                     "(default: cuda, or cuda:LOCAL_RANK under torchrun / accelerate)")
     neg.add_argument("--seed", type=int, default=0, help="run seed; every video's clip start, masks and "
                      "negatives derive from (seed, video name) (default: %(default)s)")
 
@@ -105,11 +108,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "complete videos, retry failed ones (same settings required)")
     run.add_argument("--overwrite", action="store_true", help="delete what an earlier run wrote in --output_dir "
                      "and start again")
-    run.add_argument("--num_shards", type=int, default=1, metavar="N", help="split the videos into N shards "
+    run.add_argument("--num_shards", type=int, default=None, metavar="N", help="split the videos into N shards "
                      "(video i goes to shard i %% N) to run N processes, e.g. one per GPU, into the same --output_dir "
-                     "at once; each shard resumes on its own, and the union equals an unsharded run (default: 1)")
-    run.add_argument("--shard_index", type=int, default=0, metavar="K", help="which shard this process makes, "
-                     "0 .. N-1 (default: 0)")
+                     "at once; each shard resumes on its own, and the union equals an unsharded run (default: from "
+                     "SLURM_ARRAY_TASK_*, SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE when set, else 1; docs/scale.md)")
+    run.add_argument("--shard_index", type=int, default=None, metavar="K", help="which shard this process makes, "
+                     "0 .. N-1 (default: from the environment as --num_shards, else 0)")
     run.add_argument("--max_attempts", type=int, default=2, help="attempts per failing video over --resume runs, "
                      "in total (default: %(default)s)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -131,7 +135,10 @@ def resolve_backend_name(args: argparse.Namespace) -> str:
     return "models" if models_config.ModelsConfig.from_args(args).any_weight_path_given() else "classical"
 
 
-def config_from_args(args: argparse.Namespace) -> GenerateConfig:
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> GenerateConfig:
+    """The run's settings; the shard (and under torchrun the device) from ``env`` (default ``os.environ``)
+    when the flags do not give them (``regdpo.generate.shards``)."""
+    shard = resolve_shard(args.num_shards, args.shard_index, os.environ if env is None else env)
     config = GenerateConfig(
         output_dir=Path(args.output_dir),
         backend=resolve_backend_name(args),
@@ -154,15 +161,16 @@ def config_from_args(args: argparse.Namespace) -> GenerateConfig:
         prompt=args.prompt,
         captions=args.captions,
         flicker_segments=flicker_segments_from_args(args),
-        resume=args.resume or args.num_shards > 1,  # a shard always continues what is there
+        resume=args.resume or shard.num_shards > 1,  # a shard always continues what is there
         overwrite=args.overwrite,
         max_attempts=args.max_attempts,
-        num_shards=args.num_shards,
-        shard_index=args.shard_index,
-        device=args.device,
+        num_shards=shard.num_shards,
+        shard_index=shard.shard_index,
+        device=device_for(args.device, shard),
         progress=not args.no_progress,
     )
     config.check()
+    config.environment_note = shard.message(config.device if args.device is None else None)
     return config
 
 
@@ -191,6 +199,8 @@ def run(args: argparse.Namespace) -> int:
     from .sources import discover_sources, load_captions
 
     config = config_from_args(args)
+    if config.environment_note:  # the first line: which shard, of how many, from which variables
+        print(f"regdpo generate: {config.environment_note}", file=sys.stderr, flush=True)
     discovered = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
                                   config.video_root, config.assumed_fps)
     sources = discovered[: config.max_videos] if config.max_videos is not None else discovered

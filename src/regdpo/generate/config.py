@@ -47,6 +47,7 @@ class GenerateConfig:
     shard_index: int = 0
     device: str = "cuda"
     progress: bool = True
+    environment_note: str | None = None  # what the environment chose (shard, device): the run's first line
 
     def check(self) -> None:
         """Raise ``UsageError`` naming the flag of the first bad value."""
