@@ -14,6 +14,7 @@ from typing import Sequence
 
 from . import __version__
 from .errors import RegdpoError
+from .progress import setup_cli_logging
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,11 +35,13 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"regdpo {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.command_parsers = {}  # name -> its parser, for the subcommand's usage on a bad flag
     wanted = None
     if argv:
         wanted = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        parser.command_parsers[name] = p
         if name == wanted:  # only the chosen command's module is imported
             importlib.import_module(module).configure_parser(p)
     return parser
@@ -80,10 +83,14 @@ def normalize_flag_spelling(argv: Sequence[str], parser: argparse.ArgumentParser
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(normalize_flag_spelling(argv, parser))
+    args, unknown = parser.parse_known_args(normalize_flag_spelling(argv, parser))
+    if unknown:  # the subcommand's usage, not the top level's
+        target = parser.command_parsers.get(args.command, parser)
+        target.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command is None:
         parser.print_help()
         return 2
+    setup_cli_logging()
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
         return int(module.run(args) or 0)

@@ -6,6 +6,7 @@ import argparse
 
 import sys
 
+from .progress import plural
 from .writer import clear_staging, idle_lock, rebuild_manifest
 
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     manifest = rebuild_manifest(args.root)
     d = manifest.to_dict()
     print(
-        f"{args.root}/manifest.json: {d['num_videos']} videos, {d['num_pairs']} pairs "
+        f"{args.root}/manifest.json: {plural(d['num_videos'], 'video')}, {plural(d['num_pairs'], 'pair')} "
         f"({', '.join(f'{k} {v}' for k, v in d['pairs_per_type'].items())}), "
         f"{len(manifest.failed)} failed, {len(manifest.skipped)} skipped"
     )

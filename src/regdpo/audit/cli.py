@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 
 from .. import format as fmt
 from ..errors import UsageError
+from ..progress import plural
 from .config import add_config_flags, config_from_args
 from .quality import BANDS, DEFAULT_BAND, check_band
 
@@ -54,9 +55,9 @@ def _progress(enabled: bool):
     def wrap(stream: Iterator[dict[str, Any]], total: int) -> Iterable[dict[str, Any]]:
         if not enabled:
             return stream
-        from tqdm import tqdm
+        from ..progress import Progress
 
-        return tqdm(stream, total=total, desc="audit", unit="video", file=sys.stderr, disable=None)
+        return Progress(total, "audit", "video").wrap(stream)
 
     return wrap
 
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.output_dir) if args.output_dir else root
     written = report.write_report(doc, root, out_dir, html_report=not args.no_html, thumbnails=args.thumbnails)
 
-    print(f"audited {doc['num_videos']} videos, {doc['num_items']} negatives ({source})")
+    print(f"audited {plural(doc['num_videos'], 'video')}, {plural(doc['num_items'], 'negative')} ({source})")
     for neg_type, s in doc["summary"].items():
         v = s["verdicts"]
         print(f"  {neg_type:<13} clear {v['clear']:>5}  weak {v['weak']:>5}  none {v['none']:>5}  "
@@ -117,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         filtered = runner.filtered_manifest(audited, _records(doc))
         fmt.write_json_atomic(path, filtered.to_dict())
         kept = sum(len(v.neg_types) for v in filtered.videos)
-        print(f"wrote {path}: {len(filtered.videos)} videos, {kept} of {doc['num_items']} pairs kept")
+        print(f"wrote {path}: {plural(len(filtered.videos), 'video')}, {kept} of {doc['num_items']} pairs kept")
 
     below = any(not i["failures"] and not i["passes"] for i in doc["items"])
     if failures or (args.strict and below):

@@ -108,8 +108,7 @@ def sheet_row(meta, gt, hole, negatives, height: int) -> np.ndarray:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
+    from ..progress import Progress
     from .runner import select_entries
 
     if args.scale <= 0:
@@ -131,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     rows: list[np.ndarray] = []
     written: list[str] = []
     failed: list[str] = []
-    for entry in tqdm(entries, desc="preview", unit="video", file=sys.stderr, disable=None):
+    for entry in Progress(len(entries), "preview", "video").wrap(entries):
         try:
             meta, gt, hole, negatives = load_video(root, entry.name)
         except (RegdpoError, OSError) as exc:  # one bad video never stops the others

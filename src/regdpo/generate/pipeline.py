@@ -14,15 +14,14 @@ output does not depend on the order, on ``--max_videos`` or on resuming.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from .. import __version__
 from .. import format as fmt
@@ -39,17 +38,20 @@ from ..writer import (
     rebuild_manifest,
     record_failure,
 )
+from ..progress import Progress, plural
 from .clips import clip_indices, frame_stride, resize_frames, upscale_factor, working_size
 from .config import FLAG_OF, RESUME_KEYS, GenerateConfig
 from .engine import Engine, LocalEngine
 from .masks import AnnotatedVideo, AnnotationPool, make_masks
 from .sources import FrameCountMismatch, SourceReader, VideoSource, annotation_files, caption_for
 
+logger = logging.getLogger("regdpo.generate")
 Log = Callable[[str], None]
 
 
 def _stderr_log(message: str) -> None:
-    tqdm.write(message, file=sys.stderr)
+    """Per-video messages of a run, through ``logging`` (``regdpo.generate``)."""
+    logger.info(message)
 
 
 # --------------------------------------------------------------------------- output folder
@@ -155,7 +157,7 @@ class RunSummary:
         written = [o for o in self.outcomes if o.status == "written"]
         per_video = f", {np.mean([o.seconds for o in written]):.1f} s per written video" if written else ""
         out = [
-            f"{len(self.outcomes)} videos -> {self.output_dir}: {len(written)} written, "
+            f"{plural(len(self.outcomes), 'video')} -> {self.output_dir}: {len(written)} written, "
             f"{self.count('done')} already done, {self.count('skipped')} skipped, {self.num_failed} failed "
             f"({self.seconds:.1f} s{per_video})"
         ]
@@ -169,8 +171,8 @@ class RunSummary:
             out.append("  run again with --resume to retry the failed videos")
         if self.manifest is not None:
             d = self.manifest.to_dict()
-            out.append(f"manifest: {self.output_dir / fmt.MANIFEST_FILE} ({d['num_videos']} videos, "
-                       f"{d['num_pairs']} pairs)")
+            out.append(f"manifest: {self.output_dir / fmt.MANIFEST_FILE} ({plural(d['num_videos'], 'video')}, "
+                       f"{plural(d['num_pairs'], 'pair')})")
             if self.shard:
                 out.append(f"  ({self.shard}: the manifest lists what every shard has finished so far; the last "
                            f"shard to finish writes the complete one, `regdpo manifest` rebuilds it any time)")
@@ -400,8 +402,7 @@ def _run_locked(config, backend, sources, pool, captions, log, t_run, engine=Non
     summary = RunSummary(root, shard=config.shard_name)
     stages = VideoStages(config, pool, captions, log)
     engine = LocalEngine(backend) if engine is None else engine
-    bar = tqdm(total=len(sources), unit="video", disable=not config.progress, file=sys.stderr,
-               dynamic_ncols=True, desc="generate")
+    bar = Progress(len(sources), "generate", "video", enabled=config.progress)
 
     def on_outcome(outcome: VideoOutcome) -> None:
         summary.outcomes.append(outcome)

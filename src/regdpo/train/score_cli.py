@@ -98,8 +98,6 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 def run(args: argparse.Namespace) -> int:
     config = _check(args)
     import torch
-    from tqdm import tqdm
-
     from ..backends.models import resolve_device, resolve_dtype
     from ..backends.models_source import import_source
     from ..dataset import DPODataset, collate_fn
@@ -122,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
     timesteps = score_timesteps(args.num_timesteps, step.num_train_timesteps)
     seeds = noise_seeds(args.seed, args.num_noises)
     items, failures = [], []
-    for index in tqdm(range(len(dataset)), desc="score", unit="pair", file=sys.stderr,
-                      disable=True if args.no_progress else None):
+    from ..progress import Progress
+
+    for index in Progress(len(dataset), "score", "pair", enabled=not args.no_progress).wrap(range(len(dataset))):
         pair = dataset.pairs[index]
         try:
             item = dataset[index]
