@@ -19,6 +19,7 @@ from .progress import setup_cli_logging
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("regdpo.generate.cli", "generate GT/mask/negative clips into a dpo_data folder"),
+    "launch": ("regdpo.launch", "one generate worker per GPU on this machine, one progress line, one manifest"),
     "manifest": ("regdpo.manifest_cli", "rebuild dpo_data/manifest.json from the per-video records"),
     "audit": ("regdpo.audit.cli", "measure that every negative shows its defect (audit.json, audit.html)"),
     "preview": ("regdpo.audit.preview", "side-by-side preview clips and a contact sheet"),

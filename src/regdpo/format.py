@@ -53,6 +53,8 @@ MASK_DIR = "masks"
 META_FILE = "meta.json"
 MANIFEST_FILE = "manifest.json"
 FAILED_DIR = "_failed"
+LOGS_DIR = "_logs"
+"""``regdpo launch``: one ``worker-K.log`` per worker process."""
 STAGING_DIR = ".staging"
 LOCK_FILE = ".lock"
 """Held (``flock``) by a running generator, so two runs never write one folder."""
@@ -66,7 +68,7 @@ SELECTION_FILE = "selection.json"
 PRUNE_REPORT_FILE = "prune.json"
 PREVIEW_DIR = "_preview"
 DERIVED_OUTPUTS = (MANIFEST_FILE, FILTERED_MANIFEST_FILE, SELECTED_MANIFEST_FILE, SELECTION_FILE, PRUNE_REPORT_FILE,
-                   AUDIT_JSON, AUDIT_HTML, PREVIEW_DIR, FAILED_DIR, STAGING_DIR)
+                   AUDIT_JSON, AUDIT_HTML, PREVIEW_DIR, FAILED_DIR, LOGS_DIR, STAGING_DIR)
 """Files and folders regdpo derives in a dataset root besides the videos (``--overwrite`` may delete them)."""
 FRAME_EXT = ".png"
 MASK_HOLE_VALUE = 255

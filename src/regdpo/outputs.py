@@ -6,7 +6,8 @@ regdpo deletes only what it can prove it wrote:
   which holds nothing but that record and the stream folders the record lists, each holding only
   frame files (``00000.png``, ...);
 - the derived outputs of ``regdpo.format.DERIVED_OUTPUTS`` (manifests, audit, preview, failure
-  records, staging), each of the kind regdpo writes (``_failed/`` only ``*.json``, ``_preview/``
+  records, launch logs, staging), each of the kind regdpo writes (``_failed/`` only ``*.json``, ``_logs/``
+  only ``*.log``, ``_preview/``
   only preview media, the manifest / audit files plain files).
 
 Anything else (a user's ``train/`` split holding its own ``meta.json``, a file, a link) makes
@@ -31,7 +32,8 @@ TRASH_PREFIX = "_trash-"
 
 _FRAME_FILE = re.compile(r"^\d{5,}\.png$")
 _PREVIEW_SUFFIXES = (".mp4", ".gif", ".png")
-_DERIVED_FILES = tuple(n for n in fmt.DERIVED_OUTPUTS if n not in (fmt.FAILED_DIR, fmt.PREVIEW_DIR, fmt.STAGING_DIR))
+_DERIVED_FILES = tuple(n for n in fmt.DERIVED_OUTPUTS
+                       if n not in (fmt.FAILED_DIR, fmt.LOGS_DIR, fmt.PREVIEW_DIR, fmt.STAGING_DIR))
 
 
 def is_lock(name: str) -> bool:
@@ -66,6 +68,9 @@ def is_regdpo_output(path: Path) -> bool:
         return path.is_dir()
     if name == fmt.FAILED_DIR:
         return path.is_dir() and all(f.suffix == ".json" and f.is_file() and not f.is_symlink()
+                                     for f in path.iterdir())
+    if name == fmt.LOGS_DIR:
+        return path.is_dir() and all(f.suffix == ".log" and f.is_file() and not f.is_symlink()
                                      for f in path.iterdir())
     if name == fmt.PREVIEW_DIR:
         return path.is_dir() and all(f.suffix in _PREVIEW_SUFFIXES and f.is_file() and not f.is_symlink()

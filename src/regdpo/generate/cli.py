@@ -117,6 +117,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--max_attempts", type=int, default=2, help="attempts per failing video over --resume runs, "
                      "in total (default: %(default)s)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
+    run.add_argument("--no_manifest", action="store_true", help="do not rebuild manifest.json at the end (`regdpo "
+                     "launch` and `--engine ray` rebuild it once after every worker; `regdpo manifest` does any time)")
 
 
 def flicker_segments_from_args(args: argparse.Namespace) -> int:
@@ -168,6 +170,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         shard_index=shard.shard_index,
         device=device_for(args.device, shard),
         progress=not args.no_progress,
+        write_manifest=not args.no_manifest,
     )
     config.check()
     config.environment_note = shard.message(config.device if args.device is None else None)

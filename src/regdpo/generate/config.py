@@ -47,6 +47,7 @@ class GenerateConfig:
     shard_index: int = 0
     device: str = "cuda"
     progress: bool = True
+    write_manifest: bool = True  # rebuild manifest.json at the end (off: a launcher rebuilds it once)
     environment_note: str | None = None  # what the environment chose (shard, device): the run's first line
 
     def check(self) -> None:

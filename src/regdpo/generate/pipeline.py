@@ -413,7 +413,7 @@ def _run_locked(config, backend, sources, pool, captions, log, t_run, engine=Non
         engine.run(stages, sources, on_outcome)
     finally:
         bar.close()
-        summary.manifest = rebuild_manifest(root)
+        summary.manifest = rebuild_manifest(root) if config.write_manifest else None
         summary.seconds = time.perf_counter() - t_run
     return summary
 
