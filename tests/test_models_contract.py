@@ -311,3 +311,23 @@ def test_diffueraser_driver_matches_diffueraser_forward(backend, tmp_path, monke
         raw, run = ours.run(frames, hole, prior, seed)
     assert run.key_frames and len(written) == num
     assert np.array_equal(composite(raw, frames, hole), np.stack(written))
+
+
+def test_strengths_are_variants_made_by_the_models_mechanics(backend, first):
+    """Below 1: hallucination starts from a mix with the noised prior, blur's ProPainter works at a
+    larger size, flicker segments share part of their noise; 1.0 stays exactly the default."""
+    clip, result = first
+    varied = backend.generate(clip, ["hallucination", "blur", "flicker"],
+                              {"hallucination": [1.0, 0.5], "blur": [0.0], "flicker": [0.0]})
+    assert set(varied.negatives) == {"hallucination", "hallucination_s0.50", "blur_s0.00", "flicker_s0.00"}
+    assert np.array_equal(varied.negatives["hallucination"], result.negatives["hallucination"])
+    for stream, default in (("hallucination_s0.50", "hallucination"), ("blur_s0.00", "blur"),
+                            ("flicker_s0.00", "flicker")):
+        frames = varied.negatives[stream]
+        assert frames.shape == clip.frames.shape and frames.dtype == np.uint8
+        assert not np.array_equal(frames[clip.hole], result.negatives[default][clip.hole]), stream
+    assert varied.info["hallucination_s0.50"]["fresh_noise_share"] == 0.5
+    assert varied.info["blur_s0.00"]["resize_ratio"] == 1.0
+    assert varied.info["flicker_s0.00"]["noise_correlation"] == 1.0
+    again = backend.generate(clip, ["flicker"], {"flicker": [0.0]})
+    assert np.array_equal(again.negatives["flicker_s0.00"], varied.negatives["flicker_s0.00"])

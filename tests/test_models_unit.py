@@ -377,3 +377,26 @@ def test_device_and_dtype_resolution(monkeypatch):
 def test_models_config_is_json_serialisable(tmp_path):
     config = ModelsConfig(**make_layout(tmp_path))
     assert json.loads(json.dumps(config.to_dict()))["pcm_ckpt"] == "2-Step"
+
+
+def test_strength_mechanics_of_the_models_backend():
+    from regdpo.backends.models import blur_ratio, flicker_shared_seed
+    from regdpo.backends.models_diffueraser import mix_unit
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(200_000, generator=g), torch.randn(200_000, generator=g)
+    assert torch.equal(mix_unit(a, b, 0.0), a) and torch.equal(mix_unit(a, b, 1.0), b)
+    for w in (0.1, 0.5, 0.9):  # unit variance, correlation sqrt(1 - w) with a; two mixes of a: 1 - w
+        m = mix_unit(a, b, w)
+        assert abs(float(m.std()) - 1.0) < 0.01
+        assert abs(float(torch.corrcoef(torch.stack([m, a]))[0, 1]) - (1 - w) ** 0.5) < 0.01
+        other = mix_unit(a, torch.randn(200_000, generator=g), w)
+        assert abs(float(torch.corrcoef(torch.stack([m, other]))[0, 1]) - (1 - w)) < 0.01
+    assert mix_unit(a.half(), b.half(), 0.5).dtype == torch.float16
+    with pytest.raises(ValueError):
+        mix_unit(a, b, 1.5)
+    assert blur_ratio(0.6, 1.0) == 0.6 and blur_ratio(0.6, 0.0) == 1.0 and blur_ratio(0.6, 0.5) == 0.8
+    assert blur_ratio(1.0, 0.3) == 1.0  # already at full size: nothing to relax
+    ratios = [blur_ratio(0.6, s) for s in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert ratios == sorted(ratios, reverse=True)
+    assert flicker_shared_seed(7) == flicker_shared_seed(7) != flicker_shared_seed(8)

@@ -1,8 +1,11 @@
 """The interface every negative backend implements.
 
-The pipeline calls ``backend.generate(clip, neg_types)`` once per video with *all*
-requested types, so a backend can compute a shared per-video result once (ProPainter's
-output is both the blur negative and the flicker prior). The backend returns raw
+The pipeline calls ``backend.generate(clip, neg_types, strengths)`` once per video with *all*
+requested types (and, per type, the strengths to make, default ``[1.0]``), so a backend can
+compute a shared per-video result once (ProPainter's output is both the blur negative and the
+flicker prior). Results are keyed by stream name (``regdpo.format.stream_name``: the bare type
+at strength 1.0, ``blur_s0.50`` otherwise). Strength 1.0 is the PRD's defect; a lower strength
+weakens the mechanism that makes the defect (never a blend of the GT into the fill). The backend returns raw
 frames; the pipeline composites them onto the GT with the stored mask, so no backend
 can leak differences outside the hole.
 """
@@ -11,9 +14,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
+
+from .. import format as fmt
 
 
 @dataclass(frozen=True)
@@ -47,8 +52,8 @@ class Clip:
 class BackendResult:
     """What a backend made for one clip.
 
-    negatives: neg_type -> ``uint8 [T, H, W, 3]`` RGB (raw; composited by the pipeline).
-    info:      neg_type -> JSON-serialisable details stored in meta.json (seeds, segments,
+    negatives: stream -> ``uint8 [T, H, W, 3]`` RGB (raw; composited by the pipeline).
+    info:      stream -> JSON-serialisable details stored in meta.json (seeds, segments,
                method, whether it is a classical approximation, ...).
     timings:   stage -> seconds (e.g. "propainter", "hallucination", "flicker").
     """
@@ -65,8 +70,9 @@ class NegativeBackend(abc.ABC):
     supported_types: tuple[str, ...] = ()
 
     @abc.abstractmethod
-    def generate(self, clip: Clip, neg_types: Sequence[str]) -> BackendResult:
-        """Return one negative per requested type, each with the clip's shape."""
+    def generate(self, clip: Clip, neg_types: Sequence[str],
+                 strengths: Mapping[str, Sequence[float]] | None = None) -> BackendResult:
+        """Return one negative per requested stream (type x its strengths), each with the clip's shape."""
 
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable settings recorded in each video's meta (``generator.backend_settings``)."""
@@ -74,6 +80,17 @@ class NegativeBackend(abc.ABC):
 
     def close(self) -> None:
         """Release resources (GPU memory, temporary folders)."""
+
+
+def requested_streams(neg_types: Sequence[str], strengths: Mapping[str, Sequence[float]] | None) -> list[tuple[str, float, str]]:
+    """``(neg_type, strength, stream)`` for every requested type and strength (default 1.0), checked."""
+    out = []
+    for t in neg_types:
+        fmt.check_neg_type(t)
+        for strength in (strengths or {}).get(t) or [fmt.FULL_STRENGTH]:
+            strength = fmt.check_strength(strength)
+            out.append((t, strength, fmt.stream_name(t, strength)))
+    return out
 
 
 def plan_segments(num_frames: int, num_segments: int) -> list[tuple[int, int]]:

@@ -6,7 +6,13 @@ trying the pipeline, for tests and for ablations; real training data wants ``--b
 
 - ``blur``: a smooth fill of the hole without high-frequency texture: OpenCV Telea inpainting
   at a reduced size (short side ``smooth_short_side``), upsampled. Computed once per video and
-  shared: it is also the base that the other two fills fade into at the hole's edge.
+  shared: it is also the base that the other two fills fade into at the hole's edge. Below
+  strength 1 (``--blur_strength``) the hole holds the clip seen through a Gaussian low-pass of
+  sigma ``strength x short side / 16``: the structure kept, the texture lost in proportion.
+- strengths (``--hallucination_strength``, ``--flicker_strength``): hallucination fades its foreign
+  texture in over ``(1 - strength)`` of the hole's depth more (weaker = foreign texture only in the
+  hole's core, the smooth fill around it); flicker multiplies each segment's departure from the
+  shared smooth fill (its donor share and brightness change) by the strength.
 - ``hallucination``: plausible-looking but wrong content: real texture from a distant region of
   the same clip (one offset for the whole clip, so it moves coherently with the scene),
   colour-matched to the ring around the hole and feathered into the smooth fill over a few
@@ -27,14 +33,14 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from ..format import NEG_TYPES, check_neg_type
 from ..seeding import derive_seed
-from .base import BackendResult, Clip, NegativeBackend, plan_segments
+from .base import BackendResult, Clip, NegativeBackend, plan_segments, requested_streams
 
 CLASSICAL_NOTE = (
     "classical approximation (OpenCV / numpy, no model): useful for trying the pipeline, tests and "
@@ -75,8 +81,10 @@ class ClassicalBackend(NegativeBackend):
         }
 
     # ------------------------------------------------------------------ API
-    def generate(self, clip: Clip, neg_types: Sequence[str]) -> BackendResult:
-        types = [check_neg_type(t) for t in neg_types]
+    def generate(self, clip: Clip, neg_types: Sequence[str],
+                 strengths: Mapping[str, Sequence[float]] | None = None) -> BackendResult:
+        requests = requested_streams(neg_types, strengths)
+        types = [t for t in NEG_TYPES if any(r[0] == t for r in requests)]
         result = BackendResult()
         frames, hole = clip.frames, clip.hole
         t0 = time.perf_counter()
@@ -93,38 +101,52 @@ class ClassicalBackend(NegativeBackend):
             offsets = choose_offsets(hole, rng, need, self.offset_candidates)
             result.timings["offsets"] = time.perf_counter() - t0
         common = {"classical_approximation": True}
-        if "blur" in types:
-            result.negatives["blur"] = smooth
-            result.info["blur"] = {
-                **common,
-                "method": "smooth fill: OpenCV Telea inpainting at reduced size, upsampled (no texture)",
-                "smooth_short_side": self.smooth_short_side,
-            }
-        if "hallucination" in types:
+        donor: tuple[np.ndarray, dict[str, Any]] | None = None
+        for neg_type, strength, stream in requests:
             t0 = time.perf_counter()
-            fill, match = donor_fill(frames, hole, offsets[0])
-            result.negatives["hallucination"] = feather_into(fill, smooth, hole, feather)
-            result.timings["hallucination"] = time.perf_counter() - t0
-            result.info["hallucination"] = {
-                **common,
-                "method": "texture from a distant region of the clip (fixed offset), colour-matched, "
-                "feathered into the smooth fill",
-                "offset_yx": list(offsets[0]),
-                "colour_match": match,
-                "feather_px": round(feather, 2),
-            }
-        if "flicker" in types:
-            t0 = time.perf_counter()
-            rng = np.random.default_rng(derive_seed(clip.seed, "flicker"))
-            out, segments = flicker_fill(frames, hole, smooth, offsets[1:], self.flicker_segments, feather, rng)
-            result.negatives["flicker"] = out
-            result.timings["flicker"] = time.perf_counter() - t0
-            result.info["flicker"] = {
-                **common,
-                "method": "each segment filled differently (donor offset, mix with smooth fill, brightness)",
-                "segments": segments,
-                "num_segments": len(segments),
-            }
+            if neg_type == "blur" and strength >= 1.0:
+                result.negatives[stream] = smooth
+                result.info[stream] = {
+                    **common,
+                    "method": "smooth fill: OpenCV Telea inpainting at reduced size, upsampled (no texture)",
+                    "smooth_short_side": self.smooth_short_side,
+                }
+            elif neg_type == "blur":
+                sigma = blur_sigma(short, strength)
+                result.negatives[stream] = hole_lowpass(frames, sigma)
+                result.info[stream] = {
+                    **common,
+                    "method": "the clip seen through a Gaussian low-pass inside the hole (sigma grows with the "
+                    "strength): its structure kept, its texture lost",
+                    "sigma_px": round(sigma, 3),
+                }
+            elif neg_type == "hallucination":
+                if donor is None:
+                    donor = donor_fill(frames, hole, offsets[0])
+                fill, match = donor
+                depth = hallucination_feather(hole, feather, strength)
+                result.negatives[stream] = feather_into(fill, smooth, hole, depth)
+                result.info[stream] = {
+                    **common,
+                    "method": "texture from a distant region of the clip (fixed offset), colour-matched, "
+                    "feathered into the smooth fill",
+                    "offset_yx": list(offsets[0]),
+                    "colour_match": match,
+                    "feather_px": round(depth, 2),
+                }
+            elif neg_type == "flicker":
+                rng = np.random.default_rng(derive_seed(clip.seed, "flicker"))
+                out, segments = flicker_fill(frames, hole, smooth, offsets[1:], self.flicker_segments, feather, rng,
+                                             strength)
+                result.negatives[stream] = out
+                result.info[stream] = {
+                    **common,
+                    "method": "each segment filled differently (donor offset, mix with smooth fill, brightness)",
+                    "segments": segments,
+                    "num_segments": len(segments),
+                }
+            if neg_type in ("hallucination", "flicker") or stream != neg_type:
+                result.timings[stream] = time.perf_counter() - t0
         if "inpaint" in types:
             t0 = time.perf_counter()
             result.negatives["inpaint"] = propagate_fill(frames, hole, self.inpaint_radius)
@@ -138,6 +160,36 @@ class ClassicalBackend(NegativeBackend):
 
 
 # ---------------------------------------------------------------------- pure helpers
+
+
+BLUR_SIGMA_FRACTION = 1 / 16
+"""Classical blur below strength 1: Gaussian sigma = strength x this x the frame's short side."""
+
+
+def blur_sigma(short: int, strength: float) -> float:
+    """Gaussian sigma (px) of the classical blur at ``strength`` < 1 (0 at strength 0)."""
+    return float(strength) * BLUR_SIGMA_FRACTION * short
+
+
+def hole_lowpass(frames: np.ndarray, sigma: float) -> np.ndarray:
+    """Frames low-passed by a Gaussian of ``sigma`` px (the pipeline keeps it inside the hole only).
+    ``sigma`` 0 returns the frames unchanged."""
+    if sigma <= 0:
+        return frames.copy()
+    return np.stack([cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT) for f in frames])
+
+
+def hallucination_feather(hole: np.ndarray, feather_px: float, strength: float) -> float:
+    """Depth (px) over which the foreign texture fades in from the smooth fill at the hole's edge:
+    ``feather_px`` at strength 1 (texture fills the hole), growing by ``(1 - strength)`` times the
+    hole's largest inner distance, so a weaker hallucination keeps the foreign texture to the hole's core."""
+    if strength >= 1.0:
+        return feather_px
+    union = hole.any(axis=0)
+    if not union.any():
+        return feather_px
+    depth = float(cv2.distanceTransform(np.pad(union.astype(np.uint8), 1), cv2.DIST_L2, 3).max())
+    return feather_px + (1.0 - strength) * depth
 
 
 def propagate_fill(frames: np.ndarray, hole: np.ndarray, radius: int = 3) -> np.ndarray:
@@ -343,8 +395,12 @@ def flicker_fill(
     num_segments: int,
     feather_px: float,
     rng: np.random.Generator,
+    strength: float = 1.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Fill each segment of the clip differently (see module doc). Returns (frames, segment records)."""
+    """Fill each segment of the clip differently (see module doc). Returns (frames, segment records).
+
+    ``strength`` scales how far each segment departs from the shared smooth fill: its donor share
+    (``mix``) and its brightness change are multiplied by it (0: every segment is the smooth fill)."""
     num = hole.shape[0]
     bounds = plan_segments(num, min(num_segments, num))
     out = frames.copy()
@@ -352,8 +408,8 @@ def flicker_fill(
     sign = 1.0 if rng.random() < 0.5 else -1.0
     for k, (start, stop) in enumerate(bounds):
         offset = tuple(offsets[k % len(offsets)]) if offsets else (0, 0)
-        mix = float(rng.uniform(0.35, 1.0))
-        brightness = 1.0 + sign * float(rng.uniform(0.06, 0.15))
+        mix = float(rng.uniform(0.35, 1.0)) * strength
+        brightness = 1.0 + sign * float(rng.uniform(0.06, 0.15)) * strength
         sign = -sign  # neighbouring segments move brightness in opposite directions
         fill, _ = donor_fill(frames, hole, offset, (start, stop))
         sel = hole[start:stop]

@@ -23,14 +23,14 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import asdict
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import UsageError
 from ..format import NEG_TYPES, check_neg_type
 from ..seeding import derive_seed
-from .base import BackendResult, Clip, NegativeBackend, plan_segments
+from .base import BackendResult, Clip, NegativeBackend, plan_segments, requested_streams
 from .models_config import ModelsConfig
 
 # ---------------------------------------------------------------------- pure helpers
@@ -44,6 +44,19 @@ def hallucination_seed(video_seed: int) -> int:
 def inpaint_seed(video_seed: int) -> int:
     """Seed of the inpaint run of a video (DiffuEraser's standard inference)."""
     return derive_seed(video_seed, "models", "inpaint")
+
+
+def flicker_shared_seed(video_seed: int) -> int:
+    """Seed of the noise that flicker segments share below strength 1."""
+    return derive_seed(video_seed, "models", "flicker", "shared")
+
+
+def blur_ratio(resize_ratio: float, strength: float) -> float:
+    """ProPainter's working ratio for the blur negative: ``resize_ratio`` at strength 1, the clip's
+    own size (1.0) at strength 0, linear in between (a ratio >= 1 stays as it is)."""
+    if strength >= 1.0 or resize_ratio >= 1.0:
+        return float(resize_ratio)
+    return round(1.0 + float(strength) * (float(resize_ratio) - 1.0), 4)
 
 
 def flicker_seeds(video_seed: int, num_segments: int) -> list[int]:
@@ -166,9 +179,10 @@ class ModelsBackend(NegativeBackend):
             "versions": {"torch": self._torch.__version__, "diffusers": diffusers.__version__},
         }
 
-    def generate(self, clip: Clip, neg_types: Sequence[str]) -> BackendResult:
+    def generate(self, clip: Clip, neg_types: Sequence[str],
+                 strengths: Mapping[str, Sequence[float]] | None = None) -> BackendResult:
         torch = self._torch
-        types = [check_neg_type(t) for t in neg_types]
+        requests = requested_streams(neg_types, strengths)
         frames, hole = clip.frames, clip.hole
         num, height, width = hole.shape
         if height % 8 or width % 8:
@@ -180,85 +194,75 @@ class ModelsBackend(NegativeBackend):
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
+        ratio0 = self.propainter_settings.resize_ratio
+        needs_prior = any(t in ("flicker", "inpaint") or (t == "blur" and blur_ratio(ratio0, s) == ratio0)
+                          or (t == "hallucination" and s < 1.0) for t, s, _ in requests)
         try:
             with torch.inference_mode():
                 prior = None
-                if "blur" in types or "flicker" in types or "inpaint" in types:
+                if needs_prior:
                     stages: dict[str, float] = {}
                     t0 = time.perf_counter()
                     prior = self.propainter.run(frames, hole, stages)
                     timings["propainter"] = time.perf_counter() - t0
                     timings.update(stages)
-                if "blur" in types:
-                    assert prior is not None
-                    result.negatives["blur"] = prior
-                    pw, ph = _processing_size(width, height, self.propainter_settings.resize_ratio)
-                    result.info["blur"] = {
-                        "classical_approximation": False,
-                        "method": "ProPainter result alone (RAFT flows, flow completion, propagation, "
-                                  "transformer), at reduced size and resized back",
-                        "processing_size": [pw, ph],
-                        **asdict(self.propainter_settings),
-                    }
-                if "hallucination" in types:
-                    seed = hallucination_seed(clip.seed)
+                for neg_type, strength, stream in requests:
                     t0 = time.perf_counter()
-                    out, run = self.diffueraser.run(frames, hole, None, seed, prompt)
-                    timings["hallucination"] = time.perf_counter() - t0
-                    result.negatives["hallucination"] = out
-                    result.info["hallucination"] = {
-                        **common,
-                        "method": "DiffuEraser without prior: start = seeded unit Gaussian latents over the clip",
-                        "seed": seed,
-                        "window": run.window,
-                        "key_frames": run.key_frames,
-                        "diffueraser_runs": 1,
-                    }
-                if "flicker" in types:
-                    assert prior is not None
-                    segments = int(self.config.flicker_segments)
-                    if segments > num:
-                        raise ValueError(f"{clip.name}: --flicker_segments {segments} exceeds the clip's {num} frames")
-                    plan = flicker_plan(num, segments, self.config.flicker_scheme)
-                    seeds = flicker_seeds(clip.seed, segments)
-                    runs = []
-
-                    def run_part(start: int, stop: int, seed: int) -> np.ndarray:
-                        out, run = self.diffueraser.run(frames[start:stop], hole[start:stop], prior[start:stop],
-                                                        seed, prompt)
-                        runs.append(run)
-                        return out
-
-                    t0 = time.perf_counter()
-                    result.negatives["flicker"] = stitch_flicker(run_part, num, plan, seeds)
-                    timings["flicker"] = time.perf_counter() - t0
-                    result.info["flicker"] = {
-                        **common,
-                        "method": "DiffuEraser with the ProPainter prior, one seed per segment, stitched in time",
-                        "scheme": self.config.flicker_scheme,
-                        "num_segments": segments,
-                        "segments": [list(p["segment"]) for p in plan],
-                        "segment_seeds": seeds,
-                        "windows": [r.window for r in runs],
-                        "key_frames": [r.key_frames for r in runs],
-                        "diffueraser_runs": len(runs),
-                        "denoised_frames": int(sum(r.num_frames for r in runs)),
-                    }
-                if "inpaint" in types:
-                    assert prior is not None
-                    seed = inpaint_seed(clip.seed)
-                    t0 = time.perf_counter()
-                    out, run = self.diffueraser.run(frames, hole, prior, seed, prompt)
-                    timings["inpaint"] = time.perf_counter() - t0
-                    result.negatives["inpaint"] = out
-                    result.info["inpaint"] = {
-                        **common,
-                        "method": "DiffuEraser's standard inference: ProPainter prior, one seed, whole clip",
-                        "seed": seed,
-                        "window": run.window,
-                        "key_frames": run.key_frames,
-                        "diffueraser_runs": 1,
-                    }
+                    if neg_type == "blur":
+                        ratio = blur_ratio(ratio0, strength)
+                        if ratio == ratio0:
+                            assert prior is not None
+                            out = prior
+                        else:
+                            out = self.propainter.run(frames, hole, {}, resize_ratio=ratio)
+                        pw, ph = _processing_size(width, height, ratio)
+                        result.negatives[stream] = out
+                        result.info[stream] = {
+                            "classical_approximation": False,
+                            "method": "ProPainter result alone (RAFT flows, flow completion, propagation, "
+                                      "transformer), at reduced size and resized back",
+                            "processing_size": [pw, ph],
+                            **asdict(self.propainter_settings),
+                            **({"resize_ratio": ratio} if ratio != ratio0 else {}),
+                        }
+                    elif neg_type == "hallucination":
+                        seed = hallucination_seed(clip.seed)
+                        if strength >= 1.0:
+                            out, run = self.diffueraser.run(frames, hole, None, seed, prompt)
+                            how = "DiffuEraser without prior: start = seeded unit Gaussian latents over the clip"
+                        else:
+                            out, run = self.diffueraser.run(frames, hole, prior, seed, prompt, fresh_share=strength)
+                            how = ("DiffuEraser from a start that mixes the noised ProPainter prior with fresh "
+                                   "seeded noise (share of fresh noise = strength; unit variance)")
+                        result.negatives[stream] = out
+                        result.info[stream] = {
+                            **common,
+                            "method": how,
+                            "seed": seed,
+                            "window": run.window,
+                            "key_frames": run.key_frames,
+                            "diffueraser_runs": 1,
+                            **({"fresh_noise_share": strength} if strength < 1.0 else {}),
+                        }
+                    elif neg_type == "flicker":
+                        assert prior is not None
+                        result.negatives[stream], result.info[stream] = self._flicker(
+                            clip, prior, prompt, strength, common)
+                    elif neg_type == "inpaint":
+                        assert prior is not None
+                        seed = inpaint_seed(clip.seed)
+                        out, run = self.diffueraser.run(frames, hole, prior, seed, prompt)
+                        result.negatives[stream] = out
+                        result.info[stream] = {
+                            **common,
+                            "method": "DiffuEraser's standard inference: ProPainter prior, one seed, whole clip",
+                            "seed": seed,
+                            "window": run.window,
+                            "key_frames": run.key_frames,
+                            "diffueraser_runs": 1,
+                        }
+                    if neg_type != "blur" or stream != neg_type:
+                        timings[stream] = time.perf_counter() - t0
                 if cuda:
                     peak = torch.cuda.max_memory_allocated(self.device) / 2**20
                     for info in result.info.values():
@@ -268,6 +272,44 @@ class ModelsBackend(NegativeBackend):
             if cuda:
                 torch.cuda.empty_cache()
         return result
+
+    def _flicker(self, clip: Clip, prior: np.ndarray, prompt: str, strength: float,
+                 common: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """The flicker negative at ``strength``: segment noises of correlation ``1 - strength``."""
+        frames, hole = clip.frames, clip.hole
+        num = hole.shape[0]
+        segments = int(self.config.flicker_segments)
+        if segments > num:
+            raise ValueError(f"{clip.name}: --flicker_segments {segments} exceeds the clip's {num} frames")
+        plan = flicker_plan(num, segments, self.config.flicker_scheme)
+        seeds = flicker_seeds(clip.seed, segments)
+        shared = None if strength >= 1.0 else (flicker_shared_seed(clip.seed), float(strength))
+        runs = []
+
+        def run_part(start: int, stop: int, seed: int) -> np.ndarray:
+            out, run = self.diffueraser.run(frames[start:stop], hole[start:stop], prior[start:stop], seed, prompt,
+                                            shared_noise=shared)
+            runs.append(run)
+            return out
+
+        out = stitch_flicker(run_part, num, plan, seeds)
+        info = {
+            **common,
+            "method": "DiffuEraser with the ProPainter prior, one seed per segment, stitched in time",
+            "scheme": self.config.flicker_scheme,
+            "num_segments": segments,
+            "segments": [list(p["segment"]) for p in plan],
+            "segment_seeds": seeds,
+            "windows": [r.window for r in runs],
+            "key_frames": [r.key_frames for r in runs],
+            "diffueraser_runs": len(runs),
+            "denoised_frames": int(sum(r.num_frames for r in runs)),
+        }
+        if shared is not None:
+            info.update(shared_noise_seed=shared[0], noise_correlation=round(1.0 - strength, 4),
+                        method="DiffuEraser with the ProPainter prior, one seed per segment, stitched in time; "
+                        "segment noises = unit-variance mix of one shared noise and their own")
+        return out, info
 
     def close(self) -> None:
         for name in ("propainter", "diffueraser"):

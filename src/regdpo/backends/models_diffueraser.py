@@ -65,6 +65,17 @@ def tile_window(window: torch.Tensor, length: int) -> torch.Tensor:
     return window.repeat(reps, *([1] * (window.dim() - 1)))[:length]
 
 
+def mix_unit(a: torch.Tensor, b: torch.Tensor, weight: float) -> torch.Tensor:
+    """``sqrt(1 - w) a + sqrt(w) b`` for ``w = weight``: for independent unit-variance ``a`` and ``b``
+    the mix has unit variance and correlation ``sqrt(1 - w)`` with ``a`` (0: ``a``, 1: ``b``).
+    Computed in fp32, returned in ``a``'s dtype."""
+    w = float(weight)
+    if not 0.0 <= w <= 1.0:
+        raise ValueError(f"mix weight must be in [0, 1], got {weight}")
+    out = math.sqrt(1.0 - w) * a.float() + math.sqrt(w) * b.float()
+    return out.to(a.dtype)
+
+
 def to_uint8(images: np.ndarray) -> np.ndarray:
     """Pipeline ``np`` output (float in [0, 1]) -> ``uint8``, rounded as ``numpy_to_pil`` does."""
     return (np.clip(images, 0.0, 1.0) * 255).round().astype(np.uint8)
@@ -151,10 +162,16 @@ class DiffuEraserRunner:
 
     # ------------------------------------------------------------------ run
     def run(self, frames: np.ndarray, hole: np.ndarray, prior: np.ndarray | None, seed: int,
-            prompt: str = "") -> tuple[np.ndarray, DiffuEraserRun]:
+            prompt: str = "", *, fresh_share: float = 0.0, shared_noise: tuple[int, float] | None = None,
+            ) -> tuple[np.ndarray, DiffuEraserRun]:
         """DiffuEraser on a clip: raw ``uint8 [T, H, W, 3]`` output (not composited) and run details.
 
         ``prior`` is ProPainter's result (``uint8 [T, H, W, 3]``) or ``None`` for a pure-noise start.
+        ``fresh_share`` in [0, 1) (with a prior): the start latents are ``mix_unit(noised prior,
+        fresh noise, fresh_share)``, so 0 is the standard start and values towards 1 a start ever less
+        tied to the prior (the hallucination strength). ``shared_noise = (seed0, weight)``: the noise
+        window is ``mix_unit(noise of seed0, own noise, weight)``, so two runs that share ``seed0`` have
+        noises of correlation ``1 - weight`` (the flicker strength).
         """
         num, height, width = hole.shape
         if height % self.scale or width % self.scale:
@@ -169,12 +186,19 @@ class DiffuEraserRunner:
         generator = torch.Generator(device=self.device).manual_seed(int(seed))
         cuda = list(range(torch.cuda.device_count())) if self.device.type == "cuda" else []
         t0 = torch.tensor([0], device=self.device).long()
+        fresh = None
         with torch.random.fork_rng(devices=cuda, device_type="cuda"):
             torch.manual_seed(int(seed))  # VAE sample() uses the global RNG
             if prior is not None:
                 noise_window = randn_tensor((window, *lat_shape), generator=generator, device=self.device,
                                             dtype=self.dtype)
+                if shared_noise is not None:
+                    base = randn_tensor((window, *lat_shape), generator=torch.Generator(device=self.device)
+                                        .manual_seed(int(shared_noise[0])), device=self.device, dtype=self.dtype)
+                    noise_window = mix_unit(base, noise_window, shared_noise[1])
                 noise = tile_window(noise_window, num)
+                if fresh_share > 0.0:
+                    fresh = randn_tensor((num, *lat_shape), generator=generator, device=self.device, dtype=self.dtype)
                 clean = self._encode(prior)
             else:
                 noise = randn_tensor((num, *lat_shape), generator=generator, device=self.device, dtype=self.dtype)
@@ -185,6 +209,8 @@ class DiffuEraserRunner:
                     # contiguous like forward()'s torch.stack (the VAE may return channels-last latents,
                     # and the memory format changes fp16 rounding)
                     start = self.noise_scheduler.add_noise(clean[keys].contiguous(), noise_window, t0)
+                    if fresh is not None:
+                        start = mix_unit(start, fresh[keys], fresh_share)
                 else:
                     start = noise[keys]
                 key_images, key_latents = self._denoise([masked[i] for i in keys], [masks[i] for i in keys],
@@ -195,6 +221,8 @@ class DiffuEraserRunner:
                     if clean is not None:
                         clean[i] = key_latents[j]
             start = self.noise_scheduler.add_noise(clean, noise, t0) if clean is not None else noise
+            if clean is not None and fresh is not None:
+                start = mix_unit(start, fresh, fresh_share)
             images, _ = self._denoise(masked, masks, start, window, generator, prompt)
         return images[:num], DiffuEraserRun(int(seed), num, window, prior is not None, keys)
 

@@ -260,12 +260,14 @@ class ProPainterRunner:
         return torch.cat(out_frames, dim=1), torch.cat(out_masks, dim=1)
 
     # -- the whole procedure
-    def run(self, frames: np.ndarray, hole: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
+    def run(self, frames: np.ndarray, hole: np.ndarray, timings: dict[str, float] | None = None,
+            resize_ratio: float | None = None) -> np.ndarray:
         """ProPainter's result for a clip: ``uint8 [T, H, W, 3]`` at the clip's size.
 
         Inside the (dilated) hole it is ProPainter's prediction, outside it the clip resized to
         the processing size and back (so slightly soft everywhere when ``resize_ratio < 1``).
-        Deterministic: ProPainter draws no random numbers.
+        Deterministic: ProPainter draws no random numbers. ``resize_ratio``: work at this ratio instead
+        of the configured one (the blur strength's knob).
         """
         timings = {} if timings is None else timings
         stage = StageTimer(timings, self.device)
@@ -273,7 +275,7 @@ class ProPainterRunner:
         if num < 2:
             raise ValueError(f"ProPainter needs at least 2 frames, got {num}")
         s = self.settings
-        w, h = check_processing_size(width, height, s.resize_ratio)
+        w, h = check_processing_size(width, height, s.resize_ratio if resize_ratio is None else resize_ratio)
         dev, dtype = self.device, self.dtype
 
         with stage("propainter_prepare"):

@@ -13,7 +13,7 @@ from ..backends import models_config
 from ..backends.base import NegativeBackend
 from ..errors import RegdpoError, UsageError
 from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
-from .config import BACKENDS, GenerateConfig, ordered_neg_types
+from .config import BACKENDS, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
 from .masks import MASK_MODES
 from .shards import device_for, resolve_shard
 
@@ -93,6 +93,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "negative; the hole changes abruptly at each boundary (default: 3)")
     neg.add_argument("--flicker_segment_length", type=int, default=None, help="alternatively, frames per "
                      "flicker segment (segments = ceil(nframes / length))")
+    strength = parser.add_argument_group("strength of the defects (1.0 = the PRD's defect; lower = milder, monotone "
+                                         "in the audit's quality_score; see docs/generate.md)")
+    strength.add_argument("--hallucination_strength", type=float, default=None, metavar="S",
+                          help="in [0, 1]: models: share of fresh noise (vs the noised ProPainter prior) in "
+                          "DiffuEraser's start latents; classical: share of the hole's depth filled with foreign "
+                          "texture (default 1.0)")
+    strength.add_argument("--blur_strength", type=float, default=None, metavar="S",
+                          help="in [0, 1]: models: ProPainter works at --propainter_resize_ratio at 1.0, at full "
+                          "size at 0; classical: below 1.0 a hole-only Gaussian low-pass of sigma S x short side / 16 "
+                          "(default 1.0)")
+    strength.add_argument("--flicker_strength", type=float, default=None, metavar="S",
+                          help="in [0, 1]: models: 1 - correlation of the segments' noises (1 = independent seeds, "
+                          "0 = one shared noise); classical: how far each segment's fill departs from a shared "
+                          "one (default 1.0)")
+    strength.add_argument("--strengths", type=float, nargs="+", default=None, metavar="S",
+                          help="make every defect type at each of these strengths, as variants of the same video "
+                          "entry (streams {type} for 1.0, {type}_sX.XX otherwise), e.g. --strengths 0.25 0.5 1.0")
     neg.add_argument("--device", default=None, help="device of --backend models: cuda, cuda:N, cpu or auto "
                      "(default: cuda, or cuda:LOCAL_RANK under torchrun / accelerate)")
     neg.add_argument("--seed", type=int, default=0, help="run seed; every video's clip start, masks and "
@@ -163,6 +180,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         prompt=args.prompt,
         captions=args.captions,
         flicker_segments=flicker_segments_from_args(args),
+        strengths=strengths_from_flags(ordered_neg_types(args.neg_types), args.strengths,
+                                       {t: getattr(args, f"{t}_strength") for t in STRENGTH_TYPES}),
         resume=args.resume or shard.num_shards > 1,  # a shard always continues what is there
         overwrite=args.overwrite,
         max_attempts=args.max_attempts,

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
+from ..format import DEFAULT_NEG_TYPES, FULL_STRENGTH, NEG_TYPES, NegativeStream, check_strength, sort_streams
 from .clips import SIZE_MULTIPLE
 from .masks import MASK_MODES
 
@@ -40,6 +40,8 @@ class GenerateConfig:
     prompt: str = ""
     captions: Path | None = None
     flicker_segments: int = 3
+    strengths: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    """Per defect type the strengths to make (missing type: ``(1.0,)``, the PRD's defect)."""
     resume: bool = False
     overwrite: bool = False
     max_attempts: int = 2
@@ -101,8 +103,23 @@ class GenerateConfig:
         """``shard-K-of-N`` for a sharded run (its lock and staging folder), else ``None``."""
         return f"shard-{self.shard_index}-of-{self.num_shards}" if self.num_shards > 1 else None
 
+    def strengths_of(self, neg_type: str) -> tuple[float, ...]:
+        return tuple(self.strengths.get(neg_type) or (FULL_STRENGTH,))
+
+    @property
+    def streams(self) -> list[NegativeStream]:
+        """Every negative stream of a video, canonical order."""
+        return sort_streams(NegativeStream(t, s) for t in self.neg_types for s in self.strengths_of(t))
+
+    def strength_settings(self) -> dict[str, list[float]] | None:
+        """Strengths per type for the meta; None when every type is at 1.0 (today's runs)."""
+        made = {t: sorted(self.strengths_of(t), reverse=True) for t in self.neg_types}
+        return None if all(v == [FULL_STRENGTH] for v in made.values()) else made
+
     def settings_for_meta(self) -> dict[str, Any]:
-        """The settings that shape every video (recorded in meta; must match to ``--resume``)."""
+        """The settings that shape every video (recorded in meta; must match to ``--resume``).
+        ``strengths`` is recorded only when some type is made at another strength than 1.0."""
+        strengths = self.strength_settings()
         return {
             "backend": self.backend,
             "mask_mode": self.mask_mode,
@@ -114,14 +131,39 @@ class GenerateConfig:
             "run_seed": self.seed,
             "neg_types": list(self.neg_types),
             "flicker_segments": self.flicker_segments if "flicker" in self.neg_types else None,
+            **({"strengths": strengths} if strengths else {}),
         }
 
 
 RESUME_KEYS = ("backend", "mask_mode", "mask_dilation", "resolution", "center_crop", "nframes", "fps", "run_seed",
-               "neg_types", "flicker_segments")
+               "neg_types", "flicker_segments", "strengths")
 """generator settings that must be equal between a folder's videos and a ``--resume`` run."""
 
-FLAG_OF = {"run_seed": "seed"}
+FLAG_OF = {"run_seed": "seed", "strengths": "strengths / --<type>_strength"}
+
+STRENGTH_TYPES = ("hallucination", "blur", "flicker")
+"""Types with a strength knob (``--<type>_strength``); ``inpaint`` is the model's own result, always 1.0."""
+
+
+def strengths_from_flags(neg_types: tuple[str, ...], strengths: list[float] | None,
+                         per_type: dict[str, float | None]) -> dict[str, tuple[float, ...]]:
+    """Strengths per type from ``--strengths`` (every defect type) or ``--<type>_strength`` (one type)."""
+    def check(flag: str, value: float) -> float:
+        try:
+            return check_strength(value)
+        except ValueError:
+            raise UsageError(f"{flag} must be in [0, 1], got {value}") from None
+
+    given = {t: v for t, v in per_type.items() if v is not None}
+    if strengths and given:
+        raise UsageError(f"--strengths and --{next(iter(given))}_strength exclude each other: --strengths sets "
+                         "the strengths of every type")
+    if strengths:
+        values = [check("--strengths", v) for v in strengths]
+        if len(set(values)) != len(values):
+            raise UsageError(f"--strengths lists a strength twice (on the 0.01 grid): {strengths}")
+        return {t: tuple(values) for t in neg_types if t in STRENGTH_TYPES}
+    return {t: (check(f"--{t}_strength", v),) for t, v in given.items()}
 
 
 def ordered_neg_types(requested) -> tuple[str, ...]:

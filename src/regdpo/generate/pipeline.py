@@ -104,11 +104,11 @@ def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, 
             continue
         for key in RESUME_KEYS:
             have = meta.generator.get(key)
-            if have != wanted[key]:
+            if have != wanted.get(key):
                 flag = FLAG_OF.get(key, key)
                 raise UsageError(
                     f"--resume: {config.output_dir / name} was made with --{flag} {_show(have)}, this run asks "
-                    f"for --{flag} {_show(wanted[key])}; resume with the same settings, or use --overwrite"
+                    f"for --{flag} {_show(wanted.get(key))}; resume with the same settings, or use --overwrite"
                 )
         if want_backend is not None:
             have_backend = _comparable(meta.generator.get("backend_settings", {}))
@@ -295,11 +295,14 @@ def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: Nega
     timings = prepared.timings
     video_seed = derive_seed(config.seed, name)
     t0 = time.perf_counter()
-    result = backend.generate(Clip(name, frames, hole, video_seed, prepared.prompt), list(config.neg_types))
+    strengths = {t: config.strengths_of(t) for t in config.neg_types if config.strengths_of(t) != (fmt.FULL_STRENGTH,)}
+    result = backend.generate(Clip(name, frames, hole, video_seed, prepared.prompt), list(config.neg_types),
+                              **({"strengths": strengths} if strengths else {}))
+    streams = config.streams
     timings["negatives"] = time.perf_counter() - t0
     for stage, seconds in result.timings.items():
         timings[f"negatives.{stage}"] = float(seconds)
-    for t in config.neg_types:
+    for t in (s.stream for s in streams):
         neg = result.negatives.get(t)
         if neg is None:
             raise RuntimeError(f"backend {backend.name} returned no {t} negative")
@@ -326,11 +329,10 @@ def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: Nega
             **({"note": "classical approximations of the defects, for trying the pipeline, tests and "
                         "ablations; real training data wants --backend models"} if classical else {}),
         },
-        negatives=[{**fmt.NegativeStream(t).to_dict(), "backend": backend.name, **result.info.get(t, {})}
-                   for t in config.neg_types],
+        negatives=[{**s.to_dict(), "backend": backend.name, **result.info.get(s.stream, {})} for s in streams],
         timings={},
     )
-    return ComputedVideo(prepared, {t: result.negatives[t] for t in config.neg_types}, meta)
+    return ComputedVideo(prepared, {s.stream: result.negatives[s.stream] for s in streams}, meta)
 
 
 def write_video(computed: ComputedVideo, config: GenerateConfig) -> Path:
@@ -342,8 +344,9 @@ def write_video(computed: ComputedVideo, config: GenerateConfig) -> Path:
     with VideoEntryWriter(config.output_dir, meta.name, config.shard_name) as writer:
         writer.write_gt(prepared.frames)
         writer.write_masks(prepared.hole)
-        for t in config.neg_types:
-            writer.write_negative(t, computed.negatives[t])  # composited onto the GT with the stored mask
+        for stream, frames in computed.negatives.items():  # composited onto the GT with the stored mask
+            neg_type, strength = fmt.parse_stream(stream)
+            writer.write_negative(neg_type, frames, strength=strength)
         timings["write"] = time.perf_counter() - t0
         timings["total"] = sum(timings[k] for k in ("decode", "resize", "mask", "negatives", "write"))
         meta.timings = {k: round(v, 4) for k, v in timings.items()}
