@@ -58,6 +58,15 @@ def test_a_better_winner_lowers_the_loss_and_is_not_loser_dominant(w, better, fo
     assert diag["win_gap"].item() == pytest.approx(-better, rel=1e-3)
 
 
+@settings(max_examples=40, deadline=None)
+@given(w=batch, jitter=st.floats(-5e-7, 5e-7), form=forms)
+def test_float32_rounding_between_policy_and_reference_is_a_tie(w, jitter, form):
+    ref = t(w)
+    loss, diag = dpo_loss(ref * (1 + jitter), ref * (1 - jitter), ref, ref, 5000.0, form=form)
+    assert diag["implicit_acc"].item() == 0.5 and diag["loser_dominant_ratio"].item() == 0.0
+    assert loss.item() == pytest.approx(LN2, abs=1e-2)
+
+
 def test_loser_clip_caps_the_reward_of_a_worse_loser():
     ref = t([1.0, 1.0])
     a, _ = dpo_loss(ref, ref * 3, ref, ref, 10.0, form="logratio", loser_clip=0.5)

@@ -85,6 +85,7 @@ def test_step0_loss_is_ln2(modules, batch, train_modules):
     assert loss.dtype == torch.float32
     assert loss.item() == pytest.approx(math.log(2), abs=1e-5)
     assert abs(diag["inside_term_mean"].item()) < 1e-4
+    assert diag["implicit_acc"].item() == 0.5  # policy == reference: ties, not a random 0 or 1
     assert diag["mse_w"].item() == pytest.approx(diag["ref_mse_w"].item(), rel=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in step.trainable)
@@ -185,7 +186,7 @@ def test_script_three_steps_write_metrics_and_weights(trained):
     assert [r["step"] for r in lines] == [1, 2, 3]
     for key in ("loss", "implicit_acc", "loser_dominant_ratio", "win_gap", "lose_gap", "lr", "seconds"):
         assert all(isinstance(r[key], float) and math.isfinite(r[key]) for r in lines), key
-    assert lines[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5)
+    assert lines[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-5) and lines[0]["implicit_acc"] == 0.5
     assert (trained / "checkpoint-2").is_dir() and not list(trained.glob(".checkpoint-*"))
     for sub in ("unet_main", "brushnet"):
         assert (trained / sub / "config.json").is_file() and (trained / sub / "diffusion_pytorch_model.safetensors").is_file()

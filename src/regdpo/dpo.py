@@ -40,7 +40,8 @@ DIAGNOSTICS: dict[str, str] = {
     "sft_loss": "mean(mse_w), the winner's region-weighted denoising MSE (before sft_weight)",
     "anchor_loss": "mean(relu(gap_w)): how much the winner got worse than the reference (before anchor_weight)",
     "implicit_acc": "share of pairs with inside > 0 (the policy prefers the winner more than the reference "
-                    "does); ties (inside == 0) count one half",
+                    "does); ties count one half: inside == 0, or both policy MSEs within a relative 1e-6 of the "
+                    "reference's (equal up to float32 rounding, as at step 0)",
     "inside_term_mean": "mean of inside = -0.5 * beta * (gap_w - loser_weight * gap_l)",
     "inside_term_min": "min of inside over the batch",
     "inside_term_max": "max of inside over the batch",
@@ -50,13 +51,17 @@ DIAGNOSTICS: dict[str, str] = {
     "mse_l": "mean policy MSE on the loser",
     "ref_mse_w": "mean reference MSE on the winner",
     "ref_mse_l": "mean reference MSE on the loser",
-    "loser_dominant_ratio": "among correctly ranked pairs (inside > 0), the share whose loser got worse "
+    "loser_dominant_ratio": "among correctly ranked pairs (inside > 0, not a tie), the share whose loser got worse "
                             "(max(0, mse_l - ref_l)) by more than the winner got better (max(0, ref_w - mse_w)); "
                             "0 when no pair is correctly ranked",
 }
 """Every key of ``dpo_loss``'s diagnostics, with its definition (docs/training.md shows the same)."""
 
 _EPS = 1e-12
+TIE_RTOL = 1e-6
+"""A pair is a tie when both policy MSEs equal the reference's to this relative tolerance: the
+policy and reference passes of one model differ by float32 rounding (~1e-7 relative), which must
+not read as an implicit accuracy of 0 or 1 at step 0."""
 
 
 def region_weights(hole: torch.Tensor, boundary: torch.Tensor, context: torch.Tensor,
@@ -126,8 +131,10 @@ def dpo_loss(model_w: torch.Tensor, model_l: torch.Tensor, ref_w: torch.Tensor, 
 
     with torch.no_grad():
         inside_d = inside.detach()
-        correct = inside_d > 0
-        acc = correct.float() + 0.5 * (inside_d == 0).float()
+        tie = (inside_d == 0) | ((raw_gap_w.detach().abs() <= TIE_RTOL * rw.abs())
+                                 & (raw_gap_l.detach().abs() <= TIE_RTOL * rl.abs()))
+        correct = (inside_d > 0) & ~tie
+        acc = correct.float() + 0.5 * tie.float()
         dominant = correct & (raw_gap_l.detach().clamp_min(0) > (-raw_gap_w.detach()).clamp_min(0))
         n_correct = correct.sum()
         ratio = dominant.sum().float() / n_correct.clamp_min(1).float()
