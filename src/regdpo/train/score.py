@@ -29,11 +29,12 @@ def noise_seeds(seed: int, num_noises: int) -> list[int]:
 
 
 def stream_of(item: dict[str, Any]) -> tuple[str, float]:
-    """``(stream, strength)`` of a dataset item: its ``stream`` / ``neg_strength`` when the dataset
-    gives them, else the SCHEMA rule (strength 1.0: the type's own folder; else ``{type}_s{s:.2f}``)."""
-    neg_type = str(item["neg_type"])
+    """``(stream, strength)`` of a dataset item: its ``stream`` when given, else the stream folder of
+    its ``(neg_type, neg_strength)`` (``regdpo.format.stream_name``: ``blur`` at 1.0, ``blur_s0.50``)."""
+    from .. import format as fmt
+
     strength = float(item.get("neg_strength", 1.0))
-    stream = item.get("stream") or (neg_type if strength == 1.0 else f"{neg_type}_s{strength:.2f}")
+    stream = item.get("stream") or fmt.stream_name(str(item["neg_type"]), strength)
     return str(stream), strength
 
 

@@ -75,7 +75,7 @@ def _check(args: argparse.Namespace) -> DPOStepConfig:
 
 
 def _pair_keyed(dataset_cls: Any) -> Any:
-    """``dataset_cls`` whose item windows depend on ``(seed, video, negative type)``, not on the item's
+    """``dataset_cls`` whose item windows depend on ``(seed, video, stream)``, not on the item's
     index: a pair's margin is then the same whatever subset (``--manifest``, ``--neg_types``) is scored."""
     import numpy as np
 
@@ -84,7 +84,8 @@ def _pair_keyed(dataset_cls: Any) -> Any:
     class PairKeyed(dataset_cls):
         def _rng(self, index: int) -> np.random.Generator:
             pair = self.pairs[index]
-            return np.random.default_rng(derive_seed(self.seed, "score", pair.video, pair.neg_type))
+            stream = getattr(pair, "stream", pair.neg_type)
+            return np.random.default_rng(derive_seed(self.seed, "score", pair.video, stream))
 
     return PairKeyed
 
@@ -128,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
             item = dataset[index]
             margin = pair_margin(step, collate_fn([item]), timesteps, seeds)[0]
         except (FrameReadError, FormatError) as exc:
-            failures.append({"video": pair.video, "neg_type": pair.neg_type, "error": str(exc)})
-            print(f"regdpo score: {pair.video} / {pair.neg_type}: {exc}", file=sys.stderr)
+            stream = getattr(pair, "stream", pair.neg_type)
+            failures.append({"video": pair.video, "stream": stream, "neg_type": pair.neg_type, "error": str(exc)})
+            print(f"regdpo score: {pair.video} / {stream}: {exc}", file=sys.stderr)
             continue
         stream, strength = stream_of(item)
         items.append({"video": item["video"], "stream": stream, "neg_type": item["neg_type"], "strength": strength,
