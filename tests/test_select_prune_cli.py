@@ -36,20 +36,42 @@ def _clips():
 
 @pytest.fixture(scope="module")
 def audited(tmp_path_factory):
-    """Per clip three negatives of graded difficulty: a blur (eligible or too good), content shifted by
-    a few pixels (hallucination, around the band), brightness jumps per segment (flicker)."""
+    """Format v2 candidates: per source clip two mask entries (``{clip}``, ``{clip}__m1``), each with
+    every type at strength 1.0 and 0.5: blur (sigma 2.5 / 1.0), hallucination (content shifted by
+    6 / 2 px), flicker (brightness jumps of 20 / 10 grey levels between segments)."""
     root = tmp_path_factory.mktemp("select") / "dpo_data"
     for k, (name, gt) in enumerate(sorted(_clips().items())):
-        hole = S.moving_ellipse_hole(T, H, W, seed=k)
-        flicker, segments = _segment_shift(gt, (14, -14, 14))
-        negs = {"blur": S.blur_negative(gt, 1.0 + 0.5 * k), "hallucination": np.roll(gt, 2 + k % 3, axis=2),
-                "flicker": flicker}
-        S.write_synthetic_video(root, name, gt, hole, negs, segments=segments)
+        for m in range(2):
+            hole = S.moving_ellipse_hole(T, H, W, seed=10 * k + m)
+            strong, segments = _segment_shift(gt, (20, -20, 20))
+            mild, _ = _segment_shift(gt, (10, -10, 10))
+            negs = {"blur": S.blur_negative(gt, 2.5), "blur_s0.50": S.blur_negative(gt, 1.0),
+                    "hallucination": np.roll(gt, 6, axis=2), "hallucination_s0.50": np.roll(gt, 2, axis=2),
+                    "flicker": strong, "flicker_s0.50": mild}
+            video = name if m == 0 else f"{name}__m{m}"
+            S.write_synthetic_video(root, video, gt, hole, negs, segments=segments, source_clip=name, mask_index=m)
     from regdpo.writer import rebuild_manifest
 
     rebuild_manifest(root)
     assert main(["audit", str(root), "--no-progress", "--no-html"]) == 0
     return root
+
+
+def test_audit_items_are_keyed_by_stream(audited):
+    doc = json.loads((audited / "audit.json").read_text())
+    keys = {(i["video"], i["stream"]) for i in doc["items"]}
+    assert len(keys) == len(doc["items"]) == 6 * len(fmt.load_manifest(audited).videos)
+    for item in doc["items"]:
+        assert fmt.stream_name(item["neg_type"], item["strength"]) == item["stream"]
+    from regdpo.audit.calibration import band_table
+
+    rows = [(r["neg_type"], r["strength"], r["count"]) for r in band_table(doc["items"])]
+    n = len(fmt.load_manifest(audited).videos)
+    assert rows == [(t, s, n) for t in ("hallucination", "blur", "flicker") for s in (0.5, 1.0)]
+    by = {(i["video"], i["stream"]): i["quality_score"] for i in doc["items"]}
+    for video, stream in keys:  # the milder variant of each defect scores higher
+        if stream.endswith("_s0.50"):
+            assert by[(video, stream)] > by[(video, stream[:-6])], (video, stream)
 
 
 def test_select_writes_a_balanced_manifest_and_summary(audited, capsys):
@@ -64,15 +86,20 @@ def test_select_writes_a_balanced_manifest_and_summary(audited, capsys):
     by_video = {}
     for p in picks:
         by_video.setdefault(p["video"], set()).add(p["stream"])
-    assert {v.name: set(v.neg_types) for v in selected.videos} == by_video
+    assert {v.name: set(v.stream_names) for v in selected.videos} == by_video
     assert record["considered"] == sorted(v.name for v in fmt.load_manifest(root).videos)
     eligible = {(i["video"], i["stream"]) for i in doc["items"] if i["band"] == "eligible"}
     for p in picks:
         assert ((p["video"], p["stream"]) in eligible) == (p["reason"] is None or p["role"] == "secondary")
     s = record["summary"]
     assert s["selected"] == len(picks) and sum(s["per_band"].values()) == len(picks)
-    primaries = [p["neg_type"] for p in picks if p["role"] == "primary"]
-    assert len(primaries) == len(by_video) and len(set(primaries)) >= 2  # more than one type chosen
+    primaries = [p for p in picks if p["role"] == "primary"]
+    clips = {v.source_clip for v in fmt.load_manifest(root).videos}
+    assert sorted(p["source_clip"] for p in primaries) == sorted(clips)  # one per source clip, not per mask
+    assert len({p["neg_type"] for p in primaries}) >= 2  # more than one type chosen
+    assert {v.source_clip for v in selected.videos} <= clips
+    for v in selected.videos:
+        assert all(n["stream"] in by_video[v.name] for n in v.negatives)
 
 
 def test_selected_manifest_trains_in_dpodataset(audited):
@@ -86,7 +113,8 @@ def test_selected_manifest_trains_in_dpodataset(audited):
     record = json.loads((root / "rec.json").read_text())
     args = SimpleNamespace(dpo_data_root=str(root), nframes=T, resolution=64, manifest=str(root / "sel.json"))
     ds = DPODataset(args, FakeTokenizer())
-    assert sorted((p.video, p.neg_type) for p in ds.pairs) == sorted((p["video"], p["stream"]) for p in record["picks"])
+    assert sorted((p.video, p.stream, p.neg_strength) for p in ds.pairs) == sorted(
+        (p["video"], p["stream"], p["strength"]) for p in record["picks"])
     loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=collate_fn)
     # Region-Reg-DPO steps of a toy pixel-space denoiser (policy from a frozen copy) on the selection
     from regdpo.dpo import dpo_loss, region_mse, region_weights
@@ -182,8 +210,11 @@ def test_prune_deletes_only_unselected_candidates(audited, tmp_path, capsys):
         if n == names[1]:
             assert _sizes(root / n) == before[n]  # foreign file: left alone
             continue
+        if n not in picked:  # a mask entry left without a selected negative: removed whole
+            assert not (root / n).exists()
+            continue
         meta = fmt.read_video_meta(root, n)
-        assert sorted(meta.neg_types) == sorted(picked[n])
+        assert sorted(s.stream for s in meta.streams) == sorted(picked[n])
         after = _sizes(root / n)
         for f, size in before[n].items():  # kept files untouched, deleted ones are unselected negatives
             stream = f.split("/")[0]
@@ -196,8 +227,11 @@ def test_prune_deletes_only_unselected_candidates(audited, tmp_path, capsys):
     assert plans[names[0]]["bytes_after"] < plans[names[0]]["bytes_before"]
     assert report["summary"]["bytes_after"] < report["summary"]["bytes_before"]
     manifest = fmt.load_manifest(root)  # rebuilt: agrees with the metas
-    assert {v.name: sorted(v.neg_types) for v in manifest.videos} == {
-        n: sorted(fmt.read_video_meta(root, n).neg_types) for n in names}
+    left = [n for n in names if (root / n).exists()]
+    assert set(picked) | {names[1]} == set(left)
+    assert {v.name: v.stream_names for v in manifest.videos} == {
+        n: [s.stream for s in fmt.read_video_meta(root, n).streams] for n in left}
+    assert report["summary"]["removed"] == len(names) - len(left) > 0
     assert not (root / fmt.STAGING_DIR).exists()
     # the pruned dataset audits clean through the selected manifest
     assert main(["audit", str(root), "--manifest", str(root / "manifest.selected.json"), "--no-progress",

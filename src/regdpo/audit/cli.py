@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ... {len(failures) - MAX_PRINTED_FAILURES} more invariant failures in {written[0]}")
     for item in doc["items"]:
         if not item["failures"] and not item["passes"]:
-            print(f"  BELOW {args.min_verdict}: video {item['video']}, {item['neg_type']}: verdict {item['verdict']}"
+            print(f"  BELOW {args.min_verdict}: video {item['video']}, {item['stream']}: verdict {item['verdict']}"
                   f" ({item.get('score')}) {item.get('note') or ''}".rstrip())
     for item in doc["items"]:
         if item.get("impure"):
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         audited = fmt.Manifest(videos=entries, failed=manifest.failed, skipped=manifest.skipped)
         filtered = runner.filtered_manifest(audited, _records(doc))
         fmt.write_json_atomic(path, filtered.to_dict())
-        kept = sum(len(v.neg_types) for v in filtered.videos)
+        kept = sum(len(v.negatives) for v in filtered.videos)
         print(f"wrote {path}: {plural(len(filtered.videos), 'video')}, {kept} of {doc['num_items']} pairs kept")
 
     below = any(not i["failures"] and not i["passes"] for i in doc["items"])

@@ -165,7 +165,7 @@ def item_thumbnail(
             diff = cv2.dilate(diff, np.ones((5, 5), np.uint8))
             diff_rgb = np.stack([diff] * 3, axis=-1)
             tiles = [media.overlay_hole(gt, hole), neg, diff_rgb]
-            caption = f"frame {t}: GT + hole | {neg_type} | where it differs outside the hole (enhanced)"
+            caption = f"frame {t}: GT + hole | {stream} | where it differs outside the hole (enhanced)"
         elif neg_type == "flicker" and item["metrics"].get("peak_frame"):
             t = int(item["metrics"]["peak_frame"])
             hole = read_mask(path(fmt.MASK_DIR, t)) | read_mask(path(fmt.MASK_DIR, t - 1))
@@ -179,7 +179,7 @@ def item_thumbnail(
             y0, y1, x0, x1 = _crop_box(hole)
             gt, neg = read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(stream, t))
             tiles = [media.overlay_hole(gt, hole)[y0:y1, x0:x1], gt[y0:y1, x0:x1], neg[y0:y1, x0:x1]]
-            caption = f"frame {t}: GT + hole | GT | {neg_type} (crop around the hole)"
+            caption = f"frame {t}: GT + hole | GT | {stream} (crop around the hole)"
     except (RegdpoError, OSError, ValueError):
         return None
     strip = media.hstack([media.resize_to_height(tile, THUMB_HEIGHT) for tile in tiles])
@@ -274,7 +274,7 @@ def render_html(doc: dict[str, Any], root: str | os.PathLike, thumbnails: int = 
         add("<table><tr><th class='l'>video</th><th class='l'>negative</th><th class='l'>check</th>"
             "<th class='l'>message</th></tr>")
         for f in doc["invariant_failures"]:
-            add(f"<tr><td class='l'>{_e(f['video'])}</td><td class='l'>{_e(f['neg_type'] or 'all')}</td>"
+            add(f"<tr><td class='l'>{_e(f['video'])}</td><td class='l'>{_e(f.get('stream') or f['neg_type'] or 'all')}</td>"
                 f"<td class='l fail'>{_e(f['check'])}</td><td class='l'>{_e(f['message'])}</td></tr>")
         add("</table>")
     else:

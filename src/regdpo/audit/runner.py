@@ -30,9 +30,10 @@ AUDIT_VERSION = 2
 # --------------------------------------------------------------------------- failures
 
 
-def _failure(video: str, neg_type: str | None, check: str, detail: str) -> dict[str, Any]:
-    where = f"video {video}" + (f", {neg_type}" if neg_type else "")
-    return {"video": video, "neg_type": neg_type, "check": check, "message": f"{where}: {detail}"}
+def _failure(video: str, stream: fmt.NegativeStream | None, check: str, detail: str) -> dict[str, Any]:
+    where = f"video {video}" + (f", {stream.stream}" if stream else "")
+    return {"video": video, "neg_type": stream.type if stream else None, "stream": stream.stream if stream else None,
+            "check": check, "message": f"{where}: {detail}"}
 
 
 def _read_mask_values(paths: Sequence[Path]) -> np.ndarray:
@@ -79,18 +80,18 @@ def audit_video(
     try:
         meta = fmt.read_video_meta(root, name)
     except RegdpoError as exc:
-        neg_types = list(entry.neg_types) if entry else []
+        streams = entry.streams if entry else []
         record["failures"].append(_failure(name, None, "unreadable", str(exc)))
-        record["items"] = [_unmeasured(name, t, record["failures"]) for t in neg_types]
+        record["items"] = [_unmeasured(name, s, record["failures"]) for s in streams]
         return record
     record.update(num_frames=meta.num_frames, height=meta.height, width=meta.width)
     video_failures: list[dict[str, Any]] = record["failures"]
-    # the negatives to audit: the manifest entry's (a filtered manifest lists a subset), else all
-    neg_types = [t for t in meta.neg_types if entry is None or t in entry.neg_types]
+    # the negative streams to audit: the manifest entry's (a filtered manifest lists a subset), else all
+    streams = [s for s in meta.streams if entry is None or s.stream in entry.stream_names]
     if entry is not None:
         listed = (entry.num_frames, entry.height, entry.width)
         actual = (meta.num_frames, meta.height, meta.width)
-        extra = sorted(set(entry.neg_types) - set(meta.neg_types))
+        extra = sorted(set(entry.stream_names) - {s.stream for s in meta.streams})
         if listed != actual or extra:
             detail = f"negatives {extra} that meta.json lacks" if listed == actual else (
                 f"{listed[0]} frames of {listed[2]}x{listed[1]}, meta.json says {actual[0]} of {actual[2]}x{actual[1]}")
@@ -105,7 +106,7 @@ def audit_video(
         mask_values = _read_mask_values([root / name / fmt.MASK_DIR / n for n in names])
     except RegdpoError as exc:
         video_failures.append(_failure(name, None, "unreadable", str(exc)))
-        record["items"] = [_unmeasured(name, t, video_failures) for t in neg_types]
+        record["items"] = [_unmeasured(name, s, video_failures) for s in streams]
         return record
     odd = M.mask_values_binary(mask_values)
     if odd:
@@ -122,43 +123,43 @@ def audit_video(
         video_failures.append(
             _failure(name, None, "empty_hole", "the mask is empty in every frame: no negative can differ from GT")
         )
-    for neg_type in neg_types:
-        record["items"].append(_audit_negative(root, meta, neg_type, gt, hole, ref, cfg, video_failures))
+    for stream in streams:
+        record["items"].append(_audit_negative(root, meta, stream, gt, hole, ref, cfg, video_failures))
     del gt, hole, mask_values, ref
     return _round(record)
 
 
-def _key(video: str, neg_type: str) -> dict[str, Any]:
+def _key(video: str, stream: fmt.NegativeStream) -> dict[str, Any]:
     """The item key (SCHEMA 4): ``video`` and ``stream``, with the stream's type and strength.
 
     A version-1 dataset has one stream per type, named after it, at strength 1.0.
     """
-    return {"video": video, "neg_type": neg_type, "strength": 1.0, "stream": neg_type}
+    return {"video": video, "neg_type": stream.type, "strength": stream.strength, "stream": stream.stream}
 
 
-def _unmeasured(video: str, neg_type: str, failures: list[dict[str, Any]]) -> dict[str, Any]:
-    return {**_key(video, neg_type), "verdict": NOT_MEASURED, "score": None, "note": "", "metrics": {},
+def _unmeasured(video: str, stream: fmt.NegativeStream, failures: list[dict[str, Any]]) -> dict[str, Any]:
+    return {**_key(video, stream), "verdict": NOT_MEASURED, "score": None, "note": "", "metrics": {},
             "quality_score": None, "band": None, "impure": [], "failures": list(failures), "passes": False}
 
 
 def _audit_negative(
     root: Path,
     meta: fmt.VideoMeta,
-    neg_type: str,
+    stream: fmt.NegativeStream,
     gt: np.ndarray,
     hole: np.ndarray,
     ref: M.Reference | None,
     cfg: AuditConfig,
     video_failures: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    name = meta.name
+    name, neg_type = meta.name, stream.type
     failures = list(video_failures)
     try:
-        fmt.validate_video_streams(root, meta, neg_types=[neg_type])
-        neg = read_rgb_clip([root / name / neg_type / n for n in fmt.frame_names(meta.num_frames)])
+        fmt.validate_video_streams(root, meta, neg_types=[stream.stream])
+        neg = read_rgb_clip([root / name / stream.stream / n for n in fmt.frame_names(meta.num_frames)])
     except RegdpoError as exc:
-        failures.append(_failure(name, neg_type, "unreadable", str(exc)))
-        return _unmeasured(name, neg_type, failures)
+        failures.append(_failure(name, stream, "unreadable", str(exc)))
+        return _unmeasured(name, stream, failures)
     invariants: dict[str, Any] = {}
     outside = M.outside_hole_difference(gt, neg, hole)
     invariants["outside_max_abs_diff"] = outside["max_abs_diff"]
@@ -166,7 +167,7 @@ def _audit_negative(
     if outside["max_abs_diff"] > 0:
         invariants["outside_worst_frame"] = outside["worst_frame"]
         failures.append(
-            _failure(name, neg_type, "outside_hole_differs",
+            _failure(name, stream, "outside_hole_differs",
                      f"differs from GT outside the hole ({outside['pixels']} pixels, max abs diff "
                      f"{outside['max_abs_diff']}, most in frame {outside['worst_frame']}); negatives must be "
                      "composited onto the GT")
@@ -176,16 +177,16 @@ def _audit_negative(
     if same:
         shown = ", ".join(map(str, same[:8])) + (", ..." if len(same) > 8 else "")
         failures.append(
-            _failure(name, neg_type, "identical_to_gt",
+            _failure(name, stream, "identical_to_gt",
                      f"{len(same)} of {meta.num_frames} frames are identical to GT inside the hole "
                      f"(frames {shown}): not a negative")
         )
-    item: dict[str, Any] = {**_key(name, neg_type), "invariants": invariants}
+    item: dict[str, Any] = {**_key(name, stream), "invariants": invariants}
     if ref is None:
         item.update(verdict=NOT_MEASURED, score=None, note="empty hole", metrics={}, quality_score=None,
                     impure=[])
     else:
-        segments = meta.info(neg_type).get("segments") if neg_type == "flicker" else None
+        segments = meta.info(stream.stream).get("segments") if neg_type == "flicker" else None
         metrics = M.measure_negative(ref, neg, cfg, segments)
         verdict, note = M.verdict(neg_type, metrics, cfg)
         terms = Q.quality_terms(metrics, cfg)
@@ -213,8 +214,8 @@ def _worker(task: tuple[str, str, AuditConfig, fmt.ManifestEntry | None]) -> dic
         return audit_video(root, name, cfg, entry)
     except Exception as exc:  # an unforeseen problem with one video must not end an audit of thousands
         failures = [_failure(name, None, "audit_error", f"could not be audited: {type(exc).__name__}: {exc}")]
-        types = list(entry.neg_types) if entry is not None else []
-        return {"name": name, "failures": failures, "items": [_unmeasured(name, t, failures) for t in types]}
+        streams = entry.streams if entry is not None else []
+        return {"name": name, "failures": failures, "items": [_unmeasured(name, s, failures) for s in streams]}
 
 
 def iter_audit(
@@ -349,12 +350,13 @@ def filtered_manifest(manifest: fmt.Manifest, records: Sequence[dict[str, Any]])
     """The audited videos with only their passing negatives (videos with none left dropped)."""
     passing: dict[str, set[str]] = {}
     for rec in records:
-        passing[rec["name"]] = {i["neg_type"] for i in rec["items"] if i["passes"]}
+        passing[rec["name"]] = {i.get("stream") or i["neg_type"] for i in rec["items"] if i["passes"]}
     videos = []
     for entry in manifest.videos:
-        keep = [t for t in entry.neg_types if t in passing.get(entry.name, ())]
+        keep = [n for n in entry.negatives if n["stream"] in passing.get(entry.name, ())]
         if keep:
-            videos.append(fmt.ManifestEntry(entry.name, entry.num_frames, entry.height, entry.width, keep, entry.prompt))
+            videos.append(fmt.ManifestEntry(entry.name, entry.num_frames, entry.height, entry.width, [], entry.prompt,
+                                            keep, entry.source_clip))
     return fmt.Manifest(videos=videos, failed=list(manifest.failed), skipped=list(manifest.skipped))
 
 

@@ -94,21 +94,30 @@ def write_synthetic_video(
     *,
     raw: Sequence[str] = (),
     segments: Sequence[Sequence[int]] | None = None,
+    source_clip: str = "",
+    mask_index: int = 0,
 ) -> Path:
-    """Write one entry; negatives listed in ``raw`` are written as given (not composited)."""
+    """Write one entry; ``negatives`` maps stream names (``blur``, ``blur_s0.50``) to frames; those
+    listed in ``raw`` are written as given (not composited)."""
     t, h, w = hole.shape
-    info = {k: {"method": "synthetic"} for k in negatives}
-    if segments is not None and "flicker" in info:
-        info["flicker"]["segments"] = [list(s) for s in segments]
+    parsed = {k: fmt.parse_stream(k) for k in negatives}
+    info: dict[str, dict] = {k: {"method": "synthetic"} for k in negatives}
+    for k, (neg_type, _) in parsed.items():
+        if segments is not None and neg_type == "flicker":
+            info[k]["segments"] = [list(s) for s in segments]
+    streams = [fmt.NegativeStream(*v) for v in parsed.values()]
     meta = fmt.VideoMeta(
-        name=name, num_frames=t, height=h, width=w, neg_types=list(negatives),
-        source={"dataset": "synthetic"}, generator={"backend": "synthetic"}, negatives=info,
+        name=name, num_frames=t, height=h, width=w, neg_types=fmt.types_of(streams),
+        source={"dataset": "synthetic"}, generator={"backend": "synthetic"},
+        negatives={s.stream: info[s.stream] for s in fmt.sort_streams(streams)},
+        source_clip=source_clip, mask_index=mask_index,
     )
     with VideoEntryWriter(root, name) as writer:
         writer.write_gt(gt)
         writer.write_masks(hole)
-        for neg_type, frames in negatives.items():
-            writer.write_negative(neg_type, frames, already_composited=neg_type in raw)
+        for stream, frames in negatives.items():
+            neg_type, strength = parsed[stream]
+            writer.write_negative(neg_type, frames, already_composited=stream in raw, strength=strength)
         return writer.commit(meta)
 
 
