@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import sys
+
 from regdpo import format as fmt
 from regdpo.audit import synthetic as S
 from regdpo.audit.config import AuditConfig
@@ -26,6 +28,9 @@ from regdpo.audit.runner import run_audit, select_entries
 from regdpo.frames import read_mask_clip, read_rgb_clip
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import MachineLoad  # noqa: E402
 
 
 def read_only(root: Path, entries) -> None:
@@ -66,15 +71,20 @@ def main() -> None:
         read_only(root, entries)
         results["read-only baseline"] = time.perf_counter() - t0
         cfg = AuditConfig(flow_preset=args.flow_preset)
+        loads = {}
         for workers in (1, 2):
-            t0 = time.perf_counter()
-            doc = run_audit(root, entries, cfg, workers=workers)
-            results[f"audit --workers {workers}"] = time.perf_counter() - t0
+            with MachineLoad() as load:
+                t0 = time.perf_counter()
+                doc = run_audit(root, entries, cfg, workers=workers)
+                results[f"audit --workers {workers}"] = time.perf_counter() - t0
+            loads[workers] = load.summary()
             assert doc["num_items"] == 3 * len(entries)
         base = results["read-only baseline"]
         for label, secs in results.items():
             print(f"{label:<20} {secs:7.2f} s  {60 * len(entries) / secs:7.1f} videos/min  "
                   f"{secs / base:5.2f}x read-only")
+        for workers, summary in loads.items():  # a 2-worker run with a busy second core is no faster
+            print(f"--workers {workers}: {summary}")
 
 
 if __name__ == "__main__":

@@ -41,6 +41,9 @@ from regdpo import format as fmt
 from regdpo.dataset import DPODataset, collate_fn
 from regdpo.writer import rebuild_manifest, write_video_entry
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import MachineLoad  # noqa: E402
+
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 
 
@@ -92,7 +95,7 @@ def write_bench_data(root: Path, short_side: int) -> None:
         t, h, w, _ = gt.shape
         hole = _davis_holes(davis_seq, (t, h, w)) if davis_seq else _ellipse_holes((t, h, w))
         scale = short_side / min(h, w)
-        size = (round(h * scale), round(w * scale))
+        size = (8 * round(h * scale / 8), 8 * round(w * scale / 8))  # multiples of 8, as the generator writes
         gt = _resize_clip(gt, size, cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
         hole = _resize_clip(hole.astype(np.uint8), size, cv2.INTER_NEAREST) > 0
         blur = np.stack([cv2.GaussianBlur(f, (0, 0), 6) for f in gt])
@@ -124,10 +127,11 @@ def decode_floor(files: list[tuple[Path, int]]) -> None:
             raise RuntimeError(f"{path}: decode failed")
 
 
-def measure(root: Path, nframes: int, resolution: int, samples: int, label: str, keep: bool = False) -> float:
+def measure(root: Path, nframes: int, resolution: int, samples: int, label: str, keep: bool = False,
+            full_frame: bool = False) -> float:
     args = SimpleNamespace(
         dpo_data_root=str(root), nframes=nframes, resolution=resolution, proportion_empty_prompts=0.1,
-        boundary_dilation=7, random_flip=True, random_reverse=True, seed=0,
+        boundary_dilation=7, random_flip=True, random_reverse=True, dataset_seed=0, full_frame=full_frame,
     )
     dataset = DPODataset(args, WordTokenizer())
     dataset[0]  # warm-up: page cache, allocator, lazy imports
@@ -154,7 +158,8 @@ def measure(root: Path, nframes: int, resolution: int, samples: int, label: str,
     cpu_ratio = statistics.median(floor_cpu) and statistics.median(item_cpu) / statistics.median(floor_cpu)
     pair_ratio = statistics.median(i / f for i, f in zip(item_s, floor_s))
     del kept
-    print(f"[{label}] {len(dataset)} pairs, {samples} samples of {nframes} frames at {resolution}x{resolution}, "
+    sizes = sorted({f"{w}x{h}" for h, w in dataset.item_sizes()})
+    print(f"[{label}] {len(dataset)} pairs, {samples} samples of {nframes} frames at {', '.join(sizes)}, "
           f"{len(files)} PNGs per sample (medians over samples)")
     print(f"  decode floor : {floor * 1000:7.1f} ms/sample  ({1 / floor:5.2f} samples/s)  "
           f"cpu {statistics.median(floor_cpu) * 1000:7.1f} ms")
@@ -200,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    with tempfile.TemporaryDirectory(prefix="bench_dataset_", dir=args.data_dir) as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_dataset_", dir=args.data_dir) as tmp, MachineLoad() as load:
         cases = [(args.resolution, f"stored short side {args.resolution}: crop only")]
         if args.stored_short_side:
             cases.append((args.stored_short_side, f"stored short side {args.stored_short_side}: resized on load"))
@@ -211,11 +216,14 @@ def main(argv: list[str] | None = None) -> int:
             write_bench_data(root, short_side)
             print(f"wrote {root} in {time.perf_counter() - t0:.1f} s")
             ratios.append(measure(root, args.nframes, args.resolution, args.samples, label))
+            measure(root, args.nframes, args.resolution, args.samples, label + ", full frames (args.full_frame)",
+                    full_frame=True)
             if args.keep_previous:
                 measure(root, args.nframes, args.resolution, args.samples, label + ", previous sample alive", keep=True)
             if args.loader_workers:
                 loader_throughput(root, args.nframes, args.resolution, args.samples, args.loader_workers)
     print(f"torch {torch.__version__}, opencv {cv2.__version__}, numpy {np.__version__}, 1 thread")
+    print(load.summary())
     return 0 if ratios[0] <= 1.3 else 1
 
 

@@ -600,3 +600,17 @@ def test_strength_variants_are_items_with_their_strength(tmp_path):
                            items[1]["pixel_values_neg"][hole_t.expand_as(items[1]["pixel_values_neg"])])
     only_blur = DPODataset(make_args(tmp_path, neg_types="blur"), FakeTokenizer())
     assert [p.stream for p in only_blur.pairs] == ["blur", "blur_s0.50"]
+
+
+def test_a_loop_keeping_the_previous_sample_alternates_two_buffers(root):
+    ds = DPODataset(make_args(root, dataset_seed=0), FakeTokenizer())
+    previous, pointers = None, []
+    for step in range(8):
+        sample = ds[step % len(ds)]  # the previous sample is alive while this one is made
+        pointers.append(sample["pixel_values_pos"].data_ptr())
+        if previous is not None:
+            assert previous["pixel_values_pos"].data_ptr() != pointers[-1]
+            assert torch.equal(previous["masks"], previous_masks)  # never overwritten
+        previous, previous_masks = sample, sample["masks"].clone()
+        del sample
+    assert len(set(pointers)) == 2  # two buffers alternate: no fresh allocation after the first two

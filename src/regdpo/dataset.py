@@ -300,29 +300,39 @@ class _Buffers(threading.local):
 
     An item returns ~300 MB of float32 at 22 x 512 x 512; the page faults of fresh memory
     for it cost about as much as the arithmetic (and far more on a busy machine). So the
-    output buffer of the previous item is reused, but only once nothing refers to it any
+    output buffers of earlier items are reused, but only once nothing refers to them any
     more: every returned tensor keeps alive the numpy view it was made from, so weak
     references to those views tell whether any tensor, or anything derived from one
-    (a slice, a ``.numpy()`` array), is still alive.
+    (a slice, a ``.numpy()`` array), is still alive. Up to ``POOLED`` buffers are kept, so a
+    loop that holds the previous sample while reading the next one (``prev, s = s, ds[i]``)
+    alternates between two buffers instead of allocating; a free buffer at least as large
+    as needed serves a smaller item (``full_frame`` sizes differ per video).
     A sample kept by the caller is never overwritten: a new buffer is allocated instead.
     The uint8 working arrays never leave ``__getitem__`` and are always reused.
     """
 
+    POOLED = 2
+
     def __init__(self) -> None:
-        self.output: _FloatArena | None = None
+        self.outputs: list[_FloatArena] = []
         self.scratch: dict[str, np.ndarray] = {}
 
     def output_arena(self, size: int) -> _FloatArena:
-        arena = self.output
-        if arena is None or arena.buffer.size != size or arena.in_use():
-            arena = self.output = _FloatArena(size)
-        return arena.reset()
+        free = [a for a in self.outputs if a.buffer.size >= size and not a.in_use()]
+        if free:
+            return min(free, key=lambda a: a.buffer.size).reset()
+        arena = _FloatArena(size)
+        in_use_first = sorted(self.outputs, key=lambda a: not a.in_use())  # those come back once freed
+        self.outputs = [arena, *in_use_first[: self.POOLED - 1]]
+        return arena
 
     def work(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        array = self.scratch.get(name)
-        if array is None or array.shape != shape:
-            array = self.scratch[name] = np.empty(shape, np.uint8)
-        return array
+        """A uint8 ``shape`` working array (uninitialised), a prefix of a buffer that only grows."""
+        size = int(np.prod(shape))
+        flat = self.scratch.get(name)
+        if flat is None or flat.size < size:
+            flat = self.scratch[name] = np.empty(size, np.uint8)
+        return flat[:size].reshape(shape)
 
 
 # --------------------------------------------------------------------------- options
