@@ -50,6 +50,10 @@ class Engine(abc.ABC):
     def run(self, stages: Stages, sources: Sequence[Any], on_outcome: OnOutcome) -> None:
         """Return when every source has an outcome; raise only run-level errors."""
 
+    def backend_settings(self, stages: Stages) -> dict[str, Any] | None:
+        """The backend's ``settings()`` (compared on ``--resume``), None when unknown."""
+        return None
+
 
 class LocalEngine(Engine):
     """This process, one backend: reader thread -> backend on the calling thread -> writer thread."""
@@ -59,6 +63,9 @@ class LocalEngine(Engine):
     def __init__(self, backend: Any, overlap: bool = True):
         self.backend = backend
         self.overlap = overlap
+
+    def backend_settings(self, stages: Stages) -> dict[str, Any] | None:
+        return None if self.backend is None else self.backend.settings()
 
     def run(self, stages: Stages, sources: Sequence[Any], on_outcome: OnOutcome) -> None:
         if not self.overlap:

@@ -391,20 +391,20 @@ def run_generation(
     pool = None
     if config.mask_mode == "object":
         pool = build_annotation_pool(sources if donor_sources is None else donor_sources)
+    stages = VideoStages(config, pool, captions, log)
+    engine = LocalEngine(backend) if engine is None else engine
     with output_lock(root, config.shard_name):  # before anything is deleted: never two runs in one folder
         if config.resume:
-            check_resume_compatible(config, None if backend is None else backend.settings())
+            check_resume_compatible(config, engine.backend_settings(stages))
         if config.overwrite:
             clear_output_dir(root)
         clear_staging(root, config.shard_name)
-        return _run_locked(config, backend, sources, pool, captions, log, t_run, engine)
+        return _run_locked(config, stages, engine, sources, t_run)
 
 
-def _run_locked(config, backend, sources, pool, captions, log, t_run, engine=None) -> RunSummary:
+def _run_locked(config, stages, engine, sources, t_run) -> RunSummary:
     root = config.output_dir
     summary = RunSummary(root, shard=config.shard_name)
-    stages = VideoStages(config, pool, captions, log)
-    engine = LocalEngine(backend) if engine is None else engine
     bar = Progress(len(sources), "generate", "video", enabled=config.progress)
 
     def on_outcome(outcome: VideoOutcome) -> None:
