@@ -13,7 +13,8 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import RegdpoError
+from .errors import RegdpoError, Terminated
+from .interrupts import exit_status, sigterm_as_interrupt
 from .progress import setup_cli_logging
 
 # name -> (module, one-line help)
@@ -94,10 +95,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_cli_logging()
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
-        return int(module.run(args) or 0)
+        with sigterm_as_interrupt():
+            return int(module.run(args) or 0)
     except RegdpoError as exc:
         print(f"regdpo {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: files are written atomically, temporaries removed
+        print(f"\nregdpo {args.command}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
+              file=sys.stderr)
+        return exit_status(exc)
 
 
 if __name__ == "__main__":

@@ -15,3 +15,28 @@ class FrameReadError(RegdpoError, IOError):
 
 class UsageError(RegdpoError, ValueError):
     """A flag or argument is invalid; the message names the flag."""
+
+
+class DiskFull(RegdpoError):
+    """The output file system is full (or a quota or file-size limit is reached): a run-level stop,
+    never a per-video failure (no attempt is spent)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what SLURM and Kubernetes send before killing) arrived: handled like Ctrl-C."""
+
+
+OUT_OF_SPACE_ERRNOS = frozenset(n for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(__import__("errno"), n))
+
+
+def out_of_space(exc: BaseException | None) -> OSError | None:
+    """The out-of-space ``OSError`` (ENOSPC, EDQUOT, EFBIG) behind ``exc`` (its causes included), else None."""
+    import errno
+
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in {getattr(errno, n) for n in OUT_OF_SPACE_ERRNOS}:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -501,7 +501,7 @@ def video_stream_dirs(entry: "ManifestEntry | VideoMeta", neg_types: Sequence[st
 
 def validate_video_streams(
     root: str | os.PathLike, entry: ManifestEntry | VideoMeta, neg_types: Sequence[str] | None = None,
-    *, headers: bool = True,
+    *, headers: bool = True, video_dir: str | os.PathLike | None = None,
 ) -> None:
     """Check that every stream of a video has the entry's frame names and size.
 
@@ -509,12 +509,14 @@ def validate_video_streams(
     entry's). Lists the stream folders (each a real folder, not a link) and, with ``headers``, reads each
     image's header and its last 12 bytes (a truncated PNG lacks the IEND trailer); no pixel is
     decoded (``regdpo verify`` does that). Raises ``FormatError`` naming the video and the file.
+    ``video_dir``: the video's folder when it is not ``root/name`` (a staged entry).
     """
     from PIL import Image  # local: keeps `import regdpo.format` light
 
-    check_video_name(entry.name)
+    if video_dir is None:
+        video_dir = Path(root) / check_video_name(entry.name)
+    video_dir = Path(video_dir)
     check_dimensions(entry.num_frames, entry.height, entry.width, f"video {entry.name}")
-    video_dir = Path(root) / entry.name
     if video_dir.is_symlink() or not video_dir.is_dir():
         raise FormatError(f"video {entry.name}: {video_dir} is not a folder (or is a symbolic link)")
     expected = frame_names(entry.num_frames)

@@ -36,6 +36,20 @@ _DERIVED_FILES = tuple(n for n in fmt.DERIVED_OUTPUTS
                        if n not in (fmt.FAILED_DIR, fmt.LOGS_DIR, fmt.PREVIEW_DIR, fmt.STAGING_DIR))
 
 
+_TEMP_FILE = re.compile(r"^\.(?P<base>.+)\.(?:[0-9a-f]{12}|\d+)\.tmp(?:\.[a-z0-9]+)?$")
+"""A temporary file of ``regdpo.safe_io`` (or of older versions: ``.{name}.{pid}.tmp``) that a killed
+process left; it names the file it was to become."""
+
+
+def _temp_of(name: str) -> str | None:
+    match = _TEMP_FILE.match(name)
+    return match.group("base") if match else None
+
+
+def _plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
 def is_lock(name: str) -> bool:
     return name == fmt.LOCK_FILE or name.startswith(fmt.LOCK_FILE + ".")
 
@@ -67,16 +81,16 @@ def is_regdpo_output(path: Path) -> bool:
     if name == fmt.STAGING_DIR:
         return path.is_dir()
     if name == fmt.FAILED_DIR:
-        return path.is_dir() and all(f.suffix == ".json" and f.is_file() and not f.is_symlink()
+        return path.is_dir() and all(_plain_file(f) and (_temp_of(f.name) or f.name).endswith(".json")
                                      for f in path.iterdir())
     if name == fmt.LOGS_DIR:
         return path.is_dir() and all(f.suffix == ".log" and f.is_file() and not f.is_symlink()
                                      for f in path.iterdir())
     if name == fmt.PREVIEW_DIR:
-        return path.is_dir() and all(f.suffix in _PREVIEW_SUFFIXES and f.is_file() and not f.is_symlink()
+        return path.is_dir() and all(_plain_file(f) and Path(_temp_of(f.name) or f.name).suffix in _PREVIEW_SUFFIXES
                                      for f in path.iterdir())
-    if name in _DERIVED_FILES:
-        return path.is_file()
+    if name in _DERIVED_FILES or _temp_of(name) in _DERIVED_FILES:
+        return _plain_file(path)
     return owned_video(path) is not None
 
 

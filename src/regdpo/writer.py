@@ -13,7 +13,6 @@ import os
 import shutil
 import uuid
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -187,7 +186,13 @@ class VideoEntryWriter:
         folder = self.staging_dir / stream
         folder.mkdir()
         jobs = [_encode_pool().submit(writer, folder / fmt.frame_name(i), frame) for i, frame in enumerate(frames)]
-        wait(jobs)  # all of them, so none writes into the staging folder after an abort removed it
+        try:
+            wait(jobs)  # all of them, so none writes into the staging folder after an abort removed it
+        except BaseException:  # Ctrl-C / SIGTERM during the wait: still none may outlive the abort
+            for job in jobs:
+                job.cancel()
+            wait(jobs)
+            raise
         for job in jobs:
             job.result()  # re-raises the first error
 
@@ -241,7 +246,7 @@ class VideoEntryWriter:
         if sorted(listed) != sorted(self._negatives):
             raise ValueError(f"{self.name}: meta lists {listed}, written {self._negatives}")
         # the staged streams are complete (nothing removed them under us) before meta.json marks them so
-        fmt.validate_video_streams(self.staging_parent, _Staged(meta, self.staging_dir.name), headers=False)
+        fmt.validate_video_streams(self.root, meta, headers=False, video_dir=self.staging_dir)
         fmt.write_json_atomic(self.staging_dir / fmt.META_FILE, meta.to_dict())
         _fsync_dir(self.staging_dir)
         exists = self.final_dir.exists() or self.final_dir.is_symlink()
@@ -261,17 +266,6 @@ class VideoEntryWriter:
         self._committed = True
         self._remove_empty_staging_root()
         return self.final_dir
-
-
-@dataclass
-class _Staged:
-    """A staged entry as ``validate_video_streams`` sees it (the staging folder's own name)."""
-
-    meta: fmt.VideoMeta
-    name: str
-
-    def __getattr__(self, key: str) -> Any:
-        return getattr(self.meta, key)
 
 
 def write_video_entry(

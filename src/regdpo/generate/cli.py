@@ -11,8 +11,9 @@ from typing import Mapping, Sequence
 
 from ..backends import models_config
 from ..backends.base import NegativeBackend
-from ..errors import RegdpoError, UsageError
+from ..errors import DiskFull, RegdpoError, Terminated, UsageError
 from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
+from ..interrupts import exit_status, sigterm_as_interrupt
 from .config import BACKENDS, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
 from .masks import MASK_MODES
 from .shards import device_for, resolve_shard
@@ -225,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"regdpo generate: {config.environment_note}", file=sys.stderr, flush=True)
     discovered = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
                                   config.video_root, config.assumed_fps)
+    discovered = [s for s in discovered if not _inside(s.path, config.output_dir)]  # never our own output
     sources = discovered[: config.max_videos] if config.max_videos is not None else discovered
     sources = sources[config.shard_index :: config.num_shards]
     captions = load_captions(config.captions) if config.captions else {}
@@ -237,16 +239,29 @@ def run(args: argparse.Namespace) -> int:
         backend.close()
         raise UsageError(f"--neg_types: the {backend.name} backend cannot make {', '.join(unsupported)}")
     try:
-        summary = run_generation(config, backend, sources, captions, donor_sources=discovered)
-    except KeyboardInterrupt:
-        print(f"\nregdpo generate: interrupted; the finished videos in {config.output_dir} are kept, "
-              f"run the same command with --resume to finish", file=sys.stderr)
-        return 130
+        with sigterm_as_interrupt():
+            summary = run_generation(config, backend, sources, captions, donor_sources=discovered)
+    except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM (Terminated)
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        print(f"\nregdpo generate: {what}; the video in progress was abandoned, the finished videos in "
+              f"{config.output_dir} are kept and listed in its manifest; run the same command with --resume "
+              f"to finish", file=sys.stderr)
+        return exit_status(exc)
+    except DiskFull as exc:
+        print(f"regdpo generate: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         backend.close()
     for line in summary.lines():
         print(line)
     return 1 if summary.num_failed else 0
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,7 +27,7 @@ from .. import __version__
 from .. import format as fmt
 from .. import outputs
 from ..backends.base import Clip, NegativeBackend
-from ..errors import UsageError
+from ..errors import DiskFull, UsageError, out_of_space
 from ..seeding import derive_seed, rng
 from ..writer import (
     VideoEntryWriter,
@@ -416,7 +416,10 @@ def _run_locked(config, stages, engine, sources, t_run) -> RunSummary:
         engine.run(stages, sources, on_outcome)
     finally:
         bar.close()
-        summary.manifest = rebuild_manifest(root) if config.write_manifest else None
+        try:
+            summary.manifest = rebuild_manifest(root) if config.write_manifest else None
+        except OSError as exc:  # e.g. the disk is full: the run's own error (if any) is the one to report
+            log(f"warning: {root / fmt.MANIFEST_FILE} not rebuilt ({exc}); run `regdpo manifest {root}` later")
         summary.seconds = time.perf_counter() - t_run
     return summary
 
@@ -541,8 +544,23 @@ class VideoStages:
             record_failure(root, name, "skipped", str(exc), dataset=source.dataset, path=str(source.path))
             self.log(f"skipped {name}: {exc}")
             return VideoOutcome(name, "skipped", str(exc), work.seconds)
+        if out_of_space(exc):  # a run-level condition: stop, spend no attempt (the writer removed its files)
+            raise disk_full(root, exc) from exc
         reason = f"{type(exc).__name__}: {exc}"  # per-video isolation: record, log with the name, go on
-        record_failure(root, name, "failed", reason, attempts=work.attempts, dataset=source.dataset,
-                       path=str(source.path))
+        try:
+            record_failure(root, name, "failed", reason, attempts=work.attempts, dataset=source.dataset,
+                           path=str(source.path))
+        except OSError as record_exc:
+            if out_of_space(record_exc):
+                raise disk_full(root, record_exc) from record_exc
+            raise
         self.log(f"FAILED {name} (attempt {work.attempts} of {self.config.max_attempts}): {reason}")
         return VideoOutcome(name, "failed", reason, work.seconds, work.attempts)
+
+
+def disk_full(root: Path, exc: BaseException) -> DiskFull:
+    """The run-level error of a full disk (quota, file-size limit): stop, spend no attempt."""
+    cause = out_of_space(exc)
+    return DiskFull(f"{root}: out of disk space or over quota ({cause.strerror if cause else exc}); the run stopped, "
+                    f"the video in progress was removed and no attempt was counted; free space, then run the same "
+                    f"command with --resume")

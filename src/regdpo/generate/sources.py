@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import FrameReadError, UsageError
-from ..format import MAX_VIDEO_NAME, check_video_name
+from ..format import LOCK_FILE, MANIFEST_FILE, MAX_VIDEO_NAME, STAGING_DIR, check_video_name
 from ..frames import read_rgb, stack_frames
 from .samples import sample_videos
 
@@ -177,13 +177,20 @@ def discover_video_root(root: str | Path, assumed_fps: float) -> list[VideoSourc
     """A plain folder: video files (``.mp4`` ...) and frame folders (sub-folders of images).
 
     Frame folders have no frame rate: ``assumed_fps`` (``--assumed_fps``) is used and recorded.
+    A regdpo dataset inside the folder (it holds ``manifest.json`` or a run lock), e.g. an
+    ``--output_dir`` placed there, is never taken as input.
     """
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"--video_root {root}: folder not found")
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    try:
+        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise UsageError(f"--video_root {root}: cannot list the folder ({exc.strerror or exc})") from None
     out = []
     for p in entries:
+        if p.is_dir() and is_regdpo_dataset(p):
+            continue
         if p.is_dir():
             out.append(VideoSource(name=safe_name("video", p.name), dataset="video", source_id=p.name, path=p,
                                    kind="frames", layout="frame_folder", native_fps=float(assumed_fps),
@@ -196,6 +203,11 @@ def discover_video_root(root: str | Path, assumed_fps: float) -> list[VideoSourc
             f"--video_root {root}: no videos found (expected {', '.join(VIDEO_EXTS)} files or folders of frames)"
         )
     return out
+
+
+def is_regdpo_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a regdpo output folder (holds ``manifest.json``, ``.lock`` or ``.staging``)."""
+    return any((folder / n).exists() or (folder / n).is_symlink() for n in (MANIFEST_FILE, LOCK_FILE, STAGING_DIR))
 
 
 def discover_samples() -> list[VideoSource]:
