@@ -11,6 +11,7 @@ generator supports among ``--strengths``, ``--masks_per_clip`` where supported),
 
     python bench/bench_negatives.py                                  # 12 frames, 128 px
     python bench/bench_negatives.py --strengths 0.25 0.5 1.0 --masks_per_clip 2
+    python bench/bench_negatives.py --neg_types hallucination blur flicker inpaint
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.3, 0.6, 1.0])
     ap.add_argument("--masks_per_clip", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--neg_types", nargs="+", default=None, help="passed to the generator (default: its own)")
     args = ap.parse_args()
 
     flags = _generator_flags()
@@ -57,6 +59,8 @@ def main() -> None:
                "--seed", str(args.seed), "--backend", "classical"]
         if strengths != [1.0]:
             gen += ["--strengths", *map(str, strengths)]
+        if args.neg_types:
+            gen += ["--neg_types", *args.neg_types]
         if args.masks_per_clip > 1 and "--masks_per_clip" in flags:
             gen += ["--masks_per_clip", str(args.masks_per_clip)]
         assert _quiet(gen) == 0, "generate failed"
