@@ -74,7 +74,10 @@ def test_two_workers_give_the_bytes_of_one_process(tmp_path):
 @needs_data
 def test_sigterm_stops_every_worker_and_leaves_a_resumable_folder(tmp_path):
     videos = tmp_path / "videos"
-    for k in range(8):  # eight sources (hard links of one DAVIS sequence), so that the stop comes mid-run
+    # twenty sources (hard links of one DAVIS sequence): a stopped worker still writes the videos it has
+    # already decoded or computed (up to three in flight with the overlapped loop), so with fewer sources
+    # both workers could legitimately finish everything after the first commit
+    for k in range(20):
         folder = videos / f"clip{k}"
         folder.mkdir(parents=True)
         for frame in (DATA / "DAVIS" / "JPEGImages" / "480p" / "tennis").iterdir():
@@ -94,7 +97,7 @@ def test_sigterm_stops_every_worker_and_leaves_a_resumable_folder(tmp_path):
     for g in (0, 1):  # each worker was stopped, not left running: it said so in its log and exited
         assert "exit 130" in stdout.splitlines()[g] or "exit 0" in stdout.splitlines()[g], stdout
     finished = [p.parent.name for p in launched.glob("*/meta.json")]
-    assert 0 < len(finished) < 8, finished  # stopped mid-run
+    assert 0 < len(finished) < 20, finished  # stopped mid-run
     assert all((launched / n / fmt.META_FILE).is_file() for n in os.listdir(launched) if n.startswith("video_"))
     staging = launched / fmt.STAGING_DIR
     assert not staging.exists() or not [p for p in staging.rglob("*") if p.is_file()]
