@@ -114,8 +114,7 @@ def run(args: argparse.Namespace) -> int:
     root = config.output_dir
     discovered = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
                                   config.video_root, config.assumed_fps)
-    names = [s.name for s in (discovered[: config.max_videos] if config.max_videos else discovered)]
-    names = names[config.shard_index :: config.num_shards]
+    names = [s.name for s in generate_cli.work_list(config, discovered)]
 
     logs = root / fmt.LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)

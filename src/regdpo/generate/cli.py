@@ -7,7 +7,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..backends import models_config
 from ..backends.base import NegativeBackend
@@ -17,6 +17,9 @@ from ..interrupts import exit_status, sigterm_as_interrupt
 from .config import BACKENDS, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
 from .masks import MASK_MODES
 from .shards import device_for, resolve_shard
+
+if TYPE_CHECKING:
+    from .sources import VideoSource
 
 DESCRIPTION = """\
 Generate preference pairs for video inpainting into a dpo_data folder: per video a GT clip,
@@ -85,6 +88,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     neg.add_argument("--mask_dilation", type=int, default=0, metavar="N", help="grow every mask by N passes of "
                      "a 3x3 cross before it is stored (DiffuEraser's mask_dilation_iter; its demo uses 8). The "
                      "grown mask is what is stored, given to the backend and composited with (default: 0)")
+    neg.add_argument("--masks_per_clip", type=int, default=1, metavar="K", help="K entries per source clip, each "
+                     "with its own seeded mask on the same clip (same GT): {video} (today's mask), {video}__m1, .., "
+                     "{video}__m{K-1} (default: %(default)s)")
+    neg.add_argument("--mask_area", type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help="random and hard "
+                     "masks: hole area drawn from MIN..MAX, fractions of the frame, 0 < MIN <= MAX < 1 (default: "
+                     "random 0.05 0.25, hard 0.40 0.50); the measured area is recorded in meta")
+    neg.add_argument("--mask_margin", type=float, default=None, metavar="F", help="random and hard masks: keep F of "
+                     "the width (height) free at the left and right (top and bottom) border, 0 <= F < 0.5 "
+                     "(default: random 0, hard 0.06)")
     neg.add_argument("--neg_types", nargs="+", choices=NEG_TYPES, default=list(DEFAULT_NEG_TYPES), metavar="TYPE",
                      help=f"negative types to make, from {', '.join(NEG_TYPES)} (default: {' '.join(DEFAULT_NEG_TYPES)}; "
                      "inpaint = the inpainting model's own standard result, a hard on-policy negative)")
@@ -178,6 +190,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         seed=args.seed,
         mask_mode=args.mask_mode,
         mask_dilation=args.mask_dilation,
+        masks_per_clip=args.masks_per_clip,
+        mask_area=None if args.mask_area is None else tuple(args.mask_area),
+        mask_margin=args.mask_margin,
         prompt=args.prompt,
         captions=args.captions,
         flicker_segments=flicker_segments_from_args(args),
@@ -195,6 +210,17 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     config.check()
     config.environment_note = shard.message(config.device if args.device is None else None)
     return config
+
+
+def work_list(config: GenerateConfig, discovered: Sequence[VideoSource]) -> list[VideoSource]:
+    """This process's entries: the sources outside ``--output_dir``, the first ``--max_videos`` of them, each
+    expanded to its ``--masks_per_clip`` entries (``expand_masks``), then this shard's part (entry i goes to
+    shard i % N)."""
+    from .sources import expand_masks
+
+    discovered = [s for s in discovered if not _inside(s.path, config.output_dir)]  # never our own output
+    sources = discovered[: config.max_videos] if config.max_videos is not None else discovered
+    return expand_masks(sources, config.masks_per_clip)[config.shard_index :: config.num_shards]
 
 
 def build_backend(args: argparse.Namespace, config: GenerateConfig) -> NegativeBackend:
@@ -227,8 +253,7 @@ def run(args: argparse.Namespace) -> int:
     discovered = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
                                   config.video_root, config.assumed_fps)
     discovered = [s for s in discovered if not _inside(s.path, config.output_dir)]  # never our own output
-    sources = discovered[: config.max_videos] if config.max_videos is not None else discovered
-    sources = sources[config.shard_index :: config.num_shards]
+    sources = work_list(config, discovered)  # (the donors of object masks: every discovered video)
     captions = load_captions(config.captions) if config.captions else {}
     check_output_dir(config)
     if config.backend == "classical" and models_config.ModelsConfig.from_args(args).any_weight_path_given():

@@ -37,6 +37,12 @@ class GenerateConfig:
     seed: int = 0
     mask_mode: str = "random"
     mask_dilation: int = 0
+    masks_per_clip: int = 1
+    """Entries per source clip, each with its own mask (``--masks_per_clip``): ``{video}``, ``{video}__m1``, ..."""
+    mask_area: tuple[float, float] | None = None
+    """``--mask_area MIN MAX``: hole area range (fractions of the frame) of random / hard masks; None: the mode's."""
+    mask_margin: float | None = None
+    """``--mask_margin F``: share of the width / height kept free at each border; None: the mode's (random 0, hard 0.06)."""
     prompt: str = ""
     captions: Path | None = None
     flicker_segments: int = 3
@@ -85,6 +91,19 @@ class GenerateConfig:
             )
         if self.mask_dilation < 0:
             raise UsageError(f"--mask_dilation must be >= 0, got {self.mask_dilation}")
+        if self.masks_per_clip < 1:
+            raise UsageError(f"--masks_per_clip must be >= 1, got {self.masks_per_clip}")
+        if self.mask_area is not None:
+            lo, hi = self.mask_area
+            if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo <= hi < 1):
+                raise UsageError(f"--mask_area MIN MAX must be fractions of the frame with 0 < MIN <= MAX < 1, "
+                                 f"got {lo:g} {hi:g}")
+        if self.mask_margin is not None and not (math.isfinite(self.mask_margin) and 0 <= self.mask_margin < 0.5):
+            raise UsageError(f"--mask_margin must be a fraction of the frame in [0, 0.5), got {self.mask_margin:g}")
+        if self.mask_mode == "object" and (self.mask_area is not None or self.mask_margin is not None):
+            flag = "--mask_area" if self.mask_area is not None else "--mask_margin"
+            raise UsageError(f"{flag} applies to --mask_mode random and hard; object masks keep their annotation's "
+                             f"size and place")
         if self.num_shards < 1:
             raise UsageError(f"--num_shards must be >= 1, got {self.num_shards}")
         if not 0 <= self.shard_index < self.num_shards:
@@ -116,9 +135,26 @@ class GenerateConfig:
         made = {t: sorted(self.strengths_of(t), reverse=True) for t in self.neg_types}
         return None if all(v == [FULL_STRENGTH] for v in made.values()) else made
 
+    @property
+    def mask_flags_given(self) -> bool:
+        """Whether a mask flag of ``--masks_per_clip`` / ``--mask_area`` / ``--mask_margin`` departs from today."""
+        return self.masks_per_clip != 1 or self.mask_area is not None or self.mask_margin is not None
+
+    def mask_settings(self) -> dict[str, Any]:
+        """The non-default mask settings, as recorded in the meta (empty for today's runs)."""
+        out: dict[str, Any] = {}
+        if self.masks_per_clip != 1:
+            out["masks_per_clip"] = self.masks_per_clip
+        if self.mask_area is not None:
+            out["mask_area"] = [float(v) for v in self.mask_area]
+        if self.mask_margin is not None:
+            out["mask_margin"] = float(self.mask_margin)
+        return out
+
     def settings_for_meta(self) -> dict[str, Any]:
         """The settings that shape every video (recorded in meta; must match to ``--resume``).
-        ``strengths`` is recorded only when some type is made at another strength than 1.0."""
+        ``strengths`` is recorded only when some type is made at another strength than 1.0, the mask
+        settings (``mask_settings``) only when given."""
         strengths = self.strength_settings()
         return {
             "backend": self.backend,
@@ -132,14 +168,16 @@ class GenerateConfig:
             "neg_types": list(self.neg_types),
             "flicker_segments": self.flicker_segments if "flicker" in self.neg_types else None,
             **({"strengths": strengths} if strengths else {}),
+            **self.mask_settings(),
         }
 
 
 RESUME_KEYS = ("backend", "mask_mode", "mask_dilation", "resolution", "center_crop", "nframes", "fps", "run_seed",
-               "neg_types", "flicker_segments", "strengths")
+               "neg_types", "flicker_segments", "strengths", "masks_per_clip", "mask_area", "mask_margin")
 """generator settings that must be equal between a folder's videos and a ``--resume`` run."""
 
 FLAG_OF = {"run_seed": "seed", "strengths": "strengths / --<type>_strength"}
+"""The flag of a ``RESUME_KEYS`` key where it is not the key itself."""
 
 STRENGTH_TYPES = ("hallucination", "blur", "flicker")
 """Types with a strength knob (``--<type>_strength``); ``inpaint`` is the model's own result, always 1.0."""

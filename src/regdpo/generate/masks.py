@@ -11,6 +11,11 @@ Three modes (``--mask_mode``):
 - ``object``: the object annotation of a *different* video (so the GT under the hole is known),
   resized with nearest neighbour to the clip.
 
+``--mask_area MIN MAX`` replaces the random / hard target range (fractions of the frame) and
+``--mask_margin F`` keeps F of the width (height) free at the left and right (top and bottom)
+edges; ``None`` keeps each mode's own (random: 5-25 %, no margin; hard: 40-50 %, margin 0.06).
+``mask_motion`` measures how far a hole's centroid moves per frame.
+
 Every function takes a ``numpy.random.Generator`` and is deterministic given it. The mask
 returned here is exactly the stored one and the one the negative generators see.
 """
@@ -133,14 +138,52 @@ def _fraction_stats(holes: np.ndarray) -> dict[str, float]:
             "max": round(float(per_frame.max()), 4)}
 
 
+def mask_motion(holes: np.ndarray) -> float:
+    """Mean displacement of the hole's centroid between consecutive frames, in pixels (frames without
+    hole pixels are left out; 0.0 for a stationary hole or fewer than two such frames)."""
+    counts = holes.reshape(holes.shape[0], -1).sum(axis=1)
+    ys = np.arange(holes.shape[1], dtype=np.float64)
+    xs = np.arange(holes.shape[2], dtype=np.float64)
+    keep = counts > 0
+    if keep.sum() < 2:
+        return 0.0
+    cy = (holes.sum(axis=2) @ ys)[keep] / counts[keep]
+    cx = (holes.sum(axis=1) @ xs)[keep] / counts[keep]
+    return round(float(np.hypot(np.diff(cx), np.diff(cy)).mean()), 4)
+
+
+FIT_TWO_SHAPES_UP_TO = 0.2
+"""With a given area or margin, a random hole above this fraction of the frame is one shape."""
+
+
+def fit_outline(outline: np.ndarray, room: np.ndarray) -> np.ndarray:
+    """``outline`` (around the origin) squeezed along the axes where its half extent exceeds ``room``
+    ``[2]``, then widened along the other axis, as far as the room allows, to keep its area."""
+    extent = np.abs(outline).max(axis=0)
+    squeeze = np.minimum(1.0, room / extent)
+    if (squeeze >= 1.0).all():
+        return outline
+    deficit = 1.0 / float(squeeze.prod())
+    grow = room / (extent * squeeze)  # >= 1 on each axis
+    gx = min(float(grow[0]), deficit)
+    gy = min(float(grow[1]), deficit / gx)
+    return outline * squeeze * np.array([gx, gy])
+
+
 def random_masks(
     num_frames: int, height: int, width: int, rng: np.random.Generator,
-    area_range: tuple[float, float] = (0.05, 0.25),
+    area_range: tuple[float, float] = (0.05, 0.25), margin_fraction: float = 0.0, fit: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """Free-form random holes (see module doc). Returns ``(hole bool [T, H, W], info)``."""
+    """Free-form random holes (see module doc), ``margin_fraction`` of each side kept free.
+
+    ``fit``: every shape is made to fit inside the margin (``fit_outline``), so the measured area
+    follows ``area_range`` (as far as the free box can hold it); without it (today's default) a large
+    stretched shape on a wide frame may be cut by the frame's edge. Returns ``(hole bool [T, H, W], info)``."""
     target = rng.uniform(*area_range)
     num_shapes = 1 if rng.random() < 0.6 else 2
     shares = [1.0] if num_shapes == 1 else [s := rng.uniform(0.35, 0.65), 1.0 - s]
+    if fit and target > FIT_TWO_SHAPES_UP_TO:  # two large shapes in the free box would mostly overlap
+        shares = [1.0]
     moving = bool(rng.random() < 0.5)
     px_scale = min(height, width) / 512.0
     shapes, described = [], []
@@ -154,15 +197,24 @@ def random_masks(
         speed = float(rng.uniform(1.0, 4.0) * px_scale) if moving else 0.0
         shapes.append(_MovingShape(outline, centre, speed, float(rng.uniform(0, 2 * math.pi)), 0.15))
         described.append({"control_points": n_points, "speed_px_per_frame": round(speed, 3)})
-    # one correction for overlap between shapes and rasterisation
-    first = rasterize([s.outline + np.clip(s.centre, *_centre_box(s, width, height, (0, 0))) for s in shapes],
-                      height, width)
-    actual = max(float(first.mean()), 1e-6)
-    factor = float(np.clip(math.sqrt(target / actual), 0.8, 1.25))
-    for s in shapes:
-        s.outline = s.outline * factor
-    holes = _animate(shapes, num_frames, height, width, rng)
+    margin = (margin_fraction * width, margin_fraction * height)
+    room = np.array([width / 2 - margin[0], height / 2 - margin[1]]) - 1.0
+    if fit:
+        for s in shapes:
+            s.outline = fit_outline(s.outline, room)
+    # corrections for overlap between shapes and rasterisation: one (today's), or up to 4 when fitting
+    for _ in range(4 if fit else 1):
+        first = rasterize([s.outline + np.clip(s.centre, *_centre_box(s, width, height, margin)) for s in shapes],
+                          height, width)
+        actual = max(float(first.mean()), 1e-6)
+        if fit and abs(actual / target - 1.0) < 0.02:
+            break
+        factor = float(np.clip(math.sqrt(target / actual), *((0.5, 2.0) if fit else (0.8, 1.25))))
+        for s in shapes:
+            s.outline = fit_outline(s.outline * factor, room) if fit else s.outline * factor
+    holes = _animate(shapes, num_frames, height, width, rng, margin=margin)
     info = {"mode": "random", "moving": moving, "target_fraction": round(float(target), 4),
+            **({"margin_fraction": margin_fraction} if margin_fraction else {}),
             "shapes": described, "hole_fraction": _fraction_stats(holes)}
     return holes, info
 
@@ -296,26 +348,39 @@ def dilate_holes(holes: np.ndarray, iterations: int) -> np.ndarray:
 def make_masks(
     mode: str, num_frames: int, height: int, width: int, rng: np.random.Generator,
     pool: AnnotationPool | None = None, video_name: str = "", dilation: int = 0,
+    area_range: tuple[float, float] | None = None, margin_fraction: float | None = None,
+    measure_motion: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Dispatch on ``mode`` (one of ``MASK_MODES``), then grow by ``dilation`` (``dilate_holes``).
 
-    The result is the mask that is stored, given to the backend and used for compositing.
+    ``area_range`` / ``margin_fraction`` (random and hard; ``None``: the mode's own) shape the hole;
+    ``measure_motion`` adds ``motion_px_per_frame`` (``mask_motion``) to the info (``hole_fraction``,
+    the measured area, is always there). The result is the mask that is stored, given to the backend
+    and used for compositing.
     """
-    holes, info = _make_masks(mode, num_frames, height, width, rng, pool, video_name)
+    holes, info = _make_masks(mode, num_frames, height, width, rng, pool, video_name, area_range, margin_fraction)
     if dilation > 0:
         holes = dilate_holes(holes, dilation)
         info = {**info, "dilation": dilation, "hole_fraction": _fraction_stats(holes)}
+    if measure_motion:
+        info = {**info, "motion_px_per_frame": mask_motion(holes)}
     return holes, info
 
 
 def _make_masks(
     mode: str, num_frames: int, height: int, width: int, rng: np.random.Generator,
     pool: AnnotationPool | None, video_name: str,
+    area_range: tuple[float, float] | None = None, margin_fraction: float | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    if mode == "random":
-        return random_masks(num_frames, height, width, rng)
+    shape_args: dict[str, Any] = {}
+    if area_range is not None:
+        shape_args["area_range"] = tuple(area_range)
+    if margin_fraction is not None:
+        shape_args["margin_fraction"] = margin_fraction
+    if mode == "random":  # a given area or margin is kept to: the shapes fit inside the margin
+        return random_masks(num_frames, height, width, rng, **shape_args, fit=bool(shape_args))
     if mode == "hard":
-        return hard_masks(num_frames, height, width, rng)
+        return hard_masks(num_frames, height, width, rng, **shape_args)
     if mode == "object":
         if pool is None:
             raise ValueError("--mask_mode object needs an annotation pool")

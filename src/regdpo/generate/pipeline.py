@@ -197,7 +197,8 @@ def build_annotation_pool(sources: Sequence[VideoSource]) -> AnnotationPool:
 
 
 def _clip_indices(reader: SourceReader, config: GenerateConfig, stride: int, name: str) -> list[int]:
-    """The clip's source frame indices, the start drawn from (seed, video): the same on every call."""
+    """The clip's source frame indices, the start drawn from (seed, source clip name): the same on every
+    call, and the same for every ``--masks_per_clip`` entry of the clip."""
     try:
         return clip_indices(reader.num_frames, config.nframes, stride, rng(config.seed, name, "clip_start"))
     except ValueError as exc:
@@ -237,14 +238,14 @@ def prepare_video(source: VideoSource, config: GenerateConfig, pool: AnnotationP
     if reader.num_frames == 0:
         raise SkipVideo(f"no frames found in {source.path}")
     stride = frame_stride(reader.native_fps, config.fps)
-    indices = _clip_indices(reader, config, stride, name)
+    indices = _clip_indices(reader, config, stride, source.clip_name)
     try:
         frames = reader.read(indices)
     except FrameCountMismatch:  # the header overstated the frame count: count them, draw the clip again
         header_count = reader.num_frames
         if reader.recount_frames() >= header_count:
             raise
-        indices = _clip_indices(reader, config, stride, name)
+        indices = _clip_indices(reader, config, stride, source.clip_name)
         frames = reader.read(indices)
         count_note = f"the file's header says {header_count} frames, {reader.num_frames} decode"
     else:
@@ -261,8 +262,10 @@ def prepare_video(source: VideoSource, config: GenerateConfig, pool: AnnotationP
     timings["resize"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
+    # the mask from (seed, entry name, "mask"): entry k = 0 is the source clip's own name (today's mask)
     hole, mask_info = make_masks(config.mask_mode, config.nframes, size.height, size.width,
-                                 rng(config.seed, name, "mask"), pool, name, config.mask_dilation)
+                                 rng(config.seed, name, "mask"), pool, source.clip_name, config.mask_dilation,
+                                 config.mask_area, config.mask_margin, measure_motion=config.mask_flags_given)
     timings["mask"] = time.perf_counter() - t0
 
     prompt, prompt_source = caption_for(source, captions, config.prompt)
@@ -331,6 +334,8 @@ def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: Nega
         },
         negatives=[{**s.to_dict(), "backend": backend.name, **result.info.get(s.stream, {})} for s in streams],
         timings={},
+        source_clip=prepared.source.clip_name,
+        mask_index=prepared.source.mask_index,
     )
     return ComputedVideo(prepared, {s.stream: result.negatives[s.stream] for s in streams}, meta)
 
@@ -443,6 +448,10 @@ def committed_state(root: Path, source: VideoSource) -> tuple[str, str]:
     if None not in made_from and made_from != (source.dataset, source.source_id):
         return "collision", (f"{folder} was made from {meta.source.get('path')}, and {source.path} gets the same "
                              f"name {source.name}; rename one of the two sources")
+    if (meta.source_clip, meta.mask_index) != (source.clip_name, source.mask_index):
+        return "collision", (f"{folder} holds mask {meta.mask_index} of clip {meta.source_clip}, and mask "
+                             f"{source.mask_index} of clip {source.clip_name} gets the same name; rename the source "
+                             f"{source.path}")
     try:
         fmt.validate_video_streams(root, meta)
     except fmt.FormatError as exc:

@@ -47,6 +47,8 @@ class VideoSource:
     file_step:   distance in the original numbering between two stored frames (5 for the sparse
                  YouTube-VOS layout, else 1).
     annotations: folder of object-id PNGs for this video, if any (used by ``--mask_mode object``).
+    source_clip: name of the source clip this entry draws its clip from (``None``: its own name);
+                 ``mask_index`` the index ``k`` of its mask (``--masks_per_clip``, ``expand_masks``).
     """
 
     name: str
@@ -60,6 +62,13 @@ class VideoSource:
     annotations: Path | None = None
     split: str | None = None
     fps_assumed: bool = False
+    source_clip: str | None = None
+    mask_index: int = 0
+
+    @property
+    def clip_name(self) -> str:
+        """The source clip's name: what the clip start (and an object mask's donor choice) is drawn from."""
+        return self.source_clip or self.name
 
 
 def natural_key(name: str) -> list:
@@ -236,6 +245,43 @@ def _replace_name(src: VideoSource, name: str) -> VideoSource:
     from dataclasses import replace
 
     return replace(src, name=name)
+
+
+MASK_SUFFIX = "__m"
+"""Entry ``k >= 1`` of a source clip ``{video}`` is named ``{video}__m{k}`` (``--masks_per_clip``)."""
+
+
+def mask_entry_name(video: str, k: int) -> str:
+    """Name of the ``k``-th mask entry of clip ``video``: ``video`` itself for ``k = 0``, else ``video__m{k}``."""
+    return video if k == 0 else f"{video}{MASK_SUFFIX}{k}"
+
+
+def expand_masks(sources: Sequence[VideoSource], masks_per_clip: int) -> list[VideoSource]:
+    """``masks_per_clip`` entries per source, in order: the source itself (``k = 0``, unchanged), then
+    ``{name}__m1`` .. ``{name}__m{K-1}`` sharing its clip. Names derive from the source name alone, so
+    they do not depend on ``--max_videos``, shards or resuming. A name that another source already
+    has (a video itself named ``x__m1`` next to ``x``) is a ``UsageError``."""
+    from dataclasses import replace
+
+    if masks_per_clip <= 1:
+        return list(sources)
+    out = []
+    for src in sources:
+        out.append(src)
+        for k in range(1, masks_per_clip):
+            name = mask_entry_name(src.name, k)
+            try:
+                check_video_name(name)
+            except ValueError as exc:
+                raise UsageError(f"--masks_per_clip {masks_per_clip}: {exc}") from None
+            out.append(replace(src, name=name, source_clip=src.name, mask_index=k))
+    seen: dict[str, VideoSource] = {}
+    for entry in out:
+        other = seen.setdefault(entry.name, entry)
+        if other is not entry:
+            raise UsageError(f"--masks_per_clip {masks_per_clip}: entry {entry.name} of {other.clip_name} and of "
+                             f"{entry.clip_name} would share one name; rename the source {entry.path}")
+    return out
 
 
 def discover_sources(
