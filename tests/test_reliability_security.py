@@ -61,8 +61,8 @@ def test_traversal_names_in_a_manifest_are_refused_everywhere(tmp_path, dataset,
         DPODataset(ds_args(dataset), FakeTokenizer())
     with pytest.raises(FormatError, match="video name"):
         DPODataset(ds_args(dataset, skip_invalid=True), FakeTokenizer())
-    assert regdpo_main(["audit", str(dataset), "--no-progress"]) == 2
-    assert regdpo_main(["preview", str(dataset), "--no-mp4"]) == 2
+    assert regdpo_main(["audit", str(dataset), "--no-progress"]) == 1  # a data error: exit 1
+    assert regdpo_main(["preview", str(dataset), "--no-mp4"]) == 1
     assert "video name" in capsys.readouterr().err
     assert files_under(tmp_path / "x") == before
     assert not list(tmp_path.glob("*.mp4")) and not list(tmp_path.glob("x/*.png"))
@@ -105,7 +105,7 @@ def target(tmp_path):
 
 def test_preview_never_writes_through_planted_links(dataset, target):
     (dataset / fmt.PREVIEW_DIR).symlink_to(target, target_is_directory=True)
-    assert regdpo_main(["preview", str(dataset), "--no-mp4"]) == 2
+    assert regdpo_main(["preview", str(dataset), "--no-mp4"]) == 1
     assert files_under(target) == ["precious.txt"]
     (dataset / fmt.PREVIEW_DIR).unlink()
     (dataset / fmt.PREVIEW_DIR).mkdir()
@@ -133,13 +133,13 @@ def test_generate_never_writes_through_planted_links(tmp_path, dataset, target, 
     run = ["generate", "--output_dir", str(dataset), *SMALL, "--resume"]
     (dataset / fmt.LOCK_FILE).unlink()
     (dataset / fmt.LOCK_FILE).symlink_to(target / "lockfile")
-    assert regdpo_main(run) == 2
+    assert regdpo_main(run) == 1
     assert "symbolic link" in capsys.readouterr().err
     assert files_under(target) == ["precious.txt"]
     (dataset / fmt.LOCK_FILE).unlink()
     shutil.rmtree(dataset / fmt.complete_videos(dataset)[1])  # so the run has a video to write
     (dataset / fmt.STAGING_DIR).symlink_to(target, target_is_directory=True)
-    assert regdpo_main(run) == 2
+    assert regdpo_main(run) == 1
     assert "symbolic link" in capsys.readouterr().err
     assert files_under(target) == ["precious.txt"]
 

@@ -161,7 +161,7 @@ def test_select_accepts_score_json_margins(audited, tmp_path, capsys):
     assert all(p["neg_type"] != "blur" or p["reason"] for p in record["picks"])  # blur only as a fallback
     assert all(p["ref_margin"] is not None for p in record["picks"])
     (tmp_path / "bad.json").write_text(json.dumps({"items": [{"video": "x", "stream": "blur", "ref_margin": "hi"}]}))
-    assert main(["select", str(root), "--score", str(tmp_path / "bad.json")] + out) == 2
+    assert main(["select", str(root), "--score", str(tmp_path / "bad.json")] + out) == 1  # its content: data
     assert "ref_margin" in capsys.readouterr().err
 
 
@@ -251,5 +251,5 @@ def test_prune_removes_entries_left_without_a_selected_negative(audited, tmp_pat
     assert dropped not in {v.name for v in fmt.load_manifest(root).videos}
     bad = dict(record, picks=[{"video": "not-considered", "stream": "blur"}])
     (root / "selection.json").write_text(json.dumps(bad))
-    assert main(["prune", str(root)]) == 2
+    assert main(["prune", str(root)]) == 1  # a malformed selection.json is a data error
     assert "not among 'considered'" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from regdpo.errors import FrameReadError, UsageError
+from regdpo.errors import FormatError, FrameReadError, UsageError
 from regdpo.generate.clips import clip_indices, frame_stride, resize_frames, working_size
 from regdpo.generate.samples import sample_videos
 from regdpo.generate.sources import (
@@ -184,7 +184,7 @@ def test_captions_json_and_csv(tmp_path):
     assert caption_for(other, caps, "dflt") == ("dflt", "default")
     assert load_captions(tmp_path / "c.csv") == {"davis_tennis": "a court, with a player"}
     (tmp_path / "bad.json").write_text("{nope")
-    with pytest.raises(UsageError, match="--captions .*bad.json"):
+    with pytest.raises(FormatError, match="--captions .*bad.json"):  # the file's content: a data error
         load_captions(tmp_path / "bad.json")
     with pytest.raises(UsageError, match="--captions .*file not found"):
         load_captions(tmp_path / "missing.csv")

@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import RegdpoError, Terminated
+from .errors import RegdpoError, Terminated, exit_code
 from .interrupts import exit_status, sigterm_as_interrupt
 from .progress import setup_cli_logging
 
@@ -99,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(module.run(args) or 0)
     except RegdpoError as exc:
         print(f"regdpo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: files are written atomically, temporaries removed
         print(f"\nregdpo {args.command}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
               file=sys.stderr)

@@ -26,6 +26,16 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (what SLURM and Kubernetes send before killing) arrived: handled like Ctrl-C."""
 
 
+USAGE_EXIT = 2  # a flag or argument is wrong (argparse uses 2 too)
+DATA_EXIT = 1  # the data on disk (or the disk itself) is wrong
+
+
+def exit_code(exc: RegdpoError) -> int:
+    """The exit status for ``exc``: 2 for a usage error (:class:`UsageError`), 1 for every other
+    (data-caused) error: a malformed file, an unreadable frame, a full disk."""
+    return USAGE_EXIT if isinstance(exc, UsageError) else DATA_EXIT
+
+
 OUT_OF_SPACE_ERRNOS = frozenset(n for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(__import__("errno"), n))
 
 

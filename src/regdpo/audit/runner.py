@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .. import format as fmt
-from ..errors import FormatError, FrameReadError, RegdpoError
+from ..errors import FrameReadError, RegdpoError, UsageError
 from ..frames import read_rgb_clip
 from . import metrics as M
 from . import quality as Q
@@ -247,7 +247,7 @@ def select_entries(
     """
     root = Path(root)
     if not root.is_dir():
-        raise FormatError(f"dataset root {root} does not exist or is not a folder")
+        raise UsageError(f"dataset root {root} does not exist or is not a folder")
     if manifest_path is not None or (root / fmt.MANIFEST_FILE).is_file():
         manifest = fmt.load_manifest(root, manifest_path)
         source = str(manifest_path or root / fmt.MANIFEST_FILE)
@@ -261,7 +261,7 @@ def select_entries(
         by_name = {e.name: e for e in entries}
         unknown = [v for v in videos if v not in by_name]
         if unknown:
-            raise FormatError(f"--video {unknown[0]}: not in {source}")
+            raise UsageError(f"--video {unknown[0]}: not in {source}")
         entries = [by_name[v] for v in dict.fromkeys(videos)]
     if max_videos is not None:
         entries = entries[:max_videos]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..backends import models_config
 from ..backends.base import NegativeBackend
-from ..errors import DiskFull, RegdpoError, Terminated, UsageError
+from ..errors import DiskFull, RegdpoError, Terminated, UsageError, exit_code
 from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
 from ..interrupts import exit_status, sigterm_as_interrupt
 from .config import BACKENDS, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
@@ -305,4 +305,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args)
     except RegdpoError as exc:
         print(f"generate_dpo_negatives.py: error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)

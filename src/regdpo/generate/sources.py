@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from ..errors import FrameReadError, UsageError
+from ..errors import FormatError, FrameReadError, UsageError
 from ..format import LOCK_FILE, MANIFEST_FILE, MAX_VIDEO_NAME, STAGING_DIR, check_video_name
 from ..frames import read_rgb, stack_frames
 from .samples import sample_videos
@@ -421,25 +421,30 @@ def load_captions(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--captions {path}: file not found")
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FormatError(f"--captions {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise FormatError(f"--captions {path}: cannot read ({exc.strerror or exc})") from None
     captions: dict[str, str] = {}
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"--captions {path}: not valid JSON ({exc})") from exc
+            raise FormatError(f"--captions {path}: not valid JSON ({exc})") from exc
         if isinstance(data, dict):
             items = data.items()
         elif isinstance(data, list) and all(isinstance(d, dict) for d in data):
             try:
                 items = [(d["video"], d["caption"]) for d in data]
             except KeyError as exc:
-                raise UsageError(f"--captions {path}: list entries need 'video' and 'caption' keys") from exc
+                raise FormatError(f"--captions {path}: list entries need 'video' and 'caption' keys") from exc
         else:
-            raise UsageError(f"--captions {path}: expected an object video -> caption")
+            raise FormatError(f"--captions {path}: expected an object video -> caption")
         for key, value in items:
             if not isinstance(value, str):
-                raise UsageError(f"--captions {path}: caption of {key!r} is not a string")
+                raise FormatError(f"--captions {path}: caption of {key!r} is not a string")
             captions[str(key)] = value
     else:
         rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
@@ -448,7 +453,7 @@ def load_captions(path: str | Path) -> dict[str, str]:
             rows = rows[1:]
         for lineno, row in enumerate(rows, 1):
             if len(row) < 2:
-                raise UsageError(f"--captions {path}: row {lineno} needs two columns: video,caption")
+                raise FormatError(f"--captions {path}: row {lineno} needs two columns: video,caption")
             captions[row[0].strip()] = ",".join(row[1:]).strip()
     return captions
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import RegdpoError, UsageError
+from ..errors import RegdpoError, UsageError, exit_code
 from .config import LATENT_SAMPLING, LOSS_FORMS, TRAIN_MODULES, DPOStepConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return train(args)
     except RegdpoError as exc:
         print(f"train_region_reg_dpo.py: error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, UsageError) else 1
+        return exit_code(exc)
 
 
 def train(args: argparse.Namespace) -> int:
