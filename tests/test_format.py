@@ -37,7 +37,7 @@ def test_write_entry_roundtrip_and_composite(tmp_path):
     neg = 255 - gt  # differs everywhere: the writer must composite it onto the GT
     write_video_entry(tmp_path, meta_for("davis_a", gt, ["blur"]), gt, hole, {"blur": neg})
     video = tmp_path / "davis_a"
-    assert sorted(p.name for p in video.iterdir()) == ["blur", "gt_frames", "masks", "meta.json"]
+    assert sorted(p.name for p in video.iterdir()) == ["blur", "checksums.sha256", "gt_frames", "masks", "meta.json"]
     for i in range(4):
         assert np.array_equal(read_rgb(video / "gt_frames" / fmt.frame_name(i)), gt[i])
         stored_neg = read_rgb(video / "blur" / fmt.frame_name(i))
@@ -227,7 +227,7 @@ def test_variants_are_streams_of_one_entry(tmp_path):
     assert meta.neg_types == ["blur", "flicker"]
     write_video_entry(tmp_path, meta, gt, hole, {"blur": gt // 2, "blur_s0.50": gt // 3, "flicker_s0.25": gt // 4})
     assert sorted(p.name for p in (tmp_path / "v").iterdir()) == [
-        "blur", "blur_s0.50", "flicker_s0.25", "gt_frames", "masks", "meta.json"]
+        "blur", "blur_s0.50", "checksums.sha256", "flicker_s0.25", "gt_frames", "masks", "meta.json"]
     stored = json.loads((tmp_path / "v" / fmt.META_FILE).read_text())
     assert stored["format_version"] == 2
     assert [(n["type"], n["strength"], n["stream"]) for n in stored["negatives"]] == [

@@ -220,8 +220,14 @@ def test_prune_deletes_only_unselected_candidates(audited, tmp_path, capsys):
             stream = f.split("/")[0]
             if stream in (fmt.GT_DIR, fmt.MASK_DIR) or stream in picked[n]:
                 assert after[f] == size
-            elif f != fmt.META_FILE:
+            elif f not in (fmt.META_FILE, fmt.CHECKSUMS_FILE):
                 assert f not in after
+        checksummed = {line.split("  ")[1].split("/")[0]
+                       for line in (root / n / fmt.CHECKSUMS_FILE).read_text().splitlines()}
+        assert checksummed == {fmt.GT_DIR, fmt.MASK_DIR, *picked[n]}  # the deleted streams' lines dropped
+        from regdpo.verify import verify_video
+
+        assert verify_video(root, n).problems == []  # the pruned entry still verifies, checksums included
     assert _sizes(outside) == outside_before and (root / "linked").is_symlink()
     plans = {v["video"]: v for v in report["videos"]}
     assert plans[names[0]]["bytes_after"] < plans[names[0]]["bytes_before"]

@@ -27,6 +27,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "select": ("regdpo.curate.select_cli", "keep per source clip the negatives of medium difficulty "
                "(manifest.selected.json)"),
     "prune": ("regdpo.curate.prune", "delete the candidate negatives that `regdpo select` left out"),
+    "verify": ("regdpo.verify", "decode every file of every video and check the format's invariants "
+               "(and checksums)"),
     "score": ("regdpo.train.score_cli", "the reference model's margin per pair (score.json, for regdpo select)"),
 }
 

@@ -11,6 +11,7 @@ Layout (documented in ``docs/FORMAT.md``)::
       {video}/flicker/ ...
       {video}/inpaint/ ...          (only when asked: the model's own standard result)
       {video}/blur_s0.50/ ...       a strength variant: stream ``{type}_s{strength:.2f}`` (strength 1.0: ``{type}``)
+      {video}/checksums.sha256      SHA-256 of every frame file (``sha256sum`` format; written before meta.json)
       {video}/meta.json             per-video record (written last: its presence marks a complete video)
       _failed/{video}.json          failure / skip records of the generator
       audit.json, audit.html, manifest.filtered.json, _preview/   written by `regdpo audit` / `preview`
@@ -51,6 +52,9 @@ FULL_STRENGTH = 1.0
 GT_DIR = "gt_frames"
 MASK_DIR = "masks"
 META_FILE = "meta.json"
+CHECKSUMS_FILE = "checksums.sha256"
+"""Per video: ``{sha256 hex}  {stream}/{frame}`` per frame file, sorted by path (``sha256sum -c`` reads it).
+Written by the writer before ``meta.json``; absent in videos made before regdpo recorded checksums."""
 MANIFEST_FILE = "manifest.json"
 FAILED_DIR = "_failed"
 LOGS_DIR = "_logs"
@@ -487,6 +491,26 @@ def failure_records(root: str | os.PathLike) -> list[dict[str, Any]]:
     if not folder.is_dir():
         return []
     return [read_json(p) for p in sorted(folder.glob("*.json"))]
+
+
+def format_checksums(digests: Mapping[str, str]) -> str:
+    """``checksums.sha256`` text of ``{relative path: sha256 hex}``: one ``HEX  PATH`` line per file, sorted."""
+    return "".join(f"{digests[path]}  {path}\n" for path in sorted(digests))
+
+
+_CHECKSUM_LINE = re.compile(r"^(?P<hex>[0-9a-f]{64}) [ *](?P<path>[A-Za-z0-9._+-]+/\d{5,}\.png)$")
+
+
+def parse_checksums(text: str, where: str | os.PathLike) -> dict[str, str]:
+    """``{relative path: sha256 hex}`` of a ``checksums.sha256`` text; ``FormatError`` naming ``where``
+    and the line for a malformed or repeated line."""
+    digests: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _CHECKSUM_LINE.match(line)
+        if not match or match["path"] in digests:
+            raise FormatError(f"{where}: line {number} is not 'SHA256  stream/NNNNN.png' (or repeats a file)")
+        digests[match["path"]] = match["hex"]
+    return digests
 
 
 PNG_TRAILER = b"\x00\x00\x00\x00IEND\xaeB`\x82"

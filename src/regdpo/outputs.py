@@ -3,8 +3,8 @@
 regdpo deletes only what it can prove it wrote:
 
 - a video folder whose ``meta.json`` parses as a regdpo record holding the folder's own name, and
-  which holds nothing but that record and the stream folders the record lists, each holding only
-  frame files (``00000.png``, ...);
+  which holds nothing but that record, its ``checksums.sha256`` and the stream folders the record lists,
+  each holding only frame files (``00000.png``, ...);
 - the derived outputs of ``regdpo.format.DERIVED_OUTPUTS`` (manifests, audit, preview, failure
   records, launch logs, staging), each of the kind regdpo writes (``_failed/`` only ``*.json``, ``_logs/``
   only ``*.log``, ``_preview/``
@@ -64,7 +64,7 @@ def owned_video(path: Path) -> fmt.VideoMeta | None:
         return None
     streams = set(fmt.video_stream_dirs(meta))
     for child in path.iterdir():
-        if child.name == fmt.META_FILE and not child.is_symlink() and child.is_file():
+        if child.name in (fmt.META_FILE, fmt.CHECKSUMS_FILE) and not child.is_symlink() and child.is_file():
             continue
         if child.name not in streams or child.is_symlink() or not child.is_dir():
             return None

@@ -247,6 +247,7 @@ class VideoEntryWriter:
             raise ValueError(f"{self.name}: meta lists {listed}, written {self._negatives}")
         # the staged streams are complete (nothing removed them under us) before meta.json marks them so
         fmt.validate_video_streams(self.root, meta, headers=False, video_dir=self.staging_dir)
+        write_checksums(self.staging_dir, fmt.video_stream_dirs(meta))  # before meta.json, fsync-ed
         fmt.write_json_atomic(self.staging_dir / fmt.META_FILE, meta.to_dict())
         _fsync_dir(self.staging_dir)
         exists = self.final_dir.exists() or self.final_dir.is_symlink()
@@ -266,6 +267,23 @@ class VideoEntryWriter:
         self._committed = True
         self._remove_empty_staging_root()
         return self.final_dir
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of a file's bytes."""
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def write_checksums(video_dir: Path, streams: list[str]) -> None:
+    """Write ``{video_dir}/checksums.sha256``: the SHA-256 of every frame file of ``streams``."""
+    digests = {f"{stream}/{frame.name}": file_sha256(frame)
+               for stream in streams for frame in (video_dir / stream).iterdir() if frame.suffix == fmt.FRAME_EXT}
+    from .safe_io import write_text_atomic
+
+    write_text_atomic(video_dir / fmt.CHECKSUMS_FILE, fmt.format_checksums(digests))
 
 
 def write_video_entry(

@@ -2,7 +2,7 @@
 
 Only the videos the selection considered are touched (``selection.json``'s ``considered``): of
 each, the negative streams that were not picked are deleted (their ``meta.json`` rewritten first,
-atomically, so the entry stays complete), and an entry left without any selected negative is
+atomically, so the entry stays complete; their lines of ``checksums.sha256`` dropped), and an entry left without any selected negative is
 removed whole. The GT and masks of an entry with a selected negative are never touched. Only a folder that
 regdpo provably wrote is touched (``outputs.owned_video``: no links, no foreign files); any other
 is left alone and reported. Then ``manifest.json`` is rebuilt. ``--dry-run`` reports without deleting.
@@ -135,11 +135,28 @@ def apply_plan(root: Path, plan: VideoPlan) -> None:
         fmt.write_json_atomic(folder / fmt.META_FILE, meta.to_dict())
         for stream in plan.delete_streams:
             _discard(folder / stream, trash_dir)
+        _drop_checksums(folder, plan.delete_streams)
     for folder in (trash_dir, staging):
         try:
             folder.rmdir()
         except OSError:  # not empty (a running generator's staging) or never made
             break
+
+
+def _drop_checksums(folder: Path, streams: Sequence[str]) -> None:
+    """Rewrite ``checksums.sha256`` without the lines of the deleted ``streams`` (an interrupted prune leaves
+    them: ``regdpo verify`` checks only the streams ``meta.json`` lists). A damaged file is left as it is."""
+    from ..safe_io import write_text_atomic
+
+    path = folder / fmt.CHECKSUMS_FILE
+    if path.is_symlink() or not path.is_file():
+        return
+    try:
+        digests = fmt.parse_checksums(path.read_text(encoding="utf-8"), path)
+    except (FormatError, UnicodeDecodeError):
+        return
+    kept = {rel: digest for rel, digest in digests.items() if rel.split("/", 1)[0] not in streams}
+    write_text_atomic(path, fmt.format_checksums(kept))
 
 
 def summarise(plans: Sequence[VideoPlan]) -> dict[str, Any]:

@@ -1,0 +1,212 @@
+"""``regdpo verify ROOT``: decode every file of every video and check every invariant of the format.
+
+One video at a time, one frame index at a time across its streams (bounded memory). A video passes when
+its name is valid, its ``meta.json`` reads, its streams are complete and aligned
+(``regdpo.format.validate_video_streams``), every frame file decodes in full (a truncated body, a text
+file or a 0-byte file named ``.png`` fails), every mask is 0 / 255, every negative equals the GT outside
+the hole, and, when the video holds ``checksums.sha256`` (written by the writer at commit time), every
+frame file has the recorded SHA-256. One line per problem names the file; exit 1 when anything is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import format as fmt
+from .errors import FormatError, UsageError
+from .progress import plural
+
+
+@dataclass
+class Problem:
+    video: str
+    file: str
+    problem: str
+
+    def line(self) -> str:
+        return f"{self.video}: {self.file}: {self.problem}"
+
+
+@dataclass
+class VideoReport:
+    name: str
+    checksums: bool = False
+    problems: list[Problem] = field(default_factory=list)
+
+    def add(self, file: str | Path, problem: str) -> None:
+        self.problems.append(Problem(self.name, str(file), problem))
+
+
+class _Bad(Exception):
+    """A frame file that cannot be used: its message says why."""
+
+
+def decode_png(data: bytes, size: tuple[int, int]) -> "tuple[str, np.ndarray]":
+    """(mode, pixels) of PNG bytes decoded in full, checking every chunk's CRC; ``_Bad`` if it is not a
+    complete PNG of ``size`` (width, height)."""
+    from PIL import Image
+
+    if not data:
+        raise _Bad("empty file (0 bytes)")
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise _Bad("not a PNG file (placeholder or other format)")
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.size != size:
+                raise _Bad(f"is {img.size[0]}x{img.size[1]}, expected {size[0]}x{size[1]}")
+            img.verify()  # chunk CRCs
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # the whole body: a truncated or corrupt one raises
+            return img.mode, np.asarray(img)
+    except _Bad:
+        raise
+    except Exception as exc:  # PIL raises several types for broken files
+        raise _Bad(f"does not decode ({exc})") from None
+
+
+def _read_checksums(folder: Path, report: VideoReport) -> dict[str, str] | None:
+    path = folder / fmt.CHECKSUMS_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    report.checksums = True
+    try:
+        if path.is_symlink() or not path.is_file():
+            raise FormatError(f"{path}: not a plain file")
+        return fmt.parse_checksums(path.read_text(encoding="utf-8"), path)
+    except (FormatError, OSError, UnicodeDecodeError) as exc:
+        report.add(path, f"unreadable checksums ({exc})")
+        return {}
+
+
+def verify_video(root: Path, name: str) -> VideoReport:
+    """Every check of one video folder; the problems found, each naming its file."""
+    report = VideoReport(name)
+    folder = root / name
+    try:
+        fmt.check_video_name(name)
+        meta = fmt.read_video_meta(root, name)
+    except FormatError as exc:
+        report.add(folder / fmt.META_FILE, str(exc))
+        return report
+    try:
+        fmt.validate_video_streams(root, meta, headers=False)
+    except FormatError as exc:
+        report.add(folder, str(exc))
+        return report
+    digests = _read_checksums(folder, report)
+    streams = fmt.video_stream_dirs(meta)
+    size = (meta.width, meta.height)
+    if digests:  # lines of streams the record no longer lists (pruned by `regdpo prune`) are not checked
+        unlisted = [f"{s}/{f}" for s in streams for f in fmt.frame_names(meta.num_frames) if f"{s}/{f}" not in digests]
+        if unlisted:
+            report.add(folder / fmt.CHECKSUMS_FILE, f"lists no checksum for {plural(len(unlisted), 'frame file')} "
+                       f"(first {unlisted[0]})")
+    for frame in fmt.frame_names(meta.num_frames):
+        decoded: dict[str, np.ndarray] = {}
+        for stream in streams:
+            path = folder / stream / frame
+            try:
+                if path.is_symlink() or not path.is_file():
+                    raise _Bad("not a plain file (a link or a folder)")
+                if path.stat().st_size > fmt.MAX_IMAGE_BYTES:
+                    raise _Bad(f"larger than {fmt.MAX_IMAGE_BYTES} bytes")
+                data = path.read_bytes()
+                want = digests.get(f"{stream}/{frame}") if digests else None
+                if want is not None and hashlib.sha256(data).hexdigest() != want:
+                    report.add(path, "SHA-256 differs from checksums.sha256 (changed or damaged since commit)")
+                mode, pixels = decode_png(data, size)
+            except OSError as exc:
+                report.add(path, f"cannot read ({exc.strerror or exc})")
+                continue
+            except _Bad as exc:
+                report.add(path, str(exc))
+                continue
+            if stream == fmt.MASK_DIR:
+                if mode != "L":
+                    report.add(path, f"mask has mode {mode}, expected L")
+                    continue
+                if not np.isin(pixels, (0, fmt.MASK_HOLE_VALUE)).all():
+                    report.add(path, f"mask is not binary (values other than 0 and {fmt.MASK_HOLE_VALUE})")
+                    continue
+            elif mode != "RGB":
+                report.add(path, f"has mode {mode}, expected RGB")
+                continue
+            decoded[stream] = pixels
+        gt, mask = decoded.get(fmt.GT_DIR), decoded.get(fmt.MASK_DIR)
+        if gt is None or mask is None:
+            continue
+        outside = mask == 0
+        for stream in streams[2:]:
+            if stream in decoded:
+                differs = int(np.any(decoded[stream][outside] != gt[outside], axis=-1).sum())
+                if differs:
+                    report.add(folder / stream / frame, f"differs from the GT at {differs} pixel(s) outside the hole")
+    return report
+
+
+def video_folders(root: Path) -> list[str]:
+    """Every folder of ``root`` that is not a derived output (``_*``, ``.*``): each should be a video."""
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith((".", "_")) and p.is_dir())
+
+
+def verify_dataset(root: Path, log=print) -> dict:
+    """Verify every video of ``root`` and the manifest's names; returns the report (``--json``)."""
+    reports, manifest_problems = [], []
+    names = video_folders(root)
+    manifest = root / fmt.MANIFEST_FILE
+    if manifest.is_file():
+        try:
+            listed = [v.name for v in fmt.load_manifest(root).videos]
+        except FormatError as exc:
+            manifest_problems.append(Problem("-", str(manifest), str(exc)))
+        else:
+            for name in sorted(set(listed) - set(names)):
+                manifest_problems.append(Problem(name, str(manifest), "lists a video whose folder is missing"))
+    for line in manifest_problems:
+        log(line.line())
+    for name in names:
+        report = verify_video(root, name)
+        reports.append(report)
+        for problem in report.problems:
+            log(problem.line())
+    bad = [r for r in reports if r.problems]
+    without = [r.name for r in reports if not r.checksums]
+    return {
+        "root": str(root),
+        "videos": len(reports),
+        "videos_ok": len(reports) - len(bad),
+        "videos_with_problems": [r.name for r in bad],
+        "videos_without_checksums": without,
+        "problems": [asdict(p) for p in manifest_problems + [p for r in reports for p in r.problems]],
+    }
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("root", help="dataset folder (e.g. dpo_data)")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+
+
+def run(args: argparse.Namespace) -> int:
+    root = Path(args.root)
+    if not root.is_dir():
+        raise UsageError(f"dataset root {root} does not exist or is not a folder")
+    result = verify_dataset(root, log=lambda line: print(line, file=sys.stdout))
+    without = result["videos_without_checksums"]
+    print(f"{root}: {plural(result['videos'], 'video')} verified, {result['videos_ok']} ok, "
+          f"{len(result['videos_with_problems'])} with problems, {plural(len(result['problems']), 'problem')}")
+    if without:
+        print(f"{root}: {plural(len(without), 'video')} without {fmt.CHECKSUMS_FILE} (made before regdpo recorded "
+              "checksums): decoded and checked, file contents not compared with commit time")
+    if args.json:
+        try:
+            fmt.write_json_atomic(args.json, result)
+        except OSError as exc:
+            raise UsageError(f"--json {args.json}: cannot write ({exc.strerror or exc})") from None
+    return 1 if result["problems"] else 0
