@@ -179,6 +179,10 @@ RESUME_KEYS = ("backend", "mask_mode", "mask_dilation", "resolution", "center_cr
 FLAG_OF = {"run_seed": "seed", "strengths": "strengths / --<type>_strength"}
 """The flag of a ``RESUME_KEYS`` key where it is not the key itself."""
 
+UNSET_SHOWN = {"strengths": "1.0", "masks_per_clip": "1", "mask_area": "not given (the mode's range)",
+               "mask_margin": "not given (the mode's margin)"}
+"""How a ``--resume`` message shows a key recorded only when given (absent: today's default)."""
+
 STRENGTH_TYPES = ("hallucination", "blur", "flicker")
 """Types with a strength knob (``--<type>_strength``); ``inpaint`` is the model's own result, always 1.0."""
 

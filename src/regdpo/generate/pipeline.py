@@ -40,7 +40,7 @@ from ..writer import (
 )
 from ..progress import Progress, plural
 from .clips import clip_indices, frame_stride, resize_frames, upscale_factor, working_size
-from .config import FLAG_OF, RESUME_KEYS, GenerateConfig
+from .config import FLAG_OF, RESUME_KEYS, UNSET_SHOWN, GenerateConfig
 from .engine import Engine, LocalEngine
 from .masks import AnnotatedVideo, AnnotationPool, make_masks
 from .sources import FrameCountMismatch, SourceReader, VideoSource, annotation_files, caption_for
@@ -107,8 +107,8 @@ def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, 
             if have != wanted.get(key):
                 flag = FLAG_OF.get(key, key)
                 raise UsageError(
-                    f"--resume: {config.output_dir / name} was made with --{flag} {_show(have)}, this run asks "
-                    f"for --{flag} {_show(wanted.get(key))}; resume with the same settings, or use --overwrite"
+                    f"--resume: {config.output_dir / name} was made with --{flag} {_show(have, key)}, this run "
+                    f"asks for --{flag} {_show(wanted.get(key), key)}; resume with the same settings, or use --overwrite"
                 )
         if want_backend is not None:
             have_backend = _comparable(meta.generator.get("backend_settings", {}))
@@ -122,7 +122,9 @@ def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, 
                 )
 
 
-def _show(value: Any) -> str:
+def _show(value: Any, key: str = "") -> str:
+    if value is None and key in UNSET_SHOWN:
+        return UNSET_SHOWN[key]
     return " ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
