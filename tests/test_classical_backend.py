@@ -10,6 +10,8 @@ from regdpo.backends.base import Clip
 from regdpo.backends.classical import ClassicalBackend, choose_offsets, reflect_index
 from regdpo.frames import composite
 from regdpo.generate.masks import hard_masks, random_masks
+from regdpo.audit import metrics as M
+from regdpo.audit.config import AuditConfig
 from helpers import DATA
 
 
@@ -89,10 +91,13 @@ def test_flicker_jumps_at_segment_boundaries_only(clip):
     res = ClassicalBackend(flicker_segments=3).generate(clip, ["flicker"])
     segments = res.info["flicker"]["segments"]
     assert [(s["start"], s["stop"]) for s in segments] == [(0, 4), (4, 8), (8, 12)]
-    step = hole_step(res.negatives["flicker"], clip.hole)
-    boundaries = [s["start"] - 1 for s in segments[1:]]
-    inside = [i for i in range(len(step)) if i not in boundaries]
-    assert step[boundaries].min() > 2.0 * step[inside].max(), (step, boundaries)
+    # measured as the audit does (flow-compensated, beyond the GT's own change): the hole follows the
+    # scene inside a segment and jumps at each boundary
+    cfg = AuditConfig()
+    ref = M.reference(clip.frames, clip.hole, cfg)
+    m = M.measure_negative(ref, res.negatives["flicker"], cfg, segments)
+    assert m["segment_boundaries"] == [4, 8]
+    assert m["boundary_excess_mean"] > max(2.0, 2.0 * m["interior_excess_mean"]), m
 
 
 def test_deterministic_and_seed_dependent(clip):
@@ -105,12 +110,12 @@ def test_deterministic_and_seed_dependent(clip):
     assert not np.array_equal(a.negatives["hallucination"], c.negatives["hallucination"])
 
 
-def test_shared_smooth_fill_is_computed_once_per_video(monkeypatch):
+def test_shared_blur_fill_is_computed_once_per_video(monkeypatch):
     frames = textured_clip()
     hole, _ = hard_masks(12, 96, 128, np.random.default_rng(0))
     calls = []
-    real = classical.smooth_fill
-    monkeypatch.setattr(classical, "smooth_fill", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = classical.hole_lowpass
+    monkeypatch.setattr(classical, "hole_lowpass", lambda *a, **k: calls.append(1) or real(*a, **k))
     ClassicalBackend().generate(Clip("c", frames, hole, 1), ["hallucination", "blur", "flicker"])
     assert len(calls) == 1
 
@@ -151,14 +156,14 @@ def test_unknown_type_is_refused():
 
 
 def test_inpaint_is_the_best_classical_fill(clip):
-    """inpaint: temporal propagation + Telea; closer to the GT in the hole than hallucination and flicker
-    (the blur's smooth fill can have a lower mean error on noise-like texture: it averages it away)."""
+    """inpaint: temporal propagation + Telea; closer to the GT in the hole than hallucination (blur and
+    flicker keep the GT's structure in the hole by design, see the purity tests, so they can be closer)."""
     res = ClassicalBackend().generate(clip, list(classical.NEG_TYPES))
     inpaint = res.negatives["inpaint"]
     np.testing.assert_array_equal(inpaint[~clip.hole], clip.frames[~clip.hole])
     assert not np.array_equal(inpaint[clip.hole], clip.frames[clip.hole])
     err = {t: np.abs(n[clip.hole].astype(int) - clip.frames[clip.hole]).mean() for t, n in res.negatives.items()}
-    assert err["inpaint"] < min(err["hallucination"], err["flicker"]), err
+    assert err["inpaint"] < err["hallucination"], err
     again = ClassicalBackend().generate(clip, ["inpaint"]).negatives["inpaint"]
     np.testing.assert_array_equal(again, inpaint)
 

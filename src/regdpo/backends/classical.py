@@ -4,22 +4,20 @@ These are *classical approximations* of the defects of a video-inpainting model,
 trying the pipeline, for tests and for ablations; real training data wants ``--backend models``
 (ProPainter + DiffuEraser). Every video's meta says so (``classical_approximation: true``).
 
-- ``blur``: a smooth fill of the hole without high-frequency texture: OpenCV Telea inpainting
-  at a reduced size (short side ``smooth_short_side``), upsampled. Computed once per video and
-  shared: it is also the base that the other two fills fade into at the hole's edge. Below
-  strength 1 (``--blur_strength``) the hole holds the clip seen through a Gaussian low-pass of
-  sigma ``strength x short side / 16``: the structure kept, the texture lost in proportion.
-- strengths (``--hallucination_strength``, ``--flicker_strength``): hallucination fades its foreign
-  texture in over ``(1 - strength)`` of the hole's depth more (weaker = foreign texture only in the
-  hole's core, the smooth fill around it); flicker multiplies each segment's departure from the
-  shared smooth fill (its donor share and brightness change) by the strength.
-- ``hallucination``: plausible-looking but wrong content: real texture from a distant region of
-  the same clip (one offset for the whole clip, so it moves coherently with the scene),
-  colour-matched to the ring around the hole and feathered into the smooth fill over a few
-  pixels inside the hole.
-- ``flicker``: the clip is cut into segments (``plan_segments``) and each segment is filled
-  differently (its own donor offset, mix with the smooth fill and brightness), so the hole
-  content changes abruptly at each segment boundary while staying steady inside a segment.
+Each negative shows its own defect and, by the audit's metrics (``regdpo.audit.metrics``), not the
+others' (tests/test_classical_purity.py):
+
+- ``blur``: the clip seen through a Gaussian low-pass inside the hole (sigma ``strength x short side x
+  BLUR_SIGMA_FRACTION``): the GT's structure, moving with the scene, without its texture. Computed once
+  per video; also the base the hallucination fades into at the hole's edge.
+- ``hallucination``: plausible-looking but wrong content that holds still: real texture from a distant
+  region of the first frame with a hole (one offset), colour-matched to the ring around that hole, the same
+  in every frame, feathered into the blur fill inside the hole. Below strength 1 it fades in over
+  ``(1 - strength)`` of the hole's depth more (foreign texture only in the hole's core).
+- ``flicker``: the clip is cut into segments (``plan_segments``); in each, the hole holds the GT's
+  low-pass with the segment's own brightness plus the fine texture of the segment's own distant region,
+  so every segment is plausible and only the segments differ: the hole jumps at each boundary. Below
+  strength 1 the brightness change and the borrowed share of the texture shrink with it.
 
 - ``inpaint``: the best fill this backend has (only when asked): every hole pixel takes the
   colour it has in the nearest frame in time where it is visible (temporal propagation, as video
@@ -39,6 +37,7 @@ import cv2
 import numpy as np
 
 from ..format import NEG_TYPES, check_neg_type
+from ..frames import composite
 from ..seeding import derive_seed
 from .base import BackendResult, Clip, NegativeBackend, plan_segments, requested_streams
 
@@ -57,15 +56,13 @@ class ClassicalBackend(NegativeBackend):
     def __init__(
         self,
         flicker_segments: int = 3,
-        smooth_short_side: int = 128,
         inpaint_radius: int = 3,
-        feather_fraction: float = 0.012,
+        feather_fraction: float = 0.04,
         offset_candidates: int = 192,
     ):
         if flicker_segments < 1:
             raise ValueError(f"flicker_segments must be >= 1, got {flicker_segments}")
         self.flicker_segments = int(flicker_segments)
-        self.smooth_short_side = int(smooth_short_side)
         self.inpaint_radius = int(inpaint_radius)
         self.feather_fraction = float(feather_fraction)
         self.offset_candidates = int(offset_candidates)
@@ -73,7 +70,7 @@ class ClassicalBackend(NegativeBackend):
     def settings(self) -> dict[str, Any]:
         return {
             "flicker_segments": self.flicker_segments,
-            "smooth_short_side": self.smooth_short_side,
+            "blur_sigma_fraction": BLUR_SIGMA_FRACTION,
             "inpaint": f"cv2.INPAINT_TELEA radius {self.inpaint_radius}",
             "feather_fraction": self.feather_fraction,
             "classical_approximation": True,
@@ -87,11 +84,11 @@ class ClassicalBackend(NegativeBackend):
         types = [t for t in NEG_TYPES if any(r[0] == t for r in requests)]
         result = BackendResult()
         frames, hole = clip.frames, clip.hole
-        t0 = time.perf_counter()
-        # shared per-video result: the blur negative and the base of the other two fills
-        smooth = smooth_fill(frames, hole, self.smooth_short_side, self.inpaint_radius)
-        result.timings["smooth_fill"] = time.perf_counter() - t0
         short = min(frames.shape[1:3])
+        t0 = time.perf_counter()
+        # shared per-video result: the blur negative and the base the hallucination fades into
+        smooth = composite(hole_lowpass(frames, blur_sigma(short, 1.0)), frames, hole)
+        result.timings["smooth_fill"] = time.perf_counter() - t0
         feather = max(2.0, self.feather_fraction * short)
         offsets: list[tuple[int, int]] = []
         if "hallucination" in types or "flicker" in types:
@@ -101,47 +98,41 @@ class ClassicalBackend(NegativeBackend):
             offsets = choose_offsets(hole, rng, need, self.offset_candidates)
             result.timings["offsets"] = time.perf_counter() - t0
         common = {"classical_approximation": True}
-        donor: tuple[np.ndarray, dict[str, Any]] | None = None
+        texture: tuple[np.ndarray, dict[str, Any]] | None = None
         for neg_type, strength, stream in requests:
             t0 = time.perf_counter()
-            if neg_type == "blur" and strength >= 1.0:
-                result.negatives[stream] = smooth
-                result.info[stream] = {
-                    **common,
-                    "method": "smooth fill: OpenCV Telea inpainting at reduced size, upsampled (no texture)",
-                    "smooth_short_side": self.smooth_short_side,
-                }
-            elif neg_type == "blur":
+            if neg_type == "blur":
                 sigma = blur_sigma(short, strength)
-                result.negatives[stream] = hole_lowpass(frames, sigma)
+                result.negatives[stream] = smooth if strength >= 1.0 else composite(hole_lowpass(frames, sigma), frames, hole)
                 result.info[stream] = {
                     **common,
                     "method": "the clip seen through a Gaussian low-pass inside the hole (sigma grows with the "
-                    "strength): its structure kept, its texture lost",
+                    "strength): its structure kept and moving with the scene, its texture lost",
                     "sigma_px": round(sigma, 3),
                 }
             elif neg_type == "hallucination":
-                if donor is None:
-                    donor = donor_fill(frames, hole, offsets[0])
-                fill, match = donor
+                if texture is None:
+                    texture = still_texture(frames, hole, offsets[0])
+                fill, match = texture
                 depth = hallucination_feather(hole, feather, strength)
-                result.negatives[stream] = feather_into(fill, smooth, hole, depth)
+                result.negatives[stream] = composite(feather_into(fill, smooth, hole, depth), frames, hole)
                 result.info[stream] = {
                     **common,
-                    "method": "texture from a distant region of the clip (fixed offset), colour-matched, "
-                    "feathered into the smooth fill",
+                    "method": "texture of a distant region of the first frame with a hole (fixed offset), "
+                    "colour-matched, held still over the clip, feathered into the blur fill",
                     "offset_yx": list(offsets[0]),
                     "colour_match": match,
                     "feather_px": round(depth, 2),
                 }
             elif neg_type == "flicker":
                 rng = np.random.default_rng(derive_seed(clip.seed, "flicker"))
-                out, segments = flicker_fill(frames, hole, smooth, offsets[1:], self.flicker_segments, feather, rng,
+                out, segments = flicker_fill(frames, hole, offsets[1:], self.flicker_segments, short, rng,
                                              strength)
                 result.negatives[stream] = out
                 result.info[stream] = {
                     **common,
-                    "method": "each segment filled differently (donor offset, mix with smooth fill, brightness)",
+                    "method": "per segment: the clip's structure (low-pass) with its own brightness and the fine "
+                    "texture of its own distant region",
                     "segments": segments,
                     "num_segments": len(segments),
                 }
@@ -162,12 +153,14 @@ class ClassicalBackend(NegativeBackend):
 # ---------------------------------------------------------------------- pure helpers
 
 
-BLUR_SIGMA_FRACTION = 1 / 16
-"""Classical blur below strength 1: Gaussian sigma = strength x this x the frame's short side."""
+BLUR_SIGMA_FRACTION = 1 / 40
+"""Classical blur: Gaussian sigma = strength x this x the frame's short side (6.4 px at 256 px). Small enough
+that the audit's low-pass (short side / 48) still sees the GT's structure (no hallucination), large enough
+to remove the texture (sharpness loss far beyond the audit's 'clear' line)."""
 
 
 def blur_sigma(short: int, strength: float) -> float:
-    """Gaussian sigma (px) of the classical blur at ``strength`` < 1 (0 at strength 0)."""
+    """Gaussian sigma (px) of the classical blur at ``strength`` (0 at strength 0)."""
     return float(strength) * BLUR_SIGMA_FRACTION * short
 
 
@@ -214,32 +207,6 @@ def propagate_fill(frames: np.ndarray, hole: np.ndarray, radius: int = 3) -> np.
         if remaining.any():
             filled = cv2.inpaint(out[t], remaining.astype(np.uint8), radius, cv2.INPAINT_TELEA)
             out[t][remaining] = filled[remaining]
-    return out
-
-
-def smooth_fill(frames: np.ndarray, hole: np.ndarray, short_side: int = 128, radius: int = 3) -> np.ndarray:
-    """Per frame, fill the hole by Telea inpainting at a reduced size and upsample it.
-
-    ``frames`` uint8 ``[T, H, W, 3]``, ``hole`` bool ``[T, H, W]``. Pixels partly covered by the
-    hole at the reduced size count as hole, so no GT from inside the hole leaks into the fill.
-    Returns uint8 ``[T, H, W, 3]``, equal to ``frames`` outside the hole.
-    """
-    num, height, width = hole.shape
-    factor = max(1.0, min(height, width) / float(short_side))
-    small = (max(1, round(width / factor)), max(1, round(height / factor)))
-    out = frames.copy()
-    for t in range(num):
-        if not hole[t].any():
-            continue
-        if factor > 1.0:
-            frame = cv2.resize(frames[t], small, interpolation=cv2.INTER_AREA)
-            mask = (cv2.resize(hole[t].astype(np.uint8) * 255, small, interpolation=cv2.INTER_AREA) > 0)
-        else:
-            frame, mask = frames[t], hole[t]
-        filled = cv2.inpaint(frame, mask.astype(np.uint8), radius, cv2.INPAINT_TELEA)
-        if factor > 1.0:
-            filled = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR)
-        out[t][hole[t]] = filled[hole[t]]
     return out
 
 
@@ -307,17 +274,6 @@ def _colour_lut(gain: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return np.clip(np.round(v * gain[None, :] + shift[None, :]), 0, 255).astype(np.uint8)[:, None, :]
 
 
-def _pooled_stats(stats: list[tuple[int, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std per channel of the union of pixel sets given as (count, mean, std)."""
-    n = np.array([s[0] for s in stats], dtype=np.float64)
-    means = np.stack([s[1] for s in stats])
-    second = np.stack([s[2] ** 2 + s[1] ** 2 for s in stats])
-    total = max(n.sum(), 1.0)
-    mu = (n[:, None] * means).sum(0) / total
-    var = np.maximum((n[:, None] * second).sum(0) / total - mu**2, 0.0)
-    return mu, np.sqrt(var)
-
-
 def _masked_stats(image: np.ndarray, mask: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     count = int(cv2.countNonZero(mask))
     if count == 0:
@@ -326,45 +282,22 @@ def _masked_stats(image: np.ndarray, mask: np.ndarray) -> tuple[int, np.ndarray,
     return count, mean.ravel(), std.ravel()
 
 
-def donor_fill(
-    frames: np.ndarray, hole: np.ndarray, offset: tuple[int, int], frame_range: tuple[int, int] | None = None,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """Frames whose hole holds the content at ``offset``, colour-matched to the ring around the hole.
-
-    The hole pixel ``(y, x)`` takes the colour at ``(y - dy, x - dx)`` (mirrored at the border).
-    One per-channel affine colour transform (mean and, clamped, std of the donor pixels -> those of
-    a ring just outside the hole) serves the whole range, so the fill stays temporally coherent.
-    Returns (uint8 ``[T', H, W, 3]`` for ``frame_range``, equal to ``frames`` outside the hole;
-    transform parameters).
-    """
-    start, stop = frame_range or (0, hole.shape[0])
-    frames_r, hole_r = frames[start:stop], hole[start:stop]
-    out = frames_r.copy()
-    union = hole_r.any(axis=0)
-    if not union.any():
-        return out, {"gain": [1.0] * 3, "shift": [0.0] * 3}
-    height, width = hole.shape[1:]
-    y0, y1, x0, x1 = _bbox(union)
-    map_x = np.broadcast_to(np.arange(x0, x1, dtype=np.float32)[None, :] - offset[1], (y1 - y0, x1 - x0))
-    map_y = np.broadcast_to(np.arange(y0, y1, dtype=np.float32)[:, None] - offset[0], (y1 - y0, x1 - x0))
-    map_x, map_y = np.ascontiguousarray(map_x), np.ascontiguousarray(map_y)
-    masks = [np.ascontiguousarray(h[y0:y1, x0:x1]).astype(np.uint8) for h in hole_r]  # 1 = hole
-    donors = [cv2.remap(f, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT_101) for f in frames_r]
-    short = min(height, width)
-    k = max(3, int(short * 0.03) | 1)
-    ring = (cv2.dilate(union.astype(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~union
-    ring_u8 = ring.astype(np.uint8)
-    mu_d, sd_d = _pooled_stats([_masked_stats(d, m) for d, m in zip(donors, masks)])
+def colour_match(donor: np.ndarray, frame: np.ndarray, hole2d: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """``donor`` (uint8 ``[H, W, 3]``) with one per-channel affine colour transform taking the mean and
+    (clamped) std of its hole pixels to those of a ring just outside the hole in ``frame``."""
+    if not hole2d.any():
+        return donor, {"gain": [1.0] * 3, "shift": [0.0] * 3}
+    k = max(3, int(min(hole2d.shape) * 0.03) | 1)
+    ring = (cv2.dilate(hole2d.astype(np.uint8), np.ones((k, k), np.uint8)) > 0) & ~hole2d
+    _, mu_d, sd_d = _masked_stats(donor, hole2d.astype(np.uint8))
     if ring.any():
-        mu_r, sd_r = _pooled_stats([_masked_stats(f, ring_u8) for f in frames_r])
+        _, mu_r, sd_r = _masked_stats(frame, ring.astype(np.uint8))
     else:  # the hole covers the whole frame: nothing to match
         mu_r, sd_r = mu_d, sd_d
     gain = np.clip((sd_r + 1e-3) / (sd_d + 1e-3), 0.6, 1.6)
     shift = mu_r - gain * mu_d
-    lut = _colour_lut(gain, shift)
-    for t, (donor, mask) in enumerate(zip(donors, masks)):
-        np.copyto(out[t, y0:y1, x0:x1], cv2.LUT(donor, lut), where=mask.astype(bool)[..., None])
-    return out, {"gain": [round(float(g), 4) for g in gain], "shift": [round(float(s), 3) for s in shift]}
+    matched = cv2.LUT(donor, _colour_lut(gain, shift))
+    return matched, {"gain": [round(float(g), 4) for g in gain], "shift": [round(float(x), 3) for x in shift]}
 
 
 def feather_into(fill: np.ndarray, base: np.ndarray, hole: np.ndarray, feather_px: float) -> np.ndarray:
@@ -387,38 +320,67 @@ def feather_into(fill: np.ndarray, base: np.ndarray, hole: np.ndarray, feather_p
     return out
 
 
+FLICKER_SPLIT_FRACTION = 1 / 64
+"""Flicker: Gaussian sigma (fraction of the short side) splitting structure (kept) from fine texture (swapped)."""
+
+FLICKER_TEXTURE_FLOOR = 16.0
+"""Flicker: RMS (grey levels) a segment's borrowed fine texture is raised to when the donor region is flatter."""
+
+
+def _gaussian(frames: np.ndarray, sigma: float) -> np.ndarray:
+    return np.stack([cv2.GaussianBlur(f, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT) for f in frames])
+
+
 def flicker_fill(
     frames: np.ndarray,
     hole: np.ndarray,
-    smooth: np.ndarray,
     offsets: Sequence[tuple[int, int]],
     num_segments: int,
-    feather_px: float,
+    short: int,
     rng: np.random.Generator,
     strength: float = 1.0,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Fill each segment of the clip differently (see module doc). Returns (frames, segment records).
+    """Fill each segment plausibly but differently (see module doc). Returns (frames, segment records).
 
-    ``strength`` scales how far each segment departs from the shared smooth fill: its donor share
-    (``mix``) and its brightness change are multiplied by it (0: every segment is the smooth fill)."""
+    Inside the hole, segment ``k`` = the clip's low-pass (sigma ``FLICKER_SPLIT_FRACTION`` x ``short``)
+    times its brightness + the fine texture (the rest) of the clip at ``offsets[k]`` (mirrored at the
+    border), raised to ``FLICKER_TEXTURE_FLOOR`` RMS when flatter. The structure is the GT's in every
+    segment, so only the segments differ. ``strength`` scales each segment's departure from the GT: its
+    brightness change and the share of borrowed texture (the rest the GT's own; 0: the GT)."""
     num = hole.shape[0]
+    height, width = hole.shape[1:]
     bounds = plan_segments(num, min(num_segments, num))
+    sigma = max(0.5, FLICKER_SPLIT_FRACTION * short)
+    clip = frames.astype(np.float32)
+    low = _gaussian(clip, sigma)
+    own = clip - low
     out = frames.copy()
     records = []
     sign = 1.0 if rng.random() < 0.5 else -1.0
+    ys, xs = np.arange(height), np.arange(width)
     for k, (start, stop) in enumerate(bounds):
-        offset = tuple(offsets[k % len(offsets)]) if offsets else (0, 0)
-        mix = float(rng.uniform(0.35, 1.0)) * strength
-        brightness = 1.0 + sign * float(rng.uniform(0.06, 0.15)) * strength
-        sign = -sign  # neighbouring segments move brightness in opposite directions
-        fill, _ = donor_fill(frames, hole, offset, (start, stop))
         sel = hole[start:stop]
-        seg = smooth[start:stop].copy()
-        for t in range(stop - start):
-            mixed = cv2.addWeighted(fill[t], mix * brightness, seg[t], (1.0 - mix) * brightness, 0.0)
-            np.copyto(seg[t], mixed, where=sel[t][..., None])
-        seg = feather_into(seg, smooth[start:stop], sel, feather_px)
+        offset = tuple(offsets[k % len(offsets)]) if offsets else (0, 0)
+        brightness = 1.0 + sign * float(rng.uniform(0.05, 0.07)) * strength
+        sign = -sign  # neighbouring segments move brightness in opposite directions
+        donor = clip[start:stop][:, reflect_index(ys - offset[0], height)][:, :, reflect_index(xs - offset[1], width)]
+        detail = donor - _gaussian(donor, sigma)
+        rms = float(np.sqrt(np.mean(np.square(detail[sel], dtype=np.float64)))) if sel.any() else 0.0
+        detail *= max(1.0, FLICKER_TEXTURE_FLOOR / (rms + 1e-6))
+        texture = strength * detail + (1.0 - strength) * own[start:stop]
+        seg = np.clip(np.round(low[start:stop] * brightness + texture), 0, 255).astype(np.uint8)
         np.copyto(out[start:stop], seg, where=sel[..., None])
-        records.append({"start": start, "stop": stop, "offset_yx": list(offset), "mix": round(mix, 4),
-                        "brightness": round(brightness, 4)})
+        records.append({"start": start, "stop": stop, "offset_yx": list(offset), "brightness": round(brightness, 4)})
     return out, records
+
+
+def still_texture(frames: np.ndarray, hole: np.ndarray, offset: tuple[int, int]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Foreign texture that holds still: the first frame with a hole seen at ``offset`` (mirrored at the
+    border), colour-matched to the ring around its hole (``colour_match``), the same in every frame, so the
+    hole shows wrong but steady content (no change from frame to frame inside the hole). Returns (uint8
+    ``[T, H, W, 3]``, the whole frame: the caller keeps the hole; the colour transform)."""
+    num, height, width = frames.shape[:3]
+    first = next((t for t in range(num) if hole[t].any()), 0)
+    ys, xs = reflect_index(np.arange(height) - offset[0], height), reflect_index(np.arange(width) - offset[1], width)
+    canvas, match = colour_match(np.ascontiguousarray(frames[first][ys][:, xs]), frames[first], hole[first])
+    return np.broadcast_to(canvas, frames.shape).copy(), match
