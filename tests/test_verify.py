@@ -181,11 +181,14 @@ def test_non_binary_mask_and_wrong_mode_are_found(data, capsys):
 
 def test_bad_names_and_manifest_entries_are_reported(data, capsys):
     (data / "odd name").mkdir()
+    (data / "odd name" / fmt.META_FILE).write_text("{}")
+    (data / "half_copied" / fmt.GT_DIR).mkdir(parents=True)
     shutil.rmtree(data / "clip_b")  # the manifest still lists it
     result = verify_dataset(data, log=lambda line: None)
     problems = {(p["video"], p["problem"].split(" (")[0]) for p in result["problems"]}
     assert ("clip_b", "lists a video whose folder is missing") in problems
     assert any(video == "odd name" and "invalid video name" in text for video, text in problems)
+    assert ("half_copied", "no meta.json: not a complete video") in problems
     assert result["videos_ok"] == 1
 
 

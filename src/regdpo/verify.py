@@ -89,6 +89,9 @@ def verify_video(root: Path, name: str) -> VideoReport:
     """Every check of one video folder; the problems found, each naming its file."""
     report = VideoReport(name)
     folder = root / name
+    if not (folder / fmt.META_FILE).is_file():
+        report.add(folder, f"no {fmt.META_FILE}: not a complete video (an interrupted copy, or not regdpo's)")
+        return report
     try:
         fmt.check_video_name(name)
         meta = fmt.read_video_meta(root, name)
