@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import sys
@@ -144,6 +145,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "SLURM_ARRAY_TASK_*, SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE when set, else 1; docs/scale.md)")
     run.add_argument("--shard_index", type=int, default=None, metavar="K", help="which shard this process makes, "
                      "0 .. N-1 (default: from the environment as --num_shards, else 0)")
+    run.add_argument("--engine", choices=("local", "ray"), default="local", help="what runs the videos: local = "
+                     "this process; ray = Ray actors, each loading the backend once and pulling videos from a shared "
+                     "queue (pip install -e '.[ray]'; docs/scale.md) (default: %(default)s)")
+    run.add_argument("--workers", type=int, default=None, metavar="N", help="--engine ray: number of actors "
+                     "(default: one per GPU of the cluster, for a CPU backend one per CPU)")
+    run.add_argument("--gpus_per_worker", type=float, default=None, metavar="G", help="--engine ray: GPUs per actor, "
+                     "fractions allowed (0.5: two actors share a GPU) (default: 1 for --backend models, 0 for classical)")
+    run.add_argument("--ray_address", default=None, metavar="ADDR", help="--engine ray: the cluster to join, e.g. "
+                     "auto or HOST:6379 of `ray start --head` (default: start a local Ray on this machine)")
     run.add_argument("--max_attempts", type=int, default=2, help="attempts per failing video over --resume runs, "
                      "in total (default: %(default)s)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -206,6 +216,10 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         device=device_for(args.device, shard),
         progress=not args.no_progress,
         write_manifest=not args.no_manifest,
+        engine=args.engine,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        ray_address=args.ray_address,
     )
     config.check()
     config.environment_note = shard.message(config.device if args.device is None else None)
@@ -243,6 +257,24 @@ def build_backend(args: argparse.Namespace, config: GenerateConfig) -> NegativeB
     return ModelsBackend(models)
 
 
+def build_ray_engine(args: argparse.Namespace, config: GenerateConfig):
+    """``--engine ray``: the engine of ``ray_engine``, its actors building ``build_backend(args, config)``.
+    The weight paths are checked here, before any actor starts."""
+    from .ray_engine import RayEngine, import_ray
+
+    import_ray()  # a clear usage error when Ray is not installed
+    if config.backend == "models":
+        models = models_config.ModelsConfig.from_args(args)
+        models.check()
+    gpus = config.gpus_per_worker
+    if gpus is None:
+        gpus = 1.0 if config.backend == "models" else 0.0
+    if config.backend == "models" and gpus > 0 and args.device is None:
+        config.device = "cuda"  # Ray gives each actor its GPU(s) as CUDA_VISIBLE_DEVICES
+    return RayEngine(functools.partial(build_backend, args, config), workers=config.workers, gpus_per_worker=gpus,
+                     address=config.ray_address, log=lambda line: print(f"regdpo generate: {line}", file=sys.stderr))
+
+
 def run(args: argparse.Namespace) -> int:
     from .pipeline import check_output_dir, run_generation
     from .sources import discover_sources, load_captions
@@ -258,14 +290,19 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(config)
     if config.backend == "classical" and models_config.ModelsConfig.from_args(args).any_weight_path_given():
         print("regdpo generate: note: --backend classical ignores the weight paths", file=sys.stderr)
-    backend = build_backend(args, config)  # before any video starts
-    unsupported = [t for t in config.neg_types if t not in backend.supported_types]
-    if unsupported:
-        backend.close()
-        raise UsageError(f"--neg_types: the {backend.name} backend cannot make {', '.join(unsupported)}")
+    engine = None
+    if config.engine == "ray":  # the actors build the backends; here only what can be checked without them
+        engine = build_ray_engine(args, config)
+        backend = None
+    else:
+        backend = build_backend(args, config)  # before any video starts
+        unsupported = [t for t in config.neg_types if t not in backend.supported_types]
+        if unsupported:
+            backend.close()
+            raise UsageError(f"--neg_types: the {backend.name} backend cannot make {', '.join(unsupported)}")
     try:
         with sigterm_as_interrupt():
-            summary = run_generation(config, backend, sources, captions, donor_sources=discovered)
+            summary = run_generation(config, backend, sources, captions, donor_sources=discovered, engine=engine)
     except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM (Terminated)
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\nregdpo generate: {what}; the video in progress was abandoned, the finished videos in "
@@ -276,7 +313,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"regdpo generate: error: {exc}", file=sys.stderr)
         return 1
     finally:
-        backend.close()
+        if backend is not None:
+            backend.close()
+        if engine is not None:
+            engine.close()
     for line in summary.lines():
         print(line)
     return 1 if summary.num_failed else 0

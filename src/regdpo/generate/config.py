@@ -13,6 +13,7 @@ from .clips import SIZE_MULTIPLE
 from .masks import MASK_MODES
 
 BACKENDS = ("auto", "classical", "models")
+ENGINES = ("local", "ray")
 
 
 @dataclass
@@ -57,6 +58,10 @@ class GenerateConfig:
     progress: bool = True
     write_manifest: bool = True  # rebuild manifest.json at the end (off: a launcher rebuilds it once)
     environment_note: str | None = None  # what the environment chose (shard, device): the run's first line
+    engine: str = "local"  # what runs the videos: this process, or Ray actors (``ray_engine``)
+    workers: int | None = None  # --engine ray: actors (default: one per GPU of the cluster)
+    gpus_per_worker: float | None = None  # --engine ray: GPUs per actor (default: 1 for models, 0 for classical)
+    ray_address: str | None = None  # --engine ray: an existing cluster (``ray start``); default: a local one
 
     def check(self) -> None:
         """Raise ``UsageError`` naming the flag of the first bad value."""
@@ -114,6 +119,21 @@ class GenerateConfig:
                              "into the folder): delete the folder first, then start the shards")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other: pick one")
+        if self.engine not in ENGINES:
+            raise UsageError(f"--engine: unknown engine {self.engine!r}; known: {', '.join(ENGINES)}")
+        if self.engine != "ray":
+            given = [f for f, v in (("--workers", self.workers), ("--gpus_per_worker", self.gpus_per_worker),
+                                    ("--ray_address", self.ray_address)) if v is not None]
+            if given:
+                raise UsageError(f"{given[0]} is a setting of --engine ray (this run uses --engine {self.engine})")
+        else:
+            if self.workers is not None and self.workers < 1:
+                raise UsageError(f"--workers must be >= 1, got {self.workers}")
+            if self.gpus_per_worker is not None and not (0 <= self.gpus_per_worker and math.isfinite(self.gpus_per_worker)):
+                raise UsageError(f"--gpus_per_worker must be a number >= 0 (fractions share a GPU), got {self.gpus_per_worker}")
+            if self.num_shards > 1:
+                raise UsageError("--engine ray hands the videos out itself: do not combine it with --num_shards > 1 "
+                                 "(or shard variables such as SLURM_ARRAY_TASK_ID / RANK in the environment)")
         if self.backend not in ("classical", "models"):
             raise UsageError(f"--backend: unknown backend {self.backend!r}")
 

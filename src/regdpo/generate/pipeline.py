@@ -188,6 +188,10 @@ class SkipVideo(Exception):
     """A permanent reason not to make this video (too short, no frames)."""
 
 
+class WorkerLost(Exception):
+    """The worker processes making this video died (``--engine ray``); the video may be the cause."""
+
+
 def build_annotation_pool(sources: Sequence[VideoSource]) -> AnnotationPool:
     pool = AnnotationPool([AnnotatedVideo(s.name, tuple(annotation_files(s))) for s in sources if s.annotations])
     if not len(pool):
@@ -545,6 +549,18 @@ class VideoStages:
         work.computed = None
         work.seconds += time.perf_counter() - t0
         return self._outcome(work)
+
+    def lost(self, source: VideoSource, reason: str) -> VideoOutcome:
+        """A video lost with the worker processes making it (``--engine ray``): recorded as failed, as
+        ``finish`` records a failing video (an attempt spent; ``--resume`` retries it)."""
+        attempts = 1
+        try:
+            previous = read_failure(self.config.output_dir, source.name) if self.config.resume else None
+        except fmt.FormatError:
+            previous = None
+        if previous is not None and previous.get("status") == "failed":
+            attempts = int(previous.get("attempts", 1)) + 1
+        return self._outcome(VideoWork(source, attempts, error=WorkerLost(reason)))
 
     def _outcome(self, work: VideoWork) -> VideoOutcome:
         root, source, name, exc = self.config.output_dir, work.source, work.source.name, work.error
