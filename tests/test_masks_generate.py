@@ -165,3 +165,12 @@ def test_unreadable_annotation_names_the_file(tmp_path):
 def test_unknown_mask_mode():
     with pytest.raises(ValueError, match="unknown mask mode"):
         make_masks("boxes", 4, 16, 16, np.random.default_rng(0))
+
+
+def test_a_wrong_size_annotation_is_named(tmp_path):
+    donor = _annotated(tmp_path, "davis_b", 6, (5, 35, 5, 40), obj=2)
+    odd = donor.files[3]
+    _write_palette(odd, np.zeros((30, 50), np.uint8))  # one frame of another size
+    pool = AnnotationPool([_annotated(tmp_path, "davis_a", 6, (10, 20, 10, 30)), donor])
+    with pytest.raises(FrameReadError, match=f"{odd}: annotation is 50x30, 00000.png of the same video is 60x40"):
+        pool.masks_for("davis_a", 6, 80, 120, np.random.default_rng(0))

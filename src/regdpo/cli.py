@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import RegdpoError, Terminated, exit_code
+from .errors import DATA_EXIT, RegdpoError, Terminated, exit_code, os_error_line
 from .interrupts import exit_status, sigterm_as_interrupt
 from .progress import setup_cli_logging
 
@@ -102,6 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegdpoError as exc:
         print(f"regdpo {args.command}: error: {exc}", file=sys.stderr)
         return exit_code(exc)
+    except OSError as exc:  # the file system refused (read-only, no permission, a file in the way): a data error
+        if not exc.filename:
+            raise  # not about a path the user can fix: a bug, keep its traceback
+        print(f"regdpo {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return DATA_EXIT
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: files are written atomically, temporaries removed
         print(f"\nregdpo {args.command}: {'terminated' if isinstance(exc, Terminated) else 'interrupted'}",
               file=sys.stderr)

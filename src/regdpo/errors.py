@@ -36,6 +36,12 @@ def exit_code(exc: RegdpoError) -> int:
     return USAGE_EXIT if isinstance(exc, UsageError) else DATA_EXIT
 
 
+def os_error_line(exc: OSError) -> str:
+    """``PATH: reason`` of an ``OSError`` the file system raised (both paths of a rename)."""
+    where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else str(exc.filename)
+    return f"{where}: {exc.strerror or exc}"
+
+
 OUT_OF_SPACE_ERRNOS = frozenset(n for n in ("ENOSPC", "EDQUOT", "EFBIG") if hasattr(__import__("errno"), n))
 
 

@@ -28,6 +28,7 @@ from typing import Sequence
 from tqdm import tqdm
 
 from . import format as fmt
+from .cli_types import real
 from .errors import UsageError
 from .writer import failure_file_name
 
@@ -38,7 +39,8 @@ POLL_S = 0.5
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gpus", required=True, help="comma-separated GPU ids, one worker each, e.g. 0,1,2,3 "
                         "(each worker sees its GPU as cuda:0 through CUDA_VISIBLE_DEVICES)")
-    parser.add_argument("--stop_timeout", type=float, default=120.0, metavar="S", help="on Ctrl-C / SIGTERM, "
+    parser.add_argument("--stop_timeout", type=real(0.0, 7 * 86400.0), default=120.0, metavar="S",
+                        help="on Ctrl-C / SIGTERM, "
                         "seconds a worker gets to finish writing before it is killed (default: %(default)s)")
     parser.add_argument("--no_progress", action="store_true", help="no combined progress line")
     parser.add_argument("generate_args", nargs=argparse.REMAINDER, metavar="-- GENERATE_FLAGS",

@@ -83,7 +83,10 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
     the process: a killed run never leaves a stale lock.
     """
     root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in the way, read-only, no permission
+        raise FormatError(f"{root}: cannot create the output folder ({exc.strerror or exc})") from None
     locks = [(fmt.LOCK_FILE, shard is None)]
     if shard is not None:
         locks.append((f"{fmt.LOCK_FILE}.{shard}", True))

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from .. import format as fmt
+from ..cli_types import MAX_WORKERS, integer, real
 from ..errors import UsageError
 from ..progress import plural
 from .config import add_config_flags, config_from_args
 from .quality import BANDS, DEFAULT_BAND, check_band
+
+MAX_THUMBNAILS = 1000
 
 DEFAULT_FILTERED = fmt.FILTERED_MANIFEST_FILE
 MAX_PRINTED_FAILURES = 20
@@ -26,10 +29,11 @@ MAX_PRINTED_FAILURES = 20
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset folder (e.g. dpo_data)")
     parser.add_argument("--output-dir", default=None, help="where audit.json / audit.html go (default: ROOT)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes, one video at a time each (default 1)")
+    parser.add_argument("--workers", type=integer(None, MAX_WORKERS),
+                        default=1, help="worker processes, one video at a time each (default 1)")
     parser.add_argument("--video", action="append", default=None, metavar="NAME",
                         help="audit only this video (repeatable)")
-    parser.add_argument("--max-videos", type=int, default=None, metavar="N",
+    parser.add_argument("--max-videos", type=integer(), default=None, metavar="N",
                         help="audit only the first N videos of the manifest (e.g. 200 before a full run)")
     parser.add_argument("--manifest", default=None, metavar="PATH",
                         help="manifest listing the videos to audit (default ROOT/manifest.json; without one, "
@@ -42,10 +46,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true",
                         help="exit 1 also when a negative is below --min-verdict (not only on invariant failures)")
     parser.add_argument("--no-html", action="store_true", help="write audit.json only")
-    parser.add_argument("--thumbnails", type=int, default=6, metavar="K",
+    parser.add_argument("--thumbnails", type=integer(None, MAX_THUMBNAILS), default=6, metavar="K",
                         help="weakest and strongest K examples per type shown in the report (default 6)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--band", nargs=2, type=float, default=list(DEFAULT_BAND), metavar=("LO", "HI"),
+    parser.add_argument("--band", nargs=2, type=real(0.0, 1.0), default=list(DEFAULT_BAND), metavar=("LO", "HI"),
                         help="quality-score band of the eligible negatives: below LO too_bad, above HI too_good "
                         f"(default {DEFAULT_BAND[0]} {DEFAULT_BAND[1]}; see docs/negatives.md)")
     add_config_flags(parser)

@@ -10,7 +10,10 @@ import argparse
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from ..cli_types import integer, real
 from ..errors import UsageError
+
+MAX_DB = 1000.0  # no threshold in decibels, or in units of GT's instability, means anything beyond this
 
 VERDICTS: tuple[str, ...] = ("none", "weak", "clear")
 """Verdicts on a negative's intended defect, weakest first."""
@@ -19,8 +22,9 @@ NOT_MEASURED = "not_measured"
 """Verdict of a negative whose frames could not be read or do not match the GT."""
 
 
-def _f(default: float, help_text: str) -> Any:
-    return field(default=default, metadata={"help": help_text})
+def _f(default: float, help_text: str, lo: float = -MAX_DB, hi: float = MAX_DB, lo_open: bool = False) -> Any:
+    """A float field whose flag refuses nan, inf and values outside ``lo..hi``."""
+    return field(default=default, metadata={"help": help_text, "type": real(lo, hi, lo_open=lo_open)})
 
 
 @dataclass(frozen=True)
@@ -34,28 +38,33 @@ class AuditConfig:
     hallucination_weak_psnr: float = _f(
         28.0, "hallucination: low-pass PSNR (dB, negative vs GT in the hole) at or below which it is 'weak'"
     )
-    hallucination_clear_psnr: float = _f(20.0, "hallucination: low-pass PSNR in dB at or below which it is 'clear'")
+    hallucination_clear_psnr: float = _f(20.0, "hallucination: low-pass PSNR in dB at or below which it is 'clear'",
+                                         0.0)
     flicker_weak_excess: float = _f(
         0.75,
         "flicker: peak excess temporal instability (largest frame-to-frame jump of the negative beyond GT's, "
         "in units of GT's mean instability) for 'weak'",
+        0.0,
     )
-    flicker_clear_excess: float = _f(2.0, "flicker: peak excess instability for 'clear'")
+    flicker_clear_excess: float = _f(2.0, "flicker: peak excess instability for 'clear'", 0.0)
     quality_psnr_floor_db: float = _f(
-        10.0, "quality score: hole PSNR (dB) that maps to 0 (unrelated content)"
+        10.0, "quality score: hole PSNR (dB) that maps to 0 (unrelated content)", 0.0
     )
-    quality_psnr_ceil_db: float = _f(40.0, "quality score: hole PSNR (dB) that maps to 1 (no visible difference)")
+    quality_psnr_ceil_db: float = _f(40.0, "quality score: hole PSNR (dB) that maps to 1 (no visible difference)",
+                                     0.0)
     lowpass_sigma_frac: float = _f(
-        1 / 48, "hallucination: Gaussian low-pass sigma as a fraction of the frame's short side"
+        1 / 48, "hallucination: Gaussian low-pass sigma as a fraction of the frame's short side", 0.0, 0.5, True
     )
     erode_px: int = field(
-        default=1, metadata={"help": "blur: erode the hole by this many pixels before measuring (skips the seam)"}
+        default=1, metadata={"help": "blur: erode the hole by this many pixels before measuring (skips the seam)",
+                             "type": integer(0, 1024)}
     )
     texture_floor: float = _f(
-        4.0, "blur: GT Laplacian energy (grey levels^2) below which the hole is too flat for blur to show"
+        4.0, "blur: GT Laplacian energy (grey levels^2) below which the hole is too flat for blur to show",
+        0.0, 1e8,
     )
     instability_floor: float = _f(
-        1.0, "flicker: grey levels added to GT's mean instability (noise floor of static scenes)"
+        1.0, "flicker: grey levels added to GT's mean instability (noise floor of static scenes)", 0.0, 255.0, True
     )
     flow_preset: str = field(
         default="medium",
@@ -93,7 +102,7 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,
-            type=type(f.default),
+            type=f.metadata.get("type", type(f.default)),
             default=f.default,
             choices=choices,
             metavar=None if choices else "X",

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .. import format as fmt
+from ..cli_types import MAX_FPS, integer, real
 from ..errors import RegdpoError, UsageError
 from ..safe_io import real_dir, write_bytes_atomic
 from ..frames import read_mask_clip, read_rgb_clip
@@ -25,26 +26,29 @@ from .metrics import parse_segments
 PREVIEW_DIR = fmt.PREVIEW_DIR
 SHEET_FILE = "contact_sheet.png"
 DEFAULT_FPS = 10.0
+MAX_PREVIEW_SCALE = 16.0  # a 512 px frame becomes 8192 px
+MAX_SHEET_HEIGHT = 2048
+MAX_SHEET_VIDEOS = 10_000
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset folder (e.g. dpo_data)")
     parser.add_argument("--video", action="append", default=None, metavar="NAME", help="preview this video (repeatable)")
-    parser.add_argument("--max-videos", type=int, default=None, metavar="N",
+    parser.add_argument("--max-videos", type=integer(1), default=None, metavar="N",
                         help="preview only the first N videos (default: all, or those given by --video)")
     parser.add_argument("--output-dir", default=None, help=f"where the files go (default ROOT/{PREVIEW_DIR})")
-    parser.add_argument("--fps", type=float, default=None,
+    parser.add_argument("--fps", type=real(0, MAX_FPS, lo_open=True), default=None,
                         help=f"playback rate (default: the clip's fps from meta.json, else {DEFAULT_FPS:g})")
-    parser.add_argument("--scale", type=float, default=1.0,
+    parser.add_argument("--scale", type=real(0, MAX_PREVIEW_SCALE, lo_open=True), default=1.0,
                         help="enlarge (nearest neighbour, keeps pixels crisp) or shrink the frames (default 1)")
-    parser.add_argument("--crf", type=int, default=12, help="H.264 quality, lower = better (default 12)")
+    parser.add_argument("--crf", type=integer(0, 51), default=12, help="H.264 quality, lower = better (default 12)")
     parser.add_argument("--pix-fmt", choices=("yuv420p", "yuv444p"), default="yuv420p",
                         help="yuv420p plays everywhere; yuv444p keeps full colour resolution (default yuv420p)")
     parser.add_argument("--gif", action="store_true", help="also write an animated GIF per video")
     parser.add_argument("--no-mp4", action="store_true", help="do not write MP4 files")
-    parser.add_argument("--sheet-videos", type=int, default=48, metavar="N",
+    parser.add_argument("--sheet-videos", type=integer(0, MAX_SHEET_VIDEOS), default=48, metavar="N",
                         help="videos in the contact sheet (default 48; 0 = no sheet)")
-    parser.add_argument("--sheet-height", type=int, default=96, metavar="PX",
+    parser.add_argument("--sheet-height", type=integer(8, MAX_SHEET_HEIGHT), default=96, metavar="PX",
                         help="frame height in the contact sheet (default 96)")
 
 
@@ -111,16 +115,6 @@ def run(args: argparse.Namespace) -> int:
     from ..progress import Progress
     from .runner import select_entries
 
-    if args.scale <= 0:
-        raise UsageError(f"--scale {args.scale}: must be > 0")
-    if args.fps is not None and args.fps <= 0:
-        raise UsageError(f"--fps {args.fps}: must be > 0")
-    if not 0 <= args.crf <= 51:
-        raise UsageError(f"--crf {args.crf}: must be in 0..51")
-    if args.sheet_videos < 0 or args.sheet_height < 8:
-        raise UsageError("--sheet-videos must be >= 0 and --sheet-height >= 8")
-    if args.max_videos is not None and args.max_videos < 1:
-        raise UsageError(f"--max-videos {args.max_videos}: must be >= 1")
     root = Path(args.root)
     _, entries, source = select_entries(root, None, args.video, args.max_videos)
     if not entries:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cli_types import MAX_FRAMES, MAX_SIDE, integer, real
 from ..errors import UsageError
 
 WEIGHT_FLAGS = ("base_model_path", "vae_path", "diffueraser_path", "propainter_model_dir", "pcm_weights_path")
@@ -257,7 +258,7 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
     parser.add_argument("--pcm_ckpt", choices=list(PCM_CHECKPOINTS),
                         help=f"PCM LoRA: sets DiffuEraser's denoising steps and scheduler (default {d.pcm_ckpt!r})")
-    parser.add_argument("--diffueraser_nframes", type=int,
+    parser.add_argument("--diffueraser_nframes", type=integer(4, MAX_NFRAMES),
                         help=f"frames per DiffuEraser denoising window, 4-{MAX_NFRAMES} "
                         f"(default {d.diffueraser_nframes})")
     parser.add_argument("--model_precision", choices=PRECISIONS,
@@ -268,18 +269,18 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
                         f"(default {d.flicker_scheme})")
     parser.add_argument("--diffueraser_use_prompt", action="store_true", default=None,
                         help="condition DiffuEraser on the clip's prompt (default: empty prompt, as DiffuEraser does)")
-    parser.add_argument("--propainter_resize_ratio", type=float,
+    parser.add_argument("--propainter_resize_ratio", type=real(0.0, 4.0, lo_open=True),
                         help="ProPainter works at this fraction of the clip size (longer side capped at 960 px); "
                         f"its result is resized back to the clip size (default {d.propainter_resize_ratio})")
-    parser.add_argument("--propainter_mask_dilation", type=int,
+    parser.add_argument("--propainter_mask_dilation", type=integer(0, MAX_SIDE),
                         help="pixels ProPainter dilates the stored mask by (default 0: exactly the stored mask)")
-    parser.add_argument("--propainter_raft_iter", type=int,
+    parser.add_argument("--propainter_raft_iter", type=integer(1, 1000),
                         help=f"RAFT refinement iterations (default {d.propainter_raft_iter})")
-    parser.add_argument("--propainter_subvideo_length", type=int,
+    parser.add_argument("--propainter_subvideo_length", type=integer(2, MAX_FRAMES),
                         help=f"ProPainter sub-video length (default {d.propainter_subvideo_length})")
-    parser.add_argument("--propainter_neighbor_length", type=int,
+    parser.add_argument("--propainter_neighbor_length", type=integer(2, MAX_FRAMES),
                         help=f"ProPainter local window length (default {d.propainter_neighbor_length})")
-    parser.add_argument("--propainter_ref_stride", type=int,
+    parser.add_argument("--propainter_ref_stride", type=integer(1, MAX_FRAMES),
                         help=f"ProPainter reference frame stride (default {d.propainter_ref_stride})")
     try:
         parser.add_argument("--device", help="cuda, cuda:N, cpu or auto (default cuda)")

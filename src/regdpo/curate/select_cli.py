@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .. import format as fmt
+from ..cli_types import real
 from ..errors import FormatError, UsageError
 from .select import DEFAULT_TARGET, Selection, SelectSettings, select, summarise
 
@@ -29,11 +30,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "ref_margin filters (--max_ref_margin) and breaks ties (smaller = harder first)")
     parser.add_argument("--manifest", default=None, metavar="FILE",
                         help="manifest of the candidates (default ROOT/manifest.json)")
-    parser.add_argument("--target", type=float, default=DEFAULT_TARGET,
+    parser.add_argument("--target", type=real(), default=DEFAULT_TARGET,
                         help=f"quality score aimed at inside the band (default {DEFAULT_TARGET})")
     parser.add_argument("--secondary", action="store_true",
                         help="also pick a second eligible negative per source clip (another type where possible)")
-    parser.add_argument("--max_ref_margin", type=float, default=None, metavar="M",
+    parser.add_argument("--max_ref_margin", type=real(), default=None, metavar="M",
                         help="exclude candidates whose reference margin is above M (already easy for the "
                         "reference model); candidates without a margin are kept")
     parser.add_argument("--pure_only", action="store_true", help="never pick a negative flagged impure by the audit")

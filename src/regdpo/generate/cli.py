@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..backends import models_config
 from ..backends.base import NegativeBackend
-from ..errors import DiskFull, RegdpoError, Terminated, UsageError, exit_code
+from ..cli_types import MAX_FPS, MAX_FRAMES, MAX_SIDE, integer, real
+from ..errors import DATA_EXIT, DiskFull, RegdpoError, Terminated, UsageError, exit_code, os_error_line
 from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
 from ..interrupts import exit_status, sigterm_as_interrupt
 from .config import BACKENDS, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
@@ -21,6 +22,12 @@ from .shards import device_for, resolve_shard
 
 if TYPE_CHECKING:
     from .sources import VideoSource
+
+MAX_UPSCALE = 1000.0
+MAX_SHARDS = 100_000
+MAX_ATTEMPTS = 1000
+MAX_MASKS_PER_CLIP = 1000
+# lower bounds of these flags are checked by GenerateConfig.check (a config built in code is checked too)
 
 DESCRIPTION = """\
 Generate preference pairs for video inpainting into a dpo_data folder: per video a GT clip,
@@ -60,9 +67,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "(default: %(default)s)")
     src.add_argument("--video_root", type=Path, help="folder of your own videos: video files (.mp4, ...) "
                      "and/or sub-folders of frames")
-    src.add_argument("--assumed_fps", type=float, default=30.0, help="frame rate of --video_root frame folders "
+    src.add_argument("--assumed_fps", type=real(None, MAX_FPS),
+                     default=30.0, help="frame rate of --video_root frame folders "
                      "and of video files that report none (default: %(default)s)")
-    src.add_argument("--max_videos", type=int, help="take the first N videos of the order DAVIS, YouTube-VOS, "
+    src.add_argument("--max_videos", type=integer(), help="take the first N videos of the order DAVIS, YouTube-VOS, "
                      "--video_root (each sorted by name); default: all")
     src.add_argument("--prompt", default="", help="text prompt recorded for every video (default: empty, as "
                      "DiffuEraser's inference uses)")
@@ -70,13 +78,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "output names (davis_bear) or source ids (bear); videos not listed get --prompt")
 
     clip = parser.add_argument_group("clips")
-    clip.add_argument("--nframes", type=int, default=22, help="frames per clip (default: %(default)s); shorter "
+    clip.add_argument("--nframes", type=integer(None, MAX_FRAMES),
+                      default=22, help="frames per clip (default: %(default)s); shorter "
                       "videos are skipped and recorded")
-    clip.add_argument("--fps", type=float, default=15.0, help="target frame rate: frame stride = "
+    clip.add_argument("--fps", type=real(None, MAX_FPS), default=15.0, help="target frame rate: frame stride = "
                       "max(native_fps // fps, 1) as in DiffuEraser's training loader (default: %(default)s)")
-    clip.add_argument("--resolution", type=int, default=512, help="short side of the working size, a multiple "
+    clip.add_argument("--resolution", type=integer(None, MAX_SIDE),
+                      default=512, help="short side of the working size, a multiple "
                       "of 8; the long side keeps the aspect, rounded to a multiple of 8 (default: %(default)s)")
-    clip.add_argument("--max_upscale", type=float, default=1.25, metavar="X", help="skip (and record) a source "
+    clip.add_argument("--max_upscale", type=real(None, MAX_UPSCALE),
+                      default=1.25, metavar="X", help="skip (and record) a source "
                       "that would need enlarging more than X times to reach --resolution: an upscaled winner is "
                       "soft, not ground truth (default: %(default)s; DAVIS 480p at 512 needs 1.07)")
     clip.add_argument("--center_crop", action="store_true", help="crop the central square instead: every clip "
@@ -86,16 +97,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     neg.add_argument("--mask_mode", choices=MASK_MODES, default="random", help="random: free-form shapes, "
                      "5-25%% of the frame, stationary or moving; hard: one large (40-50%%) central shape; "
                      "object: an object annotation of another video (default: %(default)s)")
-    neg.add_argument("--mask_dilation", type=int, default=0, metavar="N", help="grow every mask by N passes of "
+    neg.add_argument("--mask_dilation", type=integer(None, MAX_SIDE),
+                     default=0, metavar="N", help="grow every mask by N passes of "
                      "a 3x3 cross before it is stored (DiffuEraser's mask_dilation_iter; its demo uses 8). The "
                      "grown mask is what is stored, given to the backend and composited with (default: 0)")
-    neg.add_argument("--masks_per_clip", type=int, default=1, metavar="K", help="K entries per source clip, each "
+    neg.add_argument("--masks_per_clip", type=integer(None, MAX_MASKS_PER_CLIP), default=1, metavar="K",
+                     help="K entries per source clip, each "
                      "with its own seeded mask on the same clip (same GT): {video} (today's mask), {video}__m1, .., "
                      "{video}__m{K-1} (default: %(default)s)")
-    neg.add_argument("--mask_area", type=float, nargs=2, default=None, metavar=("MIN", "MAX"), help="random and hard "
+    neg.add_argument("--mask_area", type=real(), nargs=2, default=None, metavar=("MIN", "MAX"), help="random and hard "
                      "masks: hole area drawn from MIN..MAX, fractions of the frame, 0 < MIN <= MAX < 1 (default: "
                      "random 0.05 0.25, hard 0.40 0.50); the measured area is recorded in meta")
-    neg.add_argument("--mask_margin", type=float, default=None, metavar="F", help="random and hard masks: keep F of "
+    neg.add_argument("--mask_margin", type=real(), default=None, metavar="F", help="random and hard masks: keep F of "
                      "the width (height) free at the left and right (top and bottom) border, 0 <= F < 0.5 "
                      "(default: random 0, hard 0.06)")
     neg.add_argument("--neg_types", nargs="+", choices=NEG_TYPES, default=list(DEFAULT_NEG_TYPES), metavar="TYPE",
@@ -103,30 +116,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "inpaint = the inpainting model's own standard result, a hard on-policy negative)")
     neg.add_argument("--backend", choices=BACKENDS, default="auto", help="negative generator (default: auto = "
                      "models when any weight path is given, else classical)")
-    neg.add_argument("--flicker_segments", type=int, default=None, help="number of segments of a flicker "
+    neg.add_argument("--flicker_segments", type=integer(None, MAX_FRAMES),
+                     default=None, help="number of segments of a flicker "
                      "negative; the hole changes abruptly at each boundary (default: 3)")
-    neg.add_argument("--flicker_segment_length", type=int, default=None, help="alternatively, frames per "
+    neg.add_argument("--flicker_segment_length", type=integer(None, MAX_FRAMES),
+                     default=None, help="alternatively, frames per "
                      "flicker segment (segments = ceil(nframes / length))")
     strength = parser.add_argument_group("strength of the defects (1.0 = the PRD's defect; lower = milder, monotone "
                                          "in the audit's quality_score; see docs/generate.md)")
-    strength.add_argument("--hallucination_strength", type=float, default=None, metavar="S",
+    strength.add_argument("--hallucination_strength", type=real(), default=None, metavar="S",
                           help="in [0, 1]: models: share of fresh noise (vs the noised ProPainter prior) in "
                           "DiffuEraser's start latents; classical: share of the hole's depth filled with foreign "
                           "texture (default 1.0)")
-    strength.add_argument("--blur_strength", type=float, default=None, metavar="S",
+    strength.add_argument("--blur_strength", type=real(), default=None, metavar="S",
                           help="in [0, 1]: models: ProPainter works at --propainter_resize_ratio at 1.0, at full "
                           "size at 0; classical: below 1.0 a hole-only Gaussian low-pass of sigma S x short side / 16 "
                           "(default 1.0)")
-    strength.add_argument("--flicker_strength", type=float, default=None, metavar="S",
+    strength.add_argument("--flicker_strength", type=real(), default=None, metavar="S",
                           help="in [0, 1]: models: 1 - correlation of the segments' noises (1 = independent seeds, "
                           "0 = one shared noise); classical: how far each segment's fill departs from a shared "
                           "one (default 1.0)")
-    strength.add_argument("--strengths", type=float, nargs="+", default=None, metavar="S",
+    strength.add_argument("--strengths", type=real(), nargs="+", default=None, metavar="S",
                           help="make every defect type at each of these strengths, as variants of the same video "
                           "entry (streams {type} for 1.0, {type}_sX.XX otherwise), e.g. --strengths 0.25 0.5 1.0")
     neg.add_argument("--device", default=None, help="device of --backend models: cuda, cuda:N, cpu or auto "
                      "(default: cuda, or cuda:LOCAL_RANK under torchrun / accelerate)")
-    neg.add_argument("--seed", type=int, default=0, help="run seed; every video's clip start, masks and "
+    neg.add_argument("--seed", type=integer(), default=0, help="run seed; every video's clip start, masks and "
                      "negatives derive from (seed, video name) (default: %(default)s)")
 
     weights = parser.add_argument_group("--backend models: weights and model settings")
@@ -139,11 +154,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "complete videos, retry failed ones (same settings required)")
     run.add_argument("--overwrite", action="store_true", help="delete what an earlier run wrote in --output_dir "
                      "and start again")
-    run.add_argument("--num_shards", type=int, default=None, metavar="N", help="split the videos into N shards "
+    run.add_argument("--num_shards", type=integer(None, MAX_SHARDS),
+                     default=None, metavar="N", help="split the videos into N shards "
                      "(video i goes to shard i %% N) to run N processes, e.g. one per GPU, into the same --output_dir "
                      "at once; each shard resumes on its own, and the union equals an unsharded run (default: from "
                      "SLURM_ARRAY_TASK_*, SLURM_PROCID/SLURM_NTASKS or RANK/WORLD_SIZE when set, else 1; docs/scale.md)")
-    run.add_argument("--shard_index", type=int, default=None, metavar="K", help="which shard this process makes, "
+    run.add_argument("--shard_index", type=integer(), default=None, metavar="K", help="which shard this process makes, "
                      "0 .. N-1 (default: from the environment as --num_shards, else 0)")
     run.add_argument("--engine", choices=("local", "ray"), default="local", help="what runs the videos: local = "
                      "this process; ray = Ray actors, each loading the backend once and pulling videos from a shared "
@@ -154,7 +170,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "fractions allowed (0.5: two actors share a GPU) (default: 1 for --backend models, 0 for classical)")
     run.add_argument("--ray_address", default=None, metavar="ADDR", help="--engine ray: the cluster to join, e.g. "
                      "auto or HOST:6379 of `ray start --head` (default: start a local Ray on this machine)")
-    run.add_argument("--max_attempts", type=int, default=2, help="attempts per failing video over --resume runs, "
+    run.add_argument("--max_attempts", type=integer(None, MAX_ATTEMPTS),
+                     default=2, help="attempts per failing video over --resume runs, "
                      "in total (default: %(default)s)")
     run.add_argument("--no_progress", action="store_true", help="no progress bar")
     run.add_argument("--no_manifest", action="store_true", help="do not rebuild manifest.json at the end (`regdpo "
@@ -346,3 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegdpoError as exc:
         print(f"generate_dpo_negatives.py: error: {exc}", file=sys.stderr)
         return exit_code(exc)
+    except OSError as exc:
+        if not exc.filename:
+            raise
+        print(f"generate_dpo_negatives.py: error: {os_error_line(exc)}", file=sys.stderr)
+        return DATA_EXIT

@@ -117,6 +117,9 @@ class GenerateConfig:
         if self.num_shards > 1 and self.overwrite:
             raise UsageError("--overwrite cannot be combined with --num_shards > 1 (the other shards may be writing "
                              "into the folder): delete the folder first, then start the shards")
+        if self.davis_split is not None and self.davis_root is None:
+            raise UsageError(f"--davis_split {self.davis_split} needs --davis_root (it picks DAVIS sequences); "
+                             "without it the split would be ignored")
         if self.resume and self.overwrite:
             raise UsageError("--resume and --overwrite exclude each other: pick one")
         if self.engine not in ENGINES:

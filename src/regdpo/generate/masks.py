@@ -318,6 +318,12 @@ class AnnotationPool:
             cache: dict[int, np.ndarray] = {}
             for i in sorted(set(idx)):
                 cache[i] = read_annotation(donor.files[i])
+                first = next(iter(cache))
+                if cache[i].shape != cache[first].shape:  # else np.stack fails without naming a file
+                    raise FrameReadError(
+                        f"{donor.files[i]}: annotation is {cache[i].shape[1]}x{cache[i].shape[0]}, "
+                        f"{donor.files[first].name} of the same video is "
+                        f"{cache[first].shape[1]}x{cache[first].shape[0]}")
             labels = np.stack([cache[i] for i in idx])
             ids = [int(v) for v in np.unique(labels) if v not in (0, VOID_LABEL)]
             if not ids:

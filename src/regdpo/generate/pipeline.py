@@ -110,6 +110,11 @@ def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, 
                     f"--resume: {config.output_dir / name} was made with --{flag} {_show(have, key)}, this run "
                     f"asks for --{flag} {_show(wanted.get(key), key)}; resume with the same settings, or use --overwrite"
                 )
+        if meta.source.get("prompt_source") == "default" and meta.prompt != config.prompt:
+            raise UsageError(  # a dataset with two prompts, silently: refuse like any other setting
+                f"--resume: {config.output_dir / name} was made with --prompt {meta.prompt!r}, this run asks for "
+                f"--prompt {config.prompt!r}; resume with the same settings, or use --overwrite"
+            )
         if want_backend is not None:
             have_backend = _comparable(meta.generator.get("backend_settings", {}))
             if have_backend != want_backend:
