@@ -13,6 +13,10 @@ class FrameReadError(RegdpoError, IOError):
     """A frame or mask file is missing, corrupt or of the wrong kind; the message names it."""
 
 
+class InputUnreadable(FrameReadError):
+    """An input file or folder exists but cannot be read (no permission, an I/O error); the message names it."""
+
+
 class UsageError(RegdpoError, ValueError):
     """A flag or argument is invalid; the message names the flag."""
 

@@ -18,7 +18,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from .errors import FrameReadError
+from .errors import FrameReadError, InputUnreadable
 from .format import MASK_HOLE_VALUE, MAX_FRAME_PIXELS, MAX_IMAGE_BYTES
 from .safe_io import open_nofollow
 
@@ -72,8 +72,8 @@ def decode_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.n
         data = np.fromfile(str(path), dtype=np.uint8)
     except FileNotFoundError:
         raise FrameReadError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise FrameReadError(f"{path}: cannot read ({exc})") from exc
+    except OSError as exc:  # no permission, an I/O error, a folder named like a frame
+        raise InputUnreadable(f"{path}: cannot read ({exc.strerror or exc})") from None
     _check_declared_size(path, data)
     image = cv2.imdecode(data, flags) if data.size else None
     if image is None:

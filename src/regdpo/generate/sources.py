@@ -11,9 +11,10 @@ samples when no root is given.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
-import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from typing import Iterable, Sequence
 import cv2
 import numpy as np
 
-from ..errors import FormatError, FrameReadError, UsageError
+from ..errors import FormatError, FrameReadError, InputUnreadable, UsageError
 from ..format import LOCK_FILE, MANIFEST_FILE, MAX_VIDEO_NAME, STAGING_DIR, check_video_name
 from ..frames import read_rgb, stack_frames
 from .samples import sample_videos
@@ -77,15 +78,49 @@ def natural_key(name: str) -> list:
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files of a frame folder in natural order (hidden files ignored)."""
-    try:
-        entries = list(folder.iterdir())
-    except FileNotFoundError:
-        raise FrameReadError(f"{folder}: frame folder not found") from None
-    except OSError as exc:
-        raise FrameReadError(f"{folder}: cannot list ({exc})") from exc
-    files = [p for p in entries if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".") and p.is_file()]
+    """Image files of a frame folder in natural order (hidden files ignored). A file named as an image
+    that is a dangling link is listed too, so that reading it fails naming it (a frame is never dropped
+    silently). An unreadable folder is an ``InputUnreadable`` naming it."""
+    entries = list_folder(folder, "frame folder")
+    files = [p for p, is_dir in entries if not is_dir and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")]
     return sorted(files, key=lambda p: natural_key(p.name))
+
+
+def list_folder(folder: Path, what: str = "folder") -> list[tuple[Path, bool]]:
+    """``(path, is a folder)`` of the entries of ``folder``, in no order (a link counts as what it points
+    to; a dangling link as no folder). ``FrameReadError`` when ``folder`` does not exist,
+    ``InputUnreadable`` naming it when it cannot be read (no permission, an I/O error, not a folder)."""
+    try:
+        with os.scandir(folder) as it:
+            return [(Path(e.path), _entry_is_dir(e)) for e in it]
+    except FileNotFoundError:
+        raise FrameReadError(f"{folder}: {what} not found") from None
+    except OSError as exc:
+        raise InputUnreadable(f"{folder}: cannot read the {what} ({exc.strerror or exc})") from None
+
+
+def _entry_is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:  # a link into an unreadable place: not a folder we can use
+        return False
+
+
+def input_folder(root: str | Path, flag: str) -> Path:
+    """The folder a source flag (``--video_root`` ...) names, or one line saying what it is instead:
+    a ``UsageError`` (exit 2) when nothing is there, a dangling link or a file; an ``InputUnreadable``
+    (exit 1) when it cannot be read."""
+    root = Path(root)
+    try:
+        if not root.exists():
+            if root.is_symlink():
+                raise UsageError(f"{flag} {root}: a symbolic link to {os.readlink(root)}, which does not exist")
+            raise UsageError(f"{flag} {root}: folder not found")
+        if not root.is_dir():
+            raise UsageError(f"{flag} {root}: a file, not a folder")
+    except OSError as exc:  # stat refused (e.g. a parent folder without permission)
+        raise InputUnreadable(f"{flag} {root}: cannot read ({exc.strerror or exc})") from None
+    return root
 
 
 def safe_name(prefix: str, raw: str) -> str:
@@ -104,7 +139,7 @@ def safe_name(prefix: str, raw: str) -> str:
 
 def _subdirs(folder: Path) -> list[Path]:
     """Sub-folders sorted by name (plain string order: video ids such as ``003234408d`` are not numbers)."""
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p, is_dir in list_folder(folder) if is_dir and not p.name.startswith("."))
 
 
 # --------------------------------------------------------------------------- discovery
@@ -112,9 +147,7 @@ def _subdirs(folder: Path) -> list[Path]:
 
 def discover_davis(root: str | Path, split: str | None = None) -> list[VideoSource]:
     """DAVIS 2017: ``JPEGImages/480p/<seq>/*.jpg``; ``split`` reads ``ImageSets/2017/<split>.txt``."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"--davis_root {root}: folder not found")
+    root = input_folder(root, "--davis_root")
     frames_root = root / "JPEGImages" / "480p"
     if not frames_root.is_dir():
         raise UsageError(f"--davis_root {root}: no JPEGImages/480p folder (expected {frames_root})")
@@ -123,7 +156,13 @@ def discover_davis(root: str | Path, split: str | None = None) -> list[VideoSour
         split_file = root / "ImageSets" / "2017" / f"{split}.txt"
         if not split_file.is_file():
             raise UsageError(f"--davis_split {split}: split file {split_file} not found")
-        seqs = [line.strip() for line in split_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = split_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise FormatError(f"--davis_split {split}: {split_file} is not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise InputUnreadable(f"--davis_split {split}: cannot read {split_file} ({exc.strerror or exc})") from None
+        seqs = [line.strip() for line in text.splitlines() if line.strip()]
         seqs = sorted(dict.fromkeys(seqs))
     else:
         seqs = [p.name for p in _subdirs(frames_root)]
@@ -152,9 +191,7 @@ def discover_ytvos(root: str | Path, split: str = "train") -> list[VideoSource]:
     The all-frames folder (consecutive 30 fps frames) is used when it exists, else the sparse
     folder (every 5th frame, 6 fps; ``file_step`` 5 is recorded in the meta).
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"--ytvos_root {root}: folder not found")
+    root = input_folder(root, "--ytvos_root")
     dense_root = root / f"{split}_all_frames" / "JPEGImages"
     sparse_root = root / split / "JPEGImages"
     if not dense_root.is_dir() and not sparse_root.is_dir():
@@ -189,18 +226,13 @@ def discover_video_root(root: str | Path, assumed_fps: float) -> list[VideoSourc
     A regdpo dataset inside the folder (it holds ``manifest.json`` or a run lock), e.g. an
     ``--output_dir`` placed there, is never taken as input.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"--video_root {root}: folder not found")
-    try:
-        entries = sorted(p for p in root.iterdir() if not p.name.startswith("."))
-    except OSError as exc:
-        raise UsageError(f"--video_root {root}: cannot list the folder ({exc.strerror or exc})") from None
+    root = input_folder(root, "--video_root")
+    entries = sorted((p, is_dir) for p, is_dir in list_folder(root) if not p.name.startswith("."))
     out = []
-    for p in entries:
-        if p.is_dir() and is_regdpo_dataset(p):
+    for p, is_dir in entries:
+        if is_dir and is_regdpo_dataset(p):
             continue
-        if p.is_dir():
+        if is_dir:
             out.append(VideoSource(name=safe_name("video", p.name), dataset="video", source_id=p.name, path=p,
                                    kind="frames", layout="frame_folder", native_fps=float(assumed_fps),
                                    fps_assumed=True))
@@ -294,12 +326,20 @@ def discover_sources(
 ) -> list[VideoSource]:
     """All videos in their deterministic order; the embedded samples when no root is given."""
     sources: list[VideoSource] = []
-    if davis_root is not None:
-        sources += discover_davis(davis_root, davis_split)
-    if ytvos_root is not None:
-        sources += discover_ytvos(ytvos_root, ytvos_split)
-    if video_root is not None:
-        sources += discover_video_root(video_root, assumed_fps)
+    for flag, root, discover in (("--davis_root", davis_root, lambda: discover_davis(davis_root, davis_split)),
+                                 ("--ytvos_root", ytvos_root, lambda: discover_ytvos(ytvos_root, ytvos_split)),
+                                 ("--video_root", video_root, lambda: discover_video_root(video_root, assumed_fps))):
+        if root is None:
+            continue
+        try:
+            sources += discover()
+        except OSError as exc:  # a stat or listing below the root refused (no permission, an I/O error)
+            if isinstance(exc, FrameReadError):  # names its path; said once with the flag
+                if str(exc).startswith(flag):
+                    raise
+                raise InputUnreadable(f"{flag} {root}: {exc}") from None
+            where = exc.filename or root
+            raise InputUnreadable(f"{flag} {root}: cannot read {where} ({exc.strerror or exc})") from None
     if davis_root is None and ytvos_root is None and video_root is None:
         sources = discover_samples()
     return make_unique(sources)
@@ -328,8 +368,7 @@ class SourceReader:
             self.num_frames = len(self.files)
             self.native_fps = float(source.native_fps or assumed_fps)
         else:
-            if not source.path.is_file():
-                raise FrameReadError(f"{source.path}: video file not found")
+            _check_readable_file(source.path, "video file")
             cap = cv2.VideoCapture(str(source.path))
             try:
                 if not cap.isOpened():
@@ -400,6 +439,21 @@ class SourceReader:
         finally:
             cap.release()
         return frames
+
+
+def _check_readable_file(path: Path, what: str) -> None:
+    """``FrameReadError`` naming ``path`` when it is missing (a dangling link said so) or not a file,
+    ``InputUnreadable`` when it cannot be opened (OpenCV would only say it cannot decode it)."""
+    if not path.exists():
+        if path.is_symlink():
+            raise FrameReadError(f"{path}: {what} is a symbolic link to {os.readlink(path)}, which does not exist")
+        raise FrameReadError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise FrameReadError(f"{path}: {what} is not a file")
+    try:
+        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+    except OSError as exc:
+        raise InputUnreadable(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
 
 
 def annotation_files(source: VideoSource) -> list[Path]:
