@@ -139,8 +139,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _start(index: int, gpu: str, logs: Path, gen_argv: list[str], shards: tuple[int, int]) -> Worker:
     num_shards, shard_index = shards
+    # --resume: the launcher has checked the folder and made _logs/ in it; a worker continues what is there
+    # (as every shard does; without it a lone worker, --gpus 0, would refuse the folder the launcher made)
     command = [sys.executable, "-m", "regdpo", "generate", *gen_argv, "--num_shards", str(num_shards),
-               "--shard_index", str(shard_index), "--no_progress", "--no_manifest"]
+               "--shard_index", str(shard_index), "--resume", "--no_progress", "--no_manifest"]
     env = {k: v for k, v in os.environ.items() if k != "LOCAL_RANK"}  # the worker's GPU is its cuda:0
     env["CUDA_VISIBLE_DEVICES"] = gpu
     log_path = logs / f"worker-{index}.log"
