@@ -103,6 +103,7 @@ def test_a_killed_actor_loses_nothing(tmp_path, fake_gpu_cluster):
         engine.close()
     assert len(killed) == 2
     assert engine.deaths >= 1  # videos were in flight on the killed actors, and were given out again
+    # a video the killed actor committed before it could report is found complete when given out again:
+    # still "written" (this run made it), never "already done"
     assert [o.status for o in summary.outcomes] == ["written"] * 8
-    files = output_files(on_ray)
-    assert {k: v for k, v in files.items() if not k.startswith(".staging")} == output_files(local)
+    assert output_files(on_ray) == output_files(local)  # the killed actors' half-written staging is gone too

@@ -555,6 +555,11 @@ class VideoStages:
         work.seconds += time.perf_counter() - t0
         return self._outcome(work)
 
+    def clear_abandoned(self) -> None:
+        """Remove what stopped worker processes left half-written in ``.staging/`` (``--engine ray``, whose
+        driver holds the run lock: no other run writes there)."""
+        clear_staging(self.config.output_dir, self.config.shard_name)
+
     def lost(self, source: VideoSource, reason: str) -> VideoOutcome:
         """A video lost with the worker processes making it (``--engine ray``): recorded as failed, as
         ``finish`` records a failing video (an attempt spent; ``--resume`` retries it)."""

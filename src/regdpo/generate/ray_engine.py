@@ -8,8 +8,9 @@ soon as it has room (two in flight per actor, so an actor never waits for the dr
 take more videos and actors that start late (a machine joining the cluster) simply start pulling.
 
 Resume is regdpo's own, not Ray's: a committed video is done. When an actor's process dies, Ray
-restarts it (``max_restarts``; the backend is built again) and the driver gives its videos out again;
-a video that has been in flight during ``MAX_DEATHS`` deaths is recorded as failed (``stages.lost``:
+restarts it (``max_restarts``; the backend is built again) and the driver gives its videos out again
+(one the dead actor had committed before it could report is then found complete: it still counts as
+written by this run, which the driver had handed it to as work to do); a video that has been in flight during ``MAX_DEATHS`` deaths is recorded as failed (``stages.lost``:
 under ``_failed/``, as any failing video; it may be the cause) and the run goes on. Plain actors (no
 Ray Data); resources per actor: ``num_gpus`` (fractional allowed), ``num_cpus`` (keep it below 1 on
 small machines or the actors never all start).
@@ -18,6 +19,7 @@ small machines or the actors never all start).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
 import os
 import time
@@ -30,6 +32,7 @@ MAX_DEATHS = 3
 """Deaths of actors making one video before that video is recorded as failed."""
 IN_FLIGHT_PER_ACTOR = 2
 RESTART_POLL_S = 0.2
+STOP_WAIT_S = 10.0
 
 
 def import_ray():
@@ -118,15 +121,26 @@ class RayEngine(Engine):
     # -- the run
     def run(self, stages: Stages, sources: Sequence[Any], on_outcome: OnOutcome) -> None:
         self.start(stages)
+        dispatch = _Dispatch(self, stages, on_outcome)
         try:
-            _Dispatch(self, stages, on_outcome).run(sources)
-        finally:  # also on Ctrl-C / SIGTERM: a video in flight is abandoned (its staging folder is cleared on resume)
-            self.stop_actors()
+            dispatch.run(sources)
+        finally:  # also on Ctrl-C / SIGTERM: a video in flight is abandoned, its staging folder removed
+            self.stop_actors(in_flight=list(dispatch.calls))
+            clear_abandoned = getattr(stages, "clear_abandoned", None)
+            if clear_abandoned is not None:  # what actors killed mid-video (by us, or before) left half-written
+                clear_abandoned()
 
-    def stop_actors(self) -> None:
+    def stop_actors(self, in_flight: Sequence[Any] = ()) -> None:
+        """Kill the actors; wait (up to ``STOP_WAIT_S``) until the calls ``in_flight`` end, i.e. their
+        processes are gone and write nothing more."""
         for actor in self.actors:
             self.ray.kill(actor, no_restart=True)
         self.actors = []
+        if in_flight:
+            try:
+                self.ray.wait(list(in_flight), num_returns=len(in_flight), timeout=STOP_WAIT_S)
+            except Exception:  # noqa: BLE001 - best effort while stopping; the next run clears staging anyway
+                pass
 
     def close(self) -> None:
         """Stop the actors; disconnect from Ray when this engine connected (``ray.init``) itself."""
@@ -144,8 +158,17 @@ def _lost(stages: Stages, source: Any, reason: str) -> Any:
     return lost(source, reason)
 
 
+def _written_by_the_dead(outcome: Any) -> Any:
+    """A video given out again after a death and found complete was committed by the actor that died
+    before it could report: this run wrote it (it was to do when the run began), so it counts as written."""
+    if getattr(outcome, "status", None) != "done":
+        return outcome
+    return dataclasses.replace(outcome, status="written", reason="committed by a Ray worker that died before reporting")
+
+
 class _Dispatch:
-    """One run of the driver's queue: videos to ready actors, two in flight each; outcomes in order.
+    """One run of the driver's queue: videos to ready actors, two in flight each (one, for a video given
+    out again after a death); outcomes in order.
 
     An actor whose call fails with ``RayActorError`` has died (or is restarting): its videos go back to the
     front of the queue and it gets no more until a probe (``pid``) answers, i.e. Ray has restarted it. A
@@ -155,10 +178,12 @@ class _Dispatch:
         self.engine, self.ray, self.stages, self.on_outcome = engine, engine.ray, stages, on_outcome
         n = len(engine.actors)
         self.load, self.ready, self.life = [0] * n, [True] * n, [0] * n  # life: incarnation seen by the driver
+        self.alone = [False] * n  # making a video that was in flight at a death, and nothing else
         self.calls: dict[Any, tuple[int, int, int, Any, int]] = {}  # ref -> (actor, life, index, source, deaths)
         self.probes: dict[Any, int] = {}  # ref -> actor
         self.todo: collections.deque = collections.deque()
         self.done: dict[int, Any] = {}
+        self.given_again: set[int] = set()  # videos handed out again after an actor died with them
         self.next_out = 0
         for a, actor in enumerate(engine.actors):  # learn the pids; calls queue on an actor until it is up
             self.probes[actor.pid.remote()] = a
@@ -178,20 +203,29 @@ class _Dispatch:
             self._feed()
 
     def _feed(self) -> None:
+        """A video that was in flight at a death goes out alone (an idle actor, nothing added until it
+        returns): a death then is its own, so a video that kills its actor reaches ``MAX_DEATHS`` and
+        the videos that happened to share an actor with it do not."""
         for a, actor in enumerate(self.engine.actors):
-            while self.todo and self.ready[a] and self.load[a] < IN_FLIGHT_PER_ACTOR:
+            while self.todo and self.ready[a] and not self.alone[a] and self.load[a] < IN_FLIGHT_PER_ACTOR:
+                if self.todo[0][2] and self.load[a]:
+                    break
                 i, source, deaths = self.todo.popleft()
                 self.calls[actor.make.remote(source)] = (a, self.life[a], i, source, deaths)
                 self.load[a] += 1
+                self.alone[a] = deaths > 0
 
     def _returned(self, ref: Any) -> None:
         a, life, i, source, deaths = self.calls.pop(ref)
         self.load[a] -= 1
+        self.alone[a] = self.alone[a] and self.load[a] > 0
         try:
-            self.done[i] = self.ray.get(ref)
-            return
+            outcome = self.ray.get(ref)
         except self.ray.exceptions.RayActorError as exc:  # the actor's process died (Ray restarts it)
             reason = type(exc).__name__
+        else:
+            self.done[i] = _written_by_the_dead(outcome) if i in self.given_again else outcome
+            return
         if life == self.life[a]:  # news of this death: wait for the restart before giving it more
             self.life[a] += 1
             self.ready[a] = False
@@ -203,6 +237,7 @@ class _Dispatch:
             self.done[i] = _lost(self.stages, source, f"a Ray worker died {deaths} times while making it ({reason})")
             return
         self.engine.log(f"ray: worker {a} died while making {getattr(source, 'name', source)}; giving it out again")
+        self.given_again.add(i)
         self.todo.appendleft((i, source, deaths))
 
     def _probed(self, ref: Any) -> None:
