@@ -178,3 +178,33 @@ def test_preview_goes_on_past_a_bad_video(tmp_path, reference, capsys):
     assert bad in capsys.readouterr().err
     made = sorted(p.name for p in (out / fmt.PREVIEW_DIR).iterdir())
     assert made == sorted([f"{g}.gif" for g in good] + ["contact_sheet.png"])
+
+
+def _open_and_abort_writers(root, shard, count, failures):
+    from regdpo.writer import VideoEntryWriter
+
+    for i in range(count):
+        try:
+            VideoEntryWriter(root, f"v{shard}_{i}", staging_subdir=f"shard-{shard}-of-2").abort()
+        except Exception as exc:  # noqa: BLE001 - what the test counts
+            failures.put(f"{type(exc).__name__}: {exc}")
+            return
+
+
+def test_two_shards_writers_never_fail_on_the_other_removing_an_empty_staging(tmp_path):
+    """Each shard's writer removes ``.staging/`` when it is left empty; the other shard, creating its
+    staging folder at that moment, retries instead of failing the video (a flaky launch run, found by
+    two processes opening and aborting writers in one folder: ~1 failure per 1000 before the fix)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    failures = context.Queue()
+    workers = [context.Process(target=_open_and_abort_writers, args=(tmp_path, shard, 2000, failures))
+               for shard in (0, 1)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    assert [worker.exitcode for worker in workers] == [0, 0]
+    assert failures.empty(), failures.get()
+    assert not (tmp_path / ".staging").exists()

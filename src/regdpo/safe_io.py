@@ -71,12 +71,15 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = True)
 
 def real_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) as a folder; refuse when it is a symbolic link (nothing is written
-    through links) or not a folder."""
+    through links) or not a folder. ``FileNotFoundError`` when another process removed a parent just
+    created (a race the caller can retry)."""
     path = Path(path)
     if path.is_symlink():
         raise FormatError(f"{path} is a symbolic link; regdpo never writes through links (remove it)")
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except FileNotFoundError:  # a parent removed meanwhile by another process (an empty .staging/): the caller may retry
+        raise
     except OSError as exc:  # read-only, no permission, a file in the way, disk full
         raise FormatError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
     if path.is_symlink() or not path.is_dir():

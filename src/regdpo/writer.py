@@ -31,6 +31,8 @@ except ImportError:  # not POSIX: no lock (one run per folder is then up to the 
 
 
 _ENCODE_THREADS = min(4, os.cpu_count() or 1)
+STAGING_ATTEMPTS = 20
+"""Tries at creating a staging folder while other shards remove the empty ``.staging/`` (a race)."""
 _encoder: ThreadPoolExecutor | None = None
 
 
@@ -152,13 +154,13 @@ class VideoEntryWriter:
         if staging_subdir:  # one per shard, so that a shard clears only its own leftovers
             self.staging_parent = self.staging_parent / staging_subdir
         self.staging_dir = self.staging_parent / f"{name}.{uuid.uuid4().hex[:8]}"
-        for attempt in range(3):
+        for attempt in range(STAGING_ATTEMPTS):
             try:
                 real_dir(self.staging_parent)
                 self.staging_dir.mkdir()
                 break
-            except FileNotFoundError:  # another process removed an empty parent in between
-                if attempt == 2:
+            except FileNotFoundError:  # another shard's writer removed the empty .staging/ in between
+                if attempt == STAGING_ATTEMPTS - 1:
                     raise
         self._gt: np.ndarray | None = None
         self._hole: np.ndarray | None = None
