@@ -28,7 +28,10 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install -e '.
 def fake_gpu_cluster():
     """A local Ray with two fake GPUs on this CPU machine (actors ask for 0.5 CPU each)."""
     ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(SRC)}})  # the actors import this checkout's regdpo
+             runtime_env={"env_vars": {"PYTHONPATH": str(SRC)}},  # the actors import this checkout's regdpo
+             # a loaded 2-core machine (load 25 seen) delays the raylet's heartbeats: Ray would declare its own
+             # node dead and end the test; a local test cluster can wait
+             _system_config={"health_check_failure_threshold": 60, "health_check_timeout_ms": 30000})
     yield
     ray.shutdown()
 
