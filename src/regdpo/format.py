@@ -270,6 +270,10 @@ class VideoMeta:
     whether it is a classical approximation); ``neg_types`` the types present. ``timings``
     seconds per stage. ``source_clip`` is the clip this entry's mask was drawn on (the
     ``k = 0`` entry's name; ``--masks_per_clip``), ``mask_index`` its mask's index ``k``.
+    ``reduced`` (only for a video the generator made at the backend's reduced settings after a device
+    out-of-memory error): ``{"after": why, "settings": {setting: [normal, reduced]}}``;
+    ``cuda_peak_memory_mb`` (only for videos made on CUDA): the backend's peak allocated GPU memory.
+    Both keys are left out of ``meta.json`` when None, so other videos' bytes are unchanged.
     """
 
     name: str
@@ -285,7 +289,12 @@ class VideoMeta:
     timings: dict[str, float] = field(default_factory=dict)
     source_clip: str = ""
     mask_index: int = 0
+    reduced: dict[str, Any] | None = None
+    cuda_peak_memory_mb: float | None = None
     format_version: int = FORMAT_VERSION
+
+    OPTIONAL_FIELDS = ("reduced", "cuda_peak_memory_mb")
+    """Written only when set (not None)."""
 
     def __post_init__(self) -> None:
         if not self.source_clip:
@@ -307,7 +316,7 @@ class VideoMeta:
         return next((n for n in self.negatives if n.get("stream") == stream), {})
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if not (k in self.OPTIONAL_FIELDS and v is None)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: str | os.PathLike = "meta.json") -> "VideoMeta":
@@ -321,6 +330,11 @@ class VideoMeta:
         streams = _read_streams(data, version, path)
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in known}
+        reduced, peak = values.get("reduced"), values.get("cuda_peak_memory_mb")
+        if reduced is not None and not (isinstance(reduced, Mapping) and isinstance(reduced.get("settings"), Mapping)):
+            raise FormatError(f"{path}: 'reduced' must be an object with a 'settings' object, got {reduced!r:.80}")
+        if peak is not None and (isinstance(peak, bool) or not isinstance(peak, (int, float)) or not peak >= 0):
+            raise FormatError(f"{path}: 'cuda_peak_memory_mb' must be a number >= 0, got {peak!r:.80}")
         if version == 1:  # negatives: {type: info}; every type at strength 1.0
             infos = data.get("negatives") or {}
             values["negatives"] = [{**s.to_dict(), **dict(infos.get(s.type) or {})} for s in streams]

@@ -8,6 +8,11 @@ at strength 1.0, ``blur_s0.50`` otherwise). Strength 1.0 is the PRD's defect; a 
 weakens the mechanism that makes the defect (never a blend of the GT into the fill). The backend returns raw
 frames; the pipeline composites them onto the GT with the stored mask, so no backend
 can leak differences outside the hole.
+
+Out of device memory: a backend that can run a video in less memory sets ``reducible = True`` and
+accepts ``generate(..., reduced=True)``; the generator calls it so once for a video whose normal run
+raised a device out-of-memory error (``regdpo.backends.memory``), and records the result's ``reduced``
+(what the reduced run changed) in the video's meta. A backend that is not reducible is never called so.
 """
 
 from __future__ import annotations
@@ -56,11 +61,17 @@ class BackendResult:
     info:      stream -> JSON-serialisable details stored in meta.json (seeds, segments,
                method, whether it is a classical approximation, ...).
     timings:   stage -> seconds (e.g. "propainter", "hallucination", "flicker").
+    reduced:   set by a ``reduced=True`` run only: ``{setting: [normal, reduced]}`` for every setting it
+               turned down for this clip (JSON-serialisable; stored as meta.json ``reduced.settings``).
+    cuda_peak_memory_mb: ``torch.cuda.max_memory_allocated`` over this call in MiB (CUDA only, else None;
+               stored as meta.json ``cuda_peak_memory_mb``).
     """
 
     negatives: dict[str, np.ndarray] = field(default_factory=dict)
     info: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    reduced: dict[str, list[Any]] | None = None
+    cuda_peak_memory_mb: float | None = None
 
 
 class NegativeBackend(abc.ABC):
@@ -68,11 +79,16 @@ class NegativeBackend(abc.ABC):
 
     name: str = "base"
     supported_types: tuple[str, ...] = ()
+    reducible: bool = False
+    """Whether ``generate(..., reduced=True)`` runs a clip in less device memory (the generator's one
+    retry of a video after a device out-of-memory error). Only then is ``reduced`` ever passed."""
 
     @abc.abstractmethod
     def generate(self, clip: Clip, neg_types: Sequence[str],
                  strengths: Mapping[str, Sequence[float]] | None = None) -> BackendResult:
-        """Return one negative per requested stream (type x its strengths), each with the clip's shape."""
+        """Return one negative per requested stream (type x its strengths), each with the clip's shape.
+        A ``reducible`` backend also takes ``reduced: bool = False`` (keyword) and, when it is True,
+        sets ``BackendResult.reduced``."""
 
     def settings(self) -> dict[str, Any]:
         """JSON-serialisable settings recorded in each video's meta (``generator.backend_settings``)."""

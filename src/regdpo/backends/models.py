@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -31,7 +31,7 @@ from ..errors import UsageError
 from ..format import NEG_TYPES, check_neg_type
 from ..seeding import derive_seed
 from .base import BackendResult, Clip, NegativeBackend, plan_segments, requested_streams
-from .models_config import ModelsConfig
+from .models_config import MemoryReduction, ModelsConfig
 
 # ---------------------------------------------------------------------- pure helpers
 
@@ -123,12 +123,14 @@ class ModelsBackend(NegativeBackend):
     name = "models"
     supported_types = NEG_TYPES
 
-    def __init__(self, config: ModelsConfig):
+    def __init__(self, config: ModelsConfig, reduction: MemoryReduction | None = MemoryReduction()):
+        """``reduction``: the settings of the out-of-memory retry (``generate(..., reduced=True)``);
+        None: no reduced run (a video that runs out of memory fails as any other error)."""
         config.check()  # every path, file, module and flag, before any model loads
         import torch
 
         from .models_diffueraser import DiffuEraserRunner
-        from .models_propainter import ProPainterRunner, ProPainterSettings
+        from .models_propainter import ProPainterRunner
         from .models_source import import_source
 
         self.config = config
@@ -137,14 +139,10 @@ class ModelsBackend(NegativeBackend):
         self.dtype = resolve_dtype(config.model_precision, self.device)
         started = time.perf_counter()
         source = import_source(config.diffueraser_repo)
-        self.propainter_settings = ProPainterSettings(
-            resize_ratio=float(config.propainter_resize_ratio),
-            mask_dilation=int(config.propainter_mask_dilation),
-            raft_iter=int(config.propainter_raft_iter),
-            subvideo_length=int(config.propainter_subvideo_length),
-            neighbor_length=int(config.propainter_neighbor_length),
-            ref_stride=int(config.propainter_ref_stride),
-        )
+        self.propainter_settings = propainter_settings(config)
+        self.reduction = reduction
+        self.reduced_changes = reduction.changes(config) if reduction is not None else {}
+        self.reduced_propainter_settings = propainter_settings(reduction.apply(config)) if reduction else None
         with torch.inference_mode():
             self.propainter = ProPainterRunner(source, config.propainter_model_dir, self.device,
                                                half=self.dtype == torch.float16, settings=self.propainter_settings)
@@ -157,6 +155,11 @@ class ModelsBackend(NegativeBackend):
         self.load_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ API
+    @property
+    def reducible(self) -> bool:  # type: ignore[override]
+        """Whether the out-of-memory retry changes anything (every knob may already be at its minimum)."""
+        return bool(self.reduced_changes)
+
     def settings(self) -> dict[str, Any]:
         import diffusers
 
@@ -180,7 +183,9 @@ class ModelsBackend(NegativeBackend):
         }
 
     def generate(self, clip: Clip, neg_types: Sequence[str],
-                 strengths: Mapping[str, Sequence[float]] | None = None) -> BackendResult:
+                 strengths: Mapping[str, Sequence[float]] | None = None, *, reduced: bool = False) -> BackendResult:
+        """The negatives of ``clip``. ``reduced``: at the reduced settings (``MemoryReduction``; the generator's
+        retry after a CUDA out-of-memory error), recorded in ``BackendResult.reduced``."""
         torch = self._torch
         requests = requested_streams(neg_types, strengths)
         frames, hole = clip.frames, clip.hole
@@ -194,7 +199,8 @@ class ModelsBackend(NegativeBackend):
         cuda = self.device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        ratio0 = self.propainter_settings.resize_ratio
+        pp, nframes, changes = self._run_settings(reduced, width, height)
+        ratio0 = pp.resize_ratio
         needs_prior = any(t in ("flicker", "inpaint") or (t == "blur" and blur_ratio(ratio0, s) == ratio0)
                           or (t == "hallucination" and s < 1.0) for t, s, _ in requests)
         try:
@@ -203,7 +209,7 @@ class ModelsBackend(NegativeBackend):
                 if needs_prior:
                     stages: dict[str, float] = {}
                     t0 = time.perf_counter()
-                    prior = self.propainter.run(frames, hole, stages)
+                    prior = self.propainter.run(frames, hole, stages, settings=pp)
                     timings["propainter"] = time.perf_counter() - t0
                     timings.update(stages)
                 for neg_type, strength, stream in requests:
@@ -214,7 +220,7 @@ class ModelsBackend(NegativeBackend):
                             assert prior is not None
                             out = prior
                         else:
-                            out = self.propainter.run(frames, hole, {}, resize_ratio=ratio)
+                            out = self.propainter.run(frames, hole, {}, resize_ratio=ratio, settings=pp)
                         pw, ph = _processing_size(width, height, ratio)
                         result.negatives[stream] = out
                         result.info[stream] = {
@@ -222,16 +228,17 @@ class ModelsBackend(NegativeBackend):
                             "method": "ProPainter result alone (RAFT flows, flow completion, propagation, "
                                       "transformer), at reduced size and resized back",
                             "processing_size": [pw, ph],
-                            **asdict(self.propainter_settings),
+                            **asdict(pp),
                             **({"resize_ratio": ratio} if ratio != ratio0 else {}),
                         }
                     elif neg_type == "hallucination":
                         seed = hallucination_seed(clip.seed)
                         if strength >= 1.0:
-                            out, run = self.diffueraser.run(frames, hole, None, seed, prompt)
+                            out, run = self.diffueraser.run(frames, hole, None, seed, prompt, nframes=nframes)
                             how = "DiffuEraser without prior: start = seeded unit Gaussian latents over the clip"
                         else:
-                            out, run = self.diffueraser.run(frames, hole, prior, seed, prompt, fresh_share=strength)
+                            out, run = self.diffueraser.run(frames, hole, prior, seed, prompt, fresh_share=strength,
+                                                            nframes=nframes)
                             how = ("DiffuEraser from a start that mixes the noised ProPainter prior with fresh "
                                    "seeded noise (share of fresh noise = strength; unit variance)")
                         result.negatives[stream] = out
@@ -247,11 +254,11 @@ class ModelsBackend(NegativeBackend):
                     elif neg_type == "flicker":
                         assert prior is not None
                         result.negatives[stream], result.info[stream] = self._flicker(
-                            clip, prior, prompt, strength, common)
+                            clip, prior, prompt, strength, common, nframes)
                     elif neg_type == "inpaint":
                         assert prior is not None
                         seed = inpaint_seed(clip.seed)
-                        out, run = self.diffueraser.run(frames, hole, prior, seed, prompt)
+                        out, run = self.diffueraser.run(frames, hole, prior, seed, prompt, nframes=nframes)
                         result.negatives[stream] = out
                         result.info[stream] = {
                             **common,
@@ -264,17 +271,36 @@ class ModelsBackend(NegativeBackend):
                     if neg_type != "blur" or stream != neg_type:
                         timings[stream] = time.perf_counter() - t0
                 if cuda:
-                    peak = torch.cuda.max_memory_allocated(self.device) / 2**20
-                    for info in result.info.values():
-                        info["cuda_peak_memory_mb"] = round(peak, 1)
+                    result.cuda_peak_memory_mb = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+                if reduced:  # the settings of the models that ran
+                    ran = ({"propainter"} if "propainter" in timings or any(r[0] == "blur" for r in requests) else set())
+                    ran |= {"diffueraser"} if any(r[0] != "blur" for r in requests) else set()
+                    result.reduced = {k: v for k, v in changes.items() if k.split("_")[0] in ran}
         finally:
             gc.collect()
             if cuda:
                 torch.cuda.empty_cache()
         return result
 
+    def _run_settings(self, reduced: bool, width: int, height: int):
+        """(ProPainter settings, DiffuEraser window, ``{flag: [normal, reduced]}``) of a run on a clip of this size.
+        A reduced ProPainter working size too small for RAFT keeps the normal one."""
+        if not reduced:
+            return self.propainter_settings, int(self.config.diffueraser_nframes), {}
+        if not self.reducible:
+            raise ValueError("the models backend has no reduced settings left to run at (every knob at its minimum)")
+        from .models_propainter import MIN_SIDE, processing_size
+
+        pp, changes = self.reduced_propainter_settings, dict(self.reduced_changes)
+        if min(processing_size(width, height, pp.resize_ratio)) < MIN_SIDE <= min(
+                processing_size(width, height, self.propainter_settings.resize_ratio)):
+            pp = replace(pp, resize_ratio=self.propainter_settings.resize_ratio)
+            changes.pop("propainter_resize_ratio", None)
+        nframes = int(changes.get("diffueraser_nframes", [0, self.config.diffueraser_nframes])[1])
+        return pp, nframes, changes
+
     def _flicker(self, clip: Clip, prior: np.ndarray, prompt: str, strength: float,
-                 common: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+                 common: dict[str, Any], nframes: int) -> tuple[np.ndarray, dict[str, Any]]:
         """The flicker negative at ``strength``: segment noises of correlation ``1 - strength``."""
         frames, hole = clip.frames, clip.hole
         num = hole.shape[0]
@@ -288,7 +314,7 @@ class ModelsBackend(NegativeBackend):
 
         def run_part(start: int, stop: int, seed: int) -> np.ndarray:
             out, run = self.diffueraser.run(frames[start:stop], hole[start:stop], prior[start:stop], seed, prompt,
-                                            shared_noise=shared)
+                                            shared_noise=shared, nframes=nframes)
             runs.append(run)
             return out
 
@@ -352,6 +378,20 @@ def resolve_dtype(precision: str, device):
     if precision == "fp16" or (precision == "auto" and device.type == "cuda"):
         return torch.float16
     return torch.float32
+
+
+def propainter_settings(config: ModelsConfig):
+    """ProPainter's inference settings from the backend's flags."""
+    from .models_propainter import ProPainterSettings
+
+    return ProPainterSettings(
+        resize_ratio=float(config.propainter_resize_ratio),
+        mask_dilation=int(config.propainter_mask_dilation),
+        raft_iter=int(config.propainter_raft_iter),
+        subvideo_length=int(config.propainter_subvideo_length),
+        neighbor_length=int(config.propainter_neighbor_length),
+        ref_stride=int(config.propainter_ref_stride),
+    )
 
 
 def _processing_size(width: int, height: int, ratio: float) -> tuple[int, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +214,47 @@ class ModelsConfig:
     @property
     def num_inference_steps(self) -> int:
         return PCM_CHECKPOINTS[self.pcm_ckpt][1]
+
+
+@dataclass(frozen=True)
+class MemoryReduction:
+    """The models backend's reduced settings: how it runs a video again after a CUDA out-of-memory error.
+
+    Each knob is one of the backend's flags, multiplied by its factor (integers rounded down), never below
+    the flag's minimum: ProPainter's working size (``--propainter_resize_ratio``; x0.75 = about 56 % of the
+    pixels), its sub-video length (flows completed per call) and local window (frames per transformer call),
+    and DiffuEraser's denoising window (``--diffueraser_nframes``: frames per UNet / BrushNet call, the
+    largest activations of a run). A factor of 1.0 leaves its knob alone.
+    """
+
+    propainter_resize_ratio: float = 0.75
+    propainter_subvideo_length: float = 0.5
+    propainter_neighbor_length: float = 0.5
+    diffueraser_nframes: float = 0.5
+
+    MINIMUM = {"propainter_subvideo_length": 2, "propainter_neighbor_length": 2, "diffueraser_nframes": 4}
+
+    def __post_init__(self) -> None:
+        for knob, factor in asdict(self).items():
+            if not 0.0 < float(factor) <= 1.0:
+                raise ValueError(f"MemoryReduction.{knob}: a factor in (0, 1], got {factor}")
+
+    def changes(self, config: ModelsConfig) -> dict[str, list[Any]]:
+        """``{flag: [normal, reduced]}`` for every knob this reduction changes in ``config``."""
+        out: dict[str, list[Any]] = {}
+        for knob, factor in asdict(self).items():
+            normal = getattr(config, knob)
+            if knob in self.MINIMUM:
+                reduced: Any = max(self.MINIMUM[knob], min(int(normal), int(int(normal) * float(factor))))
+            else:
+                reduced = round(float(normal) * float(factor), 4)
+            if reduced != normal:
+                out[knob] = [normal, reduced]
+        return out
+
+    def apply(self, config: ModelsConfig) -> ModelsConfig:
+        """``config`` with every knob at its reduced value."""
+        return replace(config, **{knob: values[1] for knob, values in self.changes(config).items()})
 
 
 _DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")

@@ -163,7 +163,7 @@ class DiffuEraserRunner:
     # ------------------------------------------------------------------ run
     def run(self, frames: np.ndarray, hole: np.ndarray, prior: np.ndarray | None, seed: int,
             prompt: str = "", *, fresh_share: float = 0.0, shared_noise: tuple[int, float] | None = None,
-            ) -> tuple[np.ndarray, DiffuEraserRun]:
+            nframes: int | None = None) -> tuple[np.ndarray, DiffuEraserRun]:
         """DiffuEraser on a clip: raw ``uint8 [T, H, W, 3]`` output (not composited) and run details.
 
         ``prior`` is ProPainter's result (``uint8 [T, H, W, 3]``) or ``None`` for a pure-noise start.
@@ -171,12 +171,13 @@ class DiffuEraserRunner:
         fresh noise, fresh_share)``, so 0 is the standard start and values towards 1 a start ever less
         tied to the prior (the hallucination strength). ``shared_noise = (seed0, weight)``: the noise
         window is ``mix_unit(noise of seed0, own noise, weight)``, so two runs that share ``seed0`` have
-        noises of correlation ``1 - weight`` (the flicker strength).
+        noises of correlation ``1 - weight`` (the flicker strength). ``nframes``: the denoising window
+        instead of the runner's (the backend's reduced settings after an out-of-memory error).
         """
         num, height, width = hole.shape
         if height % self.scale or width % self.scale:
             raise ValueError(f"DiffuEraser needs sizes that are multiples of {self.scale}, got {width}x{height}")
-        window = min(self.nframes, num)
+        window = min(self.nframes if nframes is None else int(nframes), num)
         lat_shape = (self.latent_channels, height // self.scale, width // self.scale)
         from diffusers.utils.torch_utils import randn_tensor
 

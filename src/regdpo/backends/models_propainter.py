@@ -205,11 +205,11 @@ class ProPainterRunner:
                 delattr(self, name)
 
     # -- stages
-    def _flows(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _flows(self, frames: torch.Tensor, s: ProPainterSettings) -> tuple[torch.Tensor, torch.Tensor]:
         """RAFT flows of ``frames [1, T, 3, h, w]`` in [-1, 1] (fp32) -> forward, backward ``[1, T-1, 2, h, w]``."""
         length = frames.size(1)
         chunk = flow_chunk_length(max(frames.size(-1), frames.size(-2)))
-        iters = self.settings.raft_iter
+        iters = s.raft_iter
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # RAFT's torch.cuda.amp.autocast
             warnings.filterwarnings("ignore", message=".*meshgrid.*")
@@ -223,11 +223,11 @@ class ProPainterRunner:
                 backward.append(b)
         return torch.cat(forward, dim=1), torch.cat(backward, dim=1)
 
-    def _complete(self, flows: tuple[torch.Tensor, torch.Tensor], flow_masks: torch.Tensor):
+    def _complete(self, flows: tuple[torch.Tensor, torch.Tensor], flow_masks: torch.Tensor, s: ProPainterSettings):
         """Complete the flows inside the (dilated) holes, in sub-videos with 5 flows of context."""
         net = self.flow_complete
         count = flows[0].size(1)
-        length = self.settings.subvideo_length
+        length = s.subvideo_length
         if count <= length:
             pred, _ = net.forward_bidirect_flow(flows, flow_masks)
             return net.combine_flow(flows, pred, flow_masks)
@@ -241,11 +241,11 @@ class ProPainterRunner:
             backward.append(pred[1][:, keep_from:keep_to])
         return torch.cat(forward, dim=1), torch.cat(backward, dim=1)
 
-    def _propagate(self, frames: torch.Tensor, flows, masks: torch.Tensor):
+    def _propagate(self, frames: torch.Tensor, flows, masks: torch.Tensor, s: ProPainterSettings):
         """Image propagation along completed flows -> (updated frames, updated masks) ``[1, T, ., h, w]``."""
         b, length, _, h, w = frames.shape
         masked = frames * (1 - masks)
-        chunk = min(IMAGE_PROP_MAX, self.settings.subvideo_length)
+        chunk = min(IMAGE_PROP_MAX, s.subvideo_length)
         bounds = [(0, length, 0, length)] if length <= chunk else chunk_bounds(length, chunk, 10)
         out_frames, out_masks = [], []
         for start, stop, keep_from, keep_to in bounds:
@@ -261,20 +261,21 @@ class ProPainterRunner:
 
     # -- the whole procedure
     def run(self, frames: np.ndarray, hole: np.ndarray, timings: dict[str, float] | None = None,
-            resize_ratio: float | None = None) -> np.ndarray:
+            resize_ratio: float | None = None, settings: ProPainterSettings | None = None) -> np.ndarray:
         """ProPainter's result for a clip: ``uint8 [T, H, W, 3]`` at the clip's size.
 
         Inside the (dilated) hole it is ProPainter's prediction, outside it the clip resized to
         the processing size and back (so slightly soft everywhere when ``resize_ratio < 1``).
         Deterministic: ProPainter draws no random numbers. ``resize_ratio``: work at this ratio instead
-        of the configured one (the blur strength's knob).
+        of the configured one (the blur strength's knob). ``settings``: instead of the runner's (the
+        backend's reduced settings after an out-of-memory error).
         """
         timings = {} if timings is None else timings
         stage = StageTimer(timings, self.device)
         num, height, width = hole.shape
         if num < 2:
             raise ValueError(f"ProPainter needs at least 2 frames, got {num}")
-        s = self.settings
+        s = self.settings if settings is None else settings
         w, h = check_processing_size(width, height, s.resize_ratio if resize_ratio is None else resize_ratio)
         dev, dtype = self.device, self.dtype
 
@@ -285,12 +286,12 @@ class ProPainterRunner:
             x = torch.from_numpy(small).to(dev).permute(0, 3, 1, 2).unsqueeze(0).float().div(255) * 2 - 1
             masks = torch.from_numpy(dilated).to(dev).float()[None, :, None]  # [1, T, 1, h, w], 1 = hole
         with stage("propainter_raft"):
-            flows = self._flows(x)
+            flows = self._flows(x, s)
         x, masks = x.to(dtype), masks.to(dtype)
         flows = (flows[0].to(dtype), flows[1].to(dtype))
         flow_masks = masks
         with stage("propainter_flow_completion"):
-            flows = self._complete(flows, flow_masks)
+            flows = self._complete(flows, flow_masks, s)
         masks_original = masks.clone()
 
         prop_len = min(IMAGE_PROP_MAX, s.subvideo_length)
@@ -298,24 +299,24 @@ class ProPainterRunner:
             with stage("propainter_pre_propagation"):
                 picks = list(range(0, num, num // (prop_len // 2)))
                 picked = x[:, picks].float()  # RAFT in fp32
-                picked_flows = self._flows(picked)
+                picked_flows = self._flows(picked, s)
                 picked_flows = self._complete((picked_flows[0].to(dtype), picked_flows[1].to(dtype)),
-                                              flow_masks[:, picks])
-                upd_frames, upd_masks = self._propagate(picked.to(dtype), picked_flows, masks[:, picks])
+                                              flow_masks[:, picks], s)
+                upd_frames, upd_masks = self._propagate(picked.to(dtype), picked_flows, masks[:, picks], s)
                 x, masks = x.clone(), masks.clone()
                 x[:, picks] = upd_frames
                 masks[:, picks] = upd_masks
         with stage("propainter_propagation"):
-            upd_frames, upd_masks = self._propagate(x, flows, masks)
+            upd_frames, upd_masks = self._propagate(x, flows, masks, s)
 
         with stage("propainter_transformer"):
-            result = self._transformer(upd_frames, flows, masks, upd_masks, masks_original, small)
+            result = self._transformer(upd_frames, flows, masks, upd_masks, masks_original, small, s)
         with stage("propainter_prepare"):
             out = resize_clip(result, (width, height), Image.BICUBIC)
         return np.ascontiguousarray(out)
 
-    def _transformer(self, upd_frames, flows, masks, upd_masks, masks_original, small: np.ndarray) -> np.ndarray:
-        s = self.settings
+    def _transformer(self, upd_frames, flows, masks, upd_masks, masks_original, small: np.ndarray,
+                     s: ProPainterSettings) -> np.ndarray:
         num = upd_frames.size(1)
         h, w = upd_frames.shape[-2:]
         ref_num = s.subvideo_length // s.ref_stride if num > s.subvideo_length else -1

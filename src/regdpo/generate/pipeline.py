@@ -5,7 +5,9 @@ overlaps them): reader -- list/probe the source, pick the clip (stride from the 
 from the seed), decode, resize to the working size, draw the hole masks; worker -- call the backend
 once with all negative types; writer -- write GT, masks and negatives (composited onto the GT with
 the stored mask) through ``VideoEntryWriter`` and commit ``meta.json`` last. A failing video is
-recorded under ``_failed/`` and the run goes on; ``manifest.json`` is rebuilt at the end.
+recorded under ``_failed/`` and the run goes on; ``manifest.json`` is rebuilt at the end. A video whose
+backend call runs out of device memory is retried once, in the same attempt, at the backend's reduced
+settings (``VideoStages.compute``; recorded in its meta as ``reduced``).
 
 Every random choice of a video is seeded by ``derive_seed(run seed, video name, purpose)``, so the
 output does not depend on the order, on ``--max_videos`` or on resuming.
@@ -27,6 +29,7 @@ from .. import __version__
 from .. import format as fmt
 from .. import outputs
 from ..backends.base import Clip, NegativeBackend
+from ..backends.memory import device_oom, free_device_memory, oom_summary
 from ..errors import DiskFull, UsageError, out_of_space
 from ..seeding import derive_seed, rng
 from ..writer import (
@@ -143,6 +146,7 @@ class VideoOutcome:
     reason: str = ""
     seconds: float = 0.0
     attempts: int = 0
+    reduced: bool = False  # written at the backend's reduced settings, after running out of device memory
 
 
 @dataclass
@@ -168,6 +172,11 @@ class RunSummary:
             f"{self.count('done')} already done, {self.count('skipped')} skipped, {self.num_failed} failed "
             f"({self.seconds:.1f} s{per_video})"
         ]
+        reduced = [o.name for o in written if o.reduced]
+        if reduced:
+            out.append(f"  {plural(len(reduced), 'video')} written at reduced settings after running out of GPU "
+                       f"memory (meta.json 'reduced'): {', '.join(reduced[:max_listed])}"
+                       f"{', ...' if len(reduced) > max_listed else ''}")
         problems = [o for o in self.outcomes if o.status in ("skipped", "failed", "gave_up")]
         for o in problems[:max_listed]:
             label = {"skipped": "skipped", "failed": "FAILED", "gave_up": "FAILED (no more attempts)"}[o.status]
@@ -195,6 +204,11 @@ class SkipVideo(Exception):
 
 class WorkerLost(Exception):
     """The worker processes making this video died (``--engine ray``); the video may be the cause."""
+
+
+class DeviceOutOfMemory(RuntimeError):
+    """A video ran out of device memory (at the reduced settings too, when the backend has them). Carries
+    the error's one-line summary, not the error itself (whose traceback would keep the tensors alive)."""
 
 
 def build_annotation_pool(sources: Sequence[VideoSource]) -> AnnotationPool:
@@ -302,16 +316,19 @@ def prepare_video(source: VideoSource, config: GenerateConfig, pool: AnnotationP
     return PreparedVideo(source, frames, hole, mask_info, prompt, source_meta, timings)
 
 
-def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: NegativeBackend) -> ComputedVideo:
+def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: NegativeBackend,
+                  reduced_after: str | None = None) -> ComputedVideo:
     """Worker stage: call the backend once with all negative types, check what it returned, build the meta.
-    The returned arrays are handed to the writer thread: a backend must not reuse them."""
+    The returned arrays are handed to the writer thread: a backend must not reuse them. ``reduced_after``:
+    run the backend at its reduced settings, because of this (out-of-memory) error; recorded in the meta."""
     name, frames, hole = prepared.source.name, prepared.frames, prepared.hole
     timings = prepared.timings
     video_seed = derive_seed(config.seed, name)
     t0 = time.perf_counter()
     strengths = {t: config.strengths_of(t) for t in config.neg_types if config.strengths_of(t) != (fmt.FULL_STRENGTH,)}
     result = backend.generate(Clip(name, frames, hole, video_seed, prepared.prompt), list(config.neg_types),
-                              **({"strengths": strengths} if strengths else {}))
+                              **({"strengths": strengths} if strengths else {}),
+                              **({"reduced": True} if reduced_after is not None else {}))
     streams = config.streams
     timings["negatives"] = time.perf_counter() - t0
     for stage, seconds in result.timings.items():
@@ -347,6 +364,9 @@ def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: Nega
         timings={},
         source_clip=prepared.source.clip_name,
         mask_index=prepared.source.mask_index,
+        reduced=(None if reduced_after is None else
+                 {"after": reduced_after, "settings": json.loads(json.dumps(result.reduced or {}))}),
+        cuda_peak_memory_mb=None if result.cuda_peak_memory_mb is None else float(result.cuda_peak_memory_mb),
     )
     return ComputedVideo(prepared, {s.stream: result.negatives[s.stream] for s in streams}, meta)
 
@@ -483,6 +503,7 @@ class VideoWork:
     error: BaseException | None = None
     prepared: PreparedVideo | None = None
     computed: ComputedVideo | None = None
+    reduced: bool = False  # computed at the backend's reduced settings (after an out-of-memory error)
 
 
 @dataclass
@@ -527,17 +548,46 @@ class VideoStages:
         return work
 
     def compute(self, work: VideoWork, backend: NegativeBackend) -> VideoWork:
-        """Worker: the backend's negatives for a prepared video."""
+        """Worker: the backend's negatives for a prepared video.
+
+        On a device out-of-memory error (``backends.memory.device_oom``; no other error) the failed call's
+        memory is freed and, if the backend is ``reducible``, the video is run once more at its reduced
+        settings, in the same attempt; a second out-of-memory error fails the video (``DeviceOutOfMemory``)."""
         if work.outcome is not None or work.error is not None:
             return work
         t0 = time.perf_counter()
-        try:
-            work.computed = compute_video(work.prepared, self.config, backend)
-        except Exception as exc:
-            work.error = exc
+        oom = self._compute_once(work, backend, None)
+        if oom is not None:
+            free_device_memory()  # the failed call's tensors: nothing references its traceback any more
+            name = work.source.name
+            if getattr(backend, "reducible", False):
+                self.log(f"{name}: out of GPU memory ({oom}); freed it, making the video again at the "
+                         f"{backend.name} backend's reduced settings")
+                again = self._compute_once(work, backend, oom)
+                if again is not None:
+                    free_device_memory()
+                    work.error = DeviceOutOfMemory(f"out of GPU memory at the normal and at the reduced settings "
+                                                   f"({again})")
+                work.reduced = work.computed is not None
+            else:
+                work.error = DeviceOutOfMemory(f"out of GPU memory, and the {backend.name} backend has no reduced "
+                                               f"settings to retry at ({oom})")
         work.prepared = None
         work.seconds += time.perf_counter() - t0
         return work
+
+    def _compute_once(self, work: VideoWork, backend: NegativeBackend, reduced_after: str | None) -> str | None:
+        """One backend call: sets ``work.computed`` or ``work.error``, or returns the summary of a device
+        out-of-memory error (the error itself is dropped here, its traceback with it)."""
+        try:
+            work.computed = compute_video(work.prepared, self.config, backend, reduced_after)
+        except Exception as exc:
+            oom = device_oom(exc)
+            if oom is None:
+                work.error = exc
+                return None
+            return oom_summary(oom)
+        return None
 
     def finish(self, work: VideoWork) -> VideoOutcome:
         """Writer: commit the video (meta.json last), or record why it was not made."""
@@ -576,7 +626,8 @@ class VideoStages:
         root, source, name, exc = self.config.output_dir, work.source, work.source.name, work.error
         if exc is None:
             clear_failure(root, name)
-            return VideoOutcome(name, "written", seconds=work.seconds, attempts=work.attempts)
+            return VideoOutcome(name, "written", seconds=work.seconds, attempts=work.attempts,
+                                reduced=work.reduced)
         if isinstance(exc, SkipVideo):
             record_failure(root, name, "skipped", str(exc), dataset=source.dataset, path=str(source.path))
             self.log(f"skipped {name}: {exc}")
