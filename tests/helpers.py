@@ -32,6 +32,17 @@ class FakeTokenizer:
         return {"input_ids": torch.tensor([ids], dtype=torch.long)}
 
 
+def audit_clips(frames: int, height: int, width: int) -> dict:
+    """Clips the audit tests measure, ``{name: uint8 [T,H,W,3]}``: a synthetic texture, and the DAVIS
+    fixtures when present."""
+    from regdpo.audit import synthetic
+
+    clips = {"texture": synthetic.textured_clip(frames, height, width, seed=1)}
+    if (DATA / "DAVIS").is_dir():
+        clips.update(synthetic.davis_clips(DATA, frames, height, width))
+    return clips
+
+
 def tree_files(root) -> list[str]:
     """Every file under ``root``, as sorted relative POSIX paths."""
     return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file())

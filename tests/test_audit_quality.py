@@ -12,20 +12,13 @@ from regdpo.audit import synthetic as S
 from regdpo.audit.config import AuditConfig
 from regdpo.errors import UsageError
 from regdpo.seeding import rng
-from helpers import DATA
+from helpers import audit_clips
 
 T, H, W = 12, 112, 192
 CFG = AuditConfig()
 
 
-def _clips():
-    clips = {"texture": S.textured_clip(T, H, W, seed=1)}
-    if (DATA / "DAVIS").is_dir():
-        clips.update(S.davis_clips(DATA, T, H, W))
-    return clips
-
-
-CLIPS = _clips()
+CLIPS = audit_clips(T, H, W)
 
 
 @pytest.fixture(params=sorted(CLIPS), scope="module")
