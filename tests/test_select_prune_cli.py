@@ -259,3 +259,34 @@ def test_prune_removes_entries_left_without_a_selected_negative(audited, tmp_pat
     (root / "selection.json").write_text(json.dumps(bad))
     assert main(["prune", str(root)]) == 1  # a malformed selection.json is a data error
     assert "not among 'considered'" in capsys.readouterr().err
+
+
+def test_rerunning_prune_finishes_an_interrupted_one_and_changes_nothing_after(audited, tmp_path, monkeypatch):
+    """Fault campaign: a prune killed after rewriting a meta.json but before deleting that video's streams left
+    a folder it no longer owned (every rerun skipped it, exit 1), and a rerun after a complete prune exited 1
+    ('missing') for every entry it had removed."""
+    from regdpo.curate import prune
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    shutil.copytree(audited, whole)
+    assert main(["select", str(whole)]) == 0
+    shutil.copytree(whole, cut)
+    assert main(["prune", str(whole)]) == 0
+    expected = {f: (whole / f).read_bytes() for f in tree_files(whole) if f != "prune.json"}
+
+    real_discard = prune._discard
+
+    def interrupted(path, trash_dir):  # the kill lands between a meta.json rewrite and the first deletion
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prune, "_discard", interrupted)
+    assert main(["prune", str(cut)]) == 130
+    monkeypatch.setattr(prune, "_discard", real_discard)
+    assert main(["prune", str(cut)]) == 0
+    assert main(["prune", str(cut)]) == 0  # and once more: nothing left to do is no failure
+    got = {f: (cut / f).read_bytes() for f in tree_files(cut) if f != "prune.json" and not f.startswith(".lock")}
+    expected = {f: b for f, b in expected.items() if not f.startswith(".lock")}
+    got = {f: b.replace(str(cut).encode(), str(whole).encode()) for f, b in got.items()}
+    assert got == expected
+    report = json.loads((cut / "prune.json").read_text())["summary"]
+    assert report["skipped"] == 0 and report["already_removed"] > 0

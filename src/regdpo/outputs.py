@@ -23,6 +23,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
+from typing import Collection
 
 from . import format as fmt
 from .errors import FormatError
@@ -54,15 +55,18 @@ def is_lock(name: str) -> bool:
     return name == fmt.LOCK_FILE or name.startswith(fmt.LOCK_FILE + ".")
 
 
-def owned_video(path: Path) -> fmt.VideoMeta | None:
-    """The record of ``path`` when it is provably a regdpo video folder (see the module docstring), else None."""
+def owned_video(path: Path, extra_streams: Collection[str] = ()) -> fmt.VideoMeta | None:
+    """The record of ``path`` when it is provably a regdpo video folder (see the module docstring), else None.
+
+    ``extra_streams``: stream folders (of frame files only) the record no longer lists but that are allowed
+    too: what an interrupted ``regdpo prune`` left after rewriting ``meta.json``."""
     if path.is_symlink() or not path.is_dir():
         return None
     try:
         meta = fmt.read_video_meta(path.parent, path.name)
     except (FormatError, OSError):
         return None
-    streams = set(fmt.video_stream_dirs(meta))
+    streams = set(fmt.video_stream_dirs(meta)) | set(extra_streams)
     for child in path.iterdir():
         if child.name in (fmt.META_FILE, fmt.CHECKSUMS_FILE) and not child.is_symlink() and child.is_file():
             continue

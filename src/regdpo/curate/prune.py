@@ -29,7 +29,8 @@ PRUNE_REPORT_FILE = fmt.PRUNE_REPORT_FILE
 @dataclass
 class VideoPlan:
     """What pruning does to one video: ``action`` is ``keep``, ``prune`` (some streams), ``remove``
-    (the whole entry) or ``skip`` (left alone, ``reason`` says why)."""
+    (the whole entry), ``gone`` (removed by an earlier prune) or ``skip`` (left alone, ``reason`` says why).
+    Rerunning prune after an interrupted one finishes it."""
 
     video: str
     action: str
@@ -80,14 +81,22 @@ def plan_video(root: Path, name: str, selected: set[str]) -> VideoPlan:
     except ValueError as exc:
         return VideoPlan(name, "skip", reason=str(exc))
     folder = root / name
+    if not os.path.lexists(folder) and not selected:  # an earlier (maybe interrupted) prune removed it
+        return VideoPlan(name, "gone")
     if folder.is_symlink() or not folder.is_dir():
         what = "a symbolic link" if folder.is_symlink() else "missing"
         return VideoPlan(name, "skip", reason=f"{folder} is {what}: left alone")
     meta = owned_video(folder)
+    leftovers: list[str] = []
+    if meta is None:  # an interrupted prune rewrote meta.json but had not yet deleted these unselected streams
+        leftovers = [c.name for c in sorted(folder.iterdir()) if c.is_dir() and not c.is_symlink()
+                     and _is_stream(c.name) and c.name not in selected]
+        meta = owned_video(folder, extra_streams=leftovers) if leftovers else None
     if meta is None:
         return VideoPlan(name, "skip", reason=f"{folder} holds links, files or folders that regdpo did not write "
                          "(or an unreadable meta.json): left alone")
     streams = stream_names(meta)
+    leftovers = [s for s in leftovers if s not in streams]
     unknown = sorted(selected - set(streams))
     before = tree_bytes(folder)
     if unknown:
@@ -95,7 +104,7 @@ def plan_video(root: Path, name: str, selected: set[str]) -> VideoPlan:
                          reason=f"the selection picks stream {unknown[0]!r} that {folder / fmt.META_FILE} does "
                          "not list (selection older than the data?): select again")
     keep = [s for s in streams if s in selected]
-    delete = [s for s in streams if s not in selected]
+    delete = [s for s in streams if s not in selected] + leftovers
     if not keep:
         return VideoPlan(name, "remove", delete_streams=delete, bytes_before=before, bytes_after=0)
     if not delete:
@@ -103,6 +112,14 @@ def plan_video(root: Path, name: str, selected: set[str]) -> VideoPlan:
     after = before - sum(tree_bytes(folder / s) for s in delete)
     return VideoPlan(name, "prune", delete_streams=delete, keep_streams=keep, bytes_before=before,
                      bytes_after=after)
+
+
+def _is_stream(name: str) -> bool:
+    try:
+        fmt.parse_stream(name)
+    except ValueError:
+        return False
+    return True
 
 
 def stream_names(meta: fmt.VideoMeta) -> list[str]:
@@ -160,7 +177,7 @@ def _drop_checksums(folder: Path, streams: Sequence[str]) -> None:
 
 
 def summarise(plans: Sequence[VideoPlan]) -> dict[str, Any]:
-    acted = [p for p in plans if p.action != "skip"]
+    acted = [p for p in plans if p.action not in ("skip", "gone")]
     before = sum(p.bytes_before for p in acted)
     after = sum(p.bytes_after for p in acted)
     return {
@@ -169,6 +186,7 @@ def summarise(plans: Sequence[VideoPlan]) -> dict[str, Any]:
         "pruned": sum(p.action == "prune" for p in plans),
         "removed": sum(p.action == "remove" for p in plans),
         "skipped": sum(p.action == "skip" for p in plans),
+        "already_removed": sum(p.action == "gone" for p in plans),
         "streams_deleted": sum(len(p.delete_streams) for p in acted),
         "bytes_before": before,
         "bytes_after": after,
@@ -213,11 +231,12 @@ def run(args: argparse.Namespace) -> int:
     for p in plans:
         if p.action == "skip":
             print(f"  SKIP {p.video}: {p.reason}")
-        elif p.action != "keep":
+        elif p.action not in ("keep", "gone"):
             what = "the whole entry" if p.action == "remove" else ", ".join(p.delete_streams)
             print(f"  {p.video}: {verb} {what} ({_mib(p.bytes_before)} -> {_mib(p.bytes_after)})")
     print(f"{'dry run: ' if args.dry_run else ''}{summary['videos']} videos considered: {summary['kept']} kept as "
-          f"they are, {summary['pruned']} pruned, {summary['removed']} removed, {summary['skipped']} skipped; "
+          f"they are, {summary['pruned']} pruned, {summary['removed']} removed, {summary['skipped']} skipped"
+          f"{f', {n} removed before' if (n := summary['already_removed']) else ''}; "
           f"{summary['streams_deleted']} streams; {_mib(summary['bytes_before'])} -> {_mib(summary['bytes_after'])} "
           f"({_mib(summary['bytes_per_video_before'])} -> {_mib(summary['bytes_per_video_after'])} per video)")
     report = {"selection": str(sel_path), "dry_run": bool(args.dry_run), "summary": summary,
