@@ -8,10 +8,14 @@ import sys
 from pathlib import Path
 
 try:
-    from regdpo.generate.cli import main
-except ImportError:  # run from a checkout without `pip install -e .`
-    sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
-    from regdpo.generate.cli import main
+    try:
+        from regdpo.generate.cli import main
+    except ImportError:  # run from a checkout without `pip install -e .`
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
+        from regdpo.generate.cli import main
+except KeyboardInterrupt:  # Ctrl-C while Python loads the modules: nothing has started
+    print("\ngenerate_dpo_negatives.py: interrupted", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main())

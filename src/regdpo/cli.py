@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
-from .errors import DATA_EXIT, RegdpoError, Terminated, exit_code, os_error_line
+from .errors import DATA_EXIT, RegdpoError, Terminated, exit_code, os_error_line, out_of_space
 from .interrupts import exit_status, sigterm_as_interrupt
 from .progress import setup_cli_logging
 
@@ -85,6 +85,14 @@ def normalize_flag_spelling(argv: Sequence[str], parser: argparse.ArgumentParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _run_command(argv)
+    except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM while the command's modules load: nothing started yet
+        print("\nregdpo: interrupted", file=sys.stderr)
+        return exit_status(exc)
+
+
+def _run_command(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
     args, unknown = parser.parse_known_args(normalize_flag_spelling(argv, parser))
@@ -103,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"regdpo {args.command}: error: {exc}", file=sys.stderr)
         return exit_code(exc)
     except OSError as exc:  # the file system refused (read-only, no permission, a file in the way): a data error
+        if not exc.filename and out_of_space(exc):  # a write that names no file (a library's own writer)
+            print(f"regdpo {args.command}: error: out of disk space or over a file-size limit ({exc.strerror}); "
+                  f"free space and run it again", file=sys.stderr)
+            return DATA_EXIT
         if not exc.filename:
             raise  # not about a path the user can fix: a bug, keep its traceback
         print(f"regdpo {args.command}: error: {os_error_line(exc)}", file=sys.stderr)

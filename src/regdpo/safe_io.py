@@ -48,7 +48,8 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
-    """Write ``data`` to ``path`` through an exclusive temporary file and ``os.replace``."""
+    """Write ``data`` to ``path`` through an exclusive temporary file and ``os.replace``. An error of the
+    write itself (a full disk, a file-size limit) names ``path``, so it reaches the user as one line."""
     path = Path(path)
     tmp = _temp_name(path, "")
     fd = open_new(tmp)
@@ -59,9 +60,11 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
             if fsync:
                 os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and not exc.filename:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
 
 

@@ -354,6 +354,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``generate_dpo_negatives.py`` (same flags as ``regdpo generate``)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt as exc:  # Ctrl-C while the run is set up (sources, backend): nothing written yet
+        print("\ngenerate_dpo_negatives.py: interrupted", file=sys.stderr)
+        return exit_status(exc)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     from ..cli import normalize_flag_spelling
 
     parser = build_parser()
