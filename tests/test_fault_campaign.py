@@ -1,0 +1,110 @@
+"""The fault campaign (bench/fault_campaign.py) in a short form, and the faults it found, as regressions."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import DATA, REPO
+
+
+def interrupting_site(tmp_path, module):
+    """A ``sitecustomize`` that raises KeyboardInterrupt when ``module`` is first imported: Ctrl-C arriving
+    while the command's modules load, before its run starts (the campaign's SIGINTs at 0.05-0.3 s)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, _Interrupt())\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src")])}
+
+
+@pytest.mark.parametrize("command", [
+    ["generate_dpo_negatives.py", "--output_dir", "out", "--no_progress"],
+    ["-m", "regdpo", "manifest", "out"],
+    ["-m", "regdpo", "generate", "--output_dir", "out", "--no_progress"],
+])
+def test_ctrl_c_while_the_modules_load_is_one_line_exit_130(tmp_path, command):
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run([sys.executable, *[str(REPO / c) if c.endswith(".py") else c for c in command]],
+                          cwd=tmp_path, env=interrupting_site(tmp_path, "numpy"), capture_output=True, text=True,
+                          timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 130 and proc.stderr.strip().endswith("interrupted"), (proc.returncode, proc.stderr)
+    assert sorted(os.listdir(tmp_path / "out")) == []
+
+
+def test_ctrl_c_while_the_generator_sets_up_is_one_line_exit_130(tmp_path, monkeypatch, capsys):
+    from regdpo.generate import cli as generate_cli, sources
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sources, "discover_sources", interrupted)
+    assert generate_cli.main(["--output_dir", str(tmp_path / "out"), "--no_progress"]) == 130
+    assert capsys.readouterr().err.strip() == "generate_dpo_negatives.py: interrupted"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
+def test_a_short_fault_campaign_loses_nothing_and_writes_nothing_outside(tmp_path):
+    """kill -9 / SIGTERM / SIGINT of generate and --overwrite and regdpo manifest, a full tmpfs (when root can
+    mount one; skipped otherwise), a planted link, a traversal name: each recovered and equal to the reference."""
+    report = tmp_path / "campaign.json"
+    kinds = ["generate", "overwrite", "manifest_kill", "disk_tmpfs", "symlink", "traversal"]
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "fault_campaign.py"), "--quick", "--seed", "3",
+                           "--kinds", *kinds, "--json", str(report), "--workdir", str(tmp_path / "work")],
+                          cwd=REPO, capture_output=True, text=True, timeout=500)
+    assert report.is_file(), proc.stdout + proc.stderr
+    summary = json.loads(report.read_text())
+    total = summary["total"]
+    failed = [c for c in summary["cases"] if not c["survived"] and not c["skipped"]]
+    assert proc.returncode == 0 and not failed, (proc.stdout[-3000:], failed)
+    assert total["cases"] + total["skipped"] == len(kinds) and total["cases"] >= len(kinds) - 1
+    assert total["lost"] == total["written_outside"] == total["tracebacks"] == 0
+    assert sorted(os.listdir(tmp_path / "work")) == ["ref"]  # the case folders of survived cases are removed
+
+
+@pytest.mark.parametrize("command", ["manifest", "audit"])
+def test_a_full_disk_while_a_command_writes_its_report_is_one_line_naming_the_file(tmp_path, command):
+    """Fault campaign: ENOSPC / EFBIG in the write of manifest.json or audit.json carried no file name, so
+    `regdpo manifest` and `regdpo audit` on a full disk ended with a traceback."""
+    import resource
+
+    from helpers import write_pair_dataset
+
+    root = write_pair_dataset(tmp_path / "data")
+    report = "manifest.json" if command == "manifest" else "audit.json"
+    (root / report).unlink(missing_ok=True)
+
+    def small_files_only():  # a file-size limit (`ulimit -f`): every write past 200 bytes fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
+
+    proc = subprocess.run([sys.executable, "-m", "regdpo", command, str(root)], cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True, text=True,
+                          timeout=300, preexec_fn=small_files_only)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"regdpo {command}: error: {root / report}: File too large"), proc.stderr
+    assert not [p for p in root.rglob("*.tmp*")] and not (root / report).exists()
+
+
+def test_an_out_of_space_error_naming_no_file_is_one_line(monkeypatch, capsys, tmp_path):
+    import errno
+
+    from regdpo import manifest_cli
+    from regdpo.cli import main
+
+    def full(args):  # e.g. a library writing a file itself (Pillow, ffmpeg's pipe)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(manifest_cli, "run", full)
+    assert main(["manifest", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("regdpo manifest: error: out of disk space") and "Traceback" not in err
