@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import RegdpoError, UsageError, exit_code
+from ..cli_types import MAX_FRAMES, MAX_SIDE, MAX_WORKERS, integer, real
+from ..errors import DATA_EXIT, USAGE_EXIT, RegdpoError, UsageError, exit_code, os_error_line
 from .config import LATENT_SAMPLING, LOSS_FORMS, TRAIN_MODULES, DPOStepConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -28,9 +29,22 @@ LOGGED = ("loss", "dpo_loss", "implicit_acc", "loser_dominant_ratio", "win_gap",
           "mse_w", "mse_l", "ref_mse_w", "ref_mse_l", "sft_loss", "anchor_loss")
 
 
+MAX_STEPS = 10**9  # optimizer steps, warm-up steps, checkpoint intervals
+MAX_BATCH = 65_536  # pairs per device and micro-batch
+MAX_WEIGHT = 1e6  # loss weights and beta: beyond this the loss is all one term or overflows fp32
+MAX_SEED = 2**32 - 1  # what numpy's seeding (accelerate's set_seed) accepts
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``PROG: error: ...``, exit 2), not the usage block."""
+
+    def error(self, message: str):
+        self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = DPOStepConfig()
-    p = argparse.ArgumentParser(prog="train_region_reg_dpo.py",
+    p = OneLineParser(prog="train_region_reg_dpo.py",
                                 description="Region-Reg-DPO fine-tuning of DiffuEraser on a regdpo dpo_data folder "
                                 "(see docs/training.md).")
     g = p.add_argument_group("weights and data")
@@ -46,51 +60,51 @@ def build_parser() -> argparse.ArgumentParser:
                    "manifest.selected.json)")
     g.add_argument("--neg_types", default=None, help="comma-separated negative types (default: all)")
     g.add_argument("--output_dir", default="diffuEraser-model-dpo")
-    g.add_argument("--nframes", type=int, default=10, help="frames per training clip (default 10)")
-    g.add_argument("--resolution", type=int, default=512, help="training crop side, a multiple of 8")
-    g.add_argument("--boundary_dilation", type=int, default=7, help="boundary ring kernel (odd; default 7)")
+    g.add_argument("--nframes", type=integer(1, MAX_FRAMES), default=10, help="frames per training clip (default 10)")
+    g.add_argument("--resolution", type=integer(8, MAX_SIDE), default=512, help="training crop side, a multiple of 8")
+    g.add_argument("--boundary_dilation", type=integer(1, MAX_SIDE), default=7, help="boundary ring kernel (odd; default 7)")
     g.add_argument("--random_flip", action="store_true", help="random horizontal flip (both sides alike)")
-    g.add_argument("--dataloader_num_workers", type=int, default=0)
+    g.add_argument("--dataloader_num_workers", type=integer(0, MAX_WORKERS), default=0)
     o = p.add_argument_group("optimisation")
     o.add_argument("--train_modules", choices=TRAIN_MODULES, default=d.train_modules,
                    help="motion: the motion modules (DiffuEraser's stage 2); spatial: BrushNet and the 2-D UNet "
                    f"(stage 1); both (default {d.train_modules})")
-    o.add_argument("--train_batch_size", type=int, default=1, help="pairs per device and micro-batch")
-    o.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    o.add_argument("--max_train_steps", type=int, default=1000, help="optimizer steps")
-    o.add_argument("--learning_rate", type=float, default=1e-6)
+    o.add_argument("--train_batch_size", type=integer(1, MAX_BATCH), default=1, help="pairs per device and micro-batch")
+    o.add_argument("--gradient_accumulation_steps", type=integer(1, MAX_STEPS), default=1)
+    o.add_argument("--max_train_steps", type=integer(1, MAX_STEPS), default=1000, help="optimizer steps")
+    o.add_argument("--learning_rate", type=real(0, 1, lo_open=True), default=1e-6)
     o.add_argument("--lr_scheduler", default="constant", help="diffusers scheduler name (default constant)")
-    o.add_argument("--lr_warmup_steps", type=int, default=0)
-    o.add_argument("--adam_beta1", type=float, default=0.9)
-    o.add_argument("--adam_beta2", type=float, default=0.999)
-    o.add_argument("--adam_weight_decay", type=float, default=1e-2)
-    o.add_argument("--adam_epsilon", type=float, default=1e-8)
-    o.add_argument("--max_grad_norm", type=float, default=1.0)
+    o.add_argument("--lr_warmup_steps", type=integer(0, MAX_STEPS), default=0)
+    o.add_argument("--adam_beta1", type=real(0, 1, hi_open=True), default=0.9)
+    o.add_argument("--adam_beta2", type=real(0, 1, hi_open=True), default=0.999)
+    o.add_argument("--adam_weight_decay", type=real(0, MAX_WEIGHT), default=1e-2)
+    o.add_argument("--adam_epsilon", type=real(0, 1, lo_open=True), default=1e-8)
+    o.add_argument("--max_grad_norm", type=real(0, MAX_WEIGHT, lo_open=True), default=1.0)
     o.add_argument("--gradient_checkpointing", action="store_true")
-    o.add_argument("--seed", type=int, default=None, help="seed of the model noise and the data order")
+    o.add_argument("--seed", type=integer(0, MAX_SEED), default=None, help="seed of the model noise and the data order")
     o.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
                    help="default: accelerate's config (the DPO arithmetic stays fp32 in any case)")
-    o.add_argument("--checkpointing_steps", type=int, default=500)
-    o.add_argument("--checkpoints_total_limit", type=int, default=None)
+    o.add_argument("--checkpointing_steps", type=integer(1, MAX_STEPS), default=500)
+    o.add_argument("--checkpoints_total_limit", type=integer(1, MAX_STEPS), default=None)
     o.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint-N folder or 'latest'")
     l = p.add_argument_group("loss (regdpo.dpo)")
     l.add_argument("--loss_form", choices=LOSS_FORMS, default=d.loss_form,
                    help=f"logratio: gaps log(mse/mse_ref); diff: Diffusion-DPO's mse - mse_ref (default {d.loss_form})")
-    l.add_argument("--beta_dpo", type=float, default=None,
+    l.add_argument("--beta_dpo", type=real(0, MAX_WEIGHT, lo_open=True), default=None,
                    help="DPO beta (default 10 for logratio, 2500 for diff)")
-    l.add_argument("--loser_clip", type=float, default=d.loser_clip,
+    l.add_argument("--loser_clip", type=real(-MAX_WEIGHT, MAX_WEIGHT), default=d.loser_clip,
                    help=f"cap of the loser gap (default {d.loser_clip}; a negative value: no cap)")
-    l.add_argument("--loser_weight", type=float, default=d.loser_weight, help=f"weight of the loser gap "
+    l.add_argument("--loser_weight", type=real(0, MAX_WEIGHT), default=d.loser_weight, help=f"weight of the loser gap "
                    f"(default {d.loser_weight})")
-    l.add_argument("--sft_weight", type=float, default=d.sft_weight, help=f"weight of mse_w (default {d.sft_weight})")
-    l.add_argument("--anchor_weight", type=float, default=d.anchor_weight,
+    l.add_argument("--sft_weight", type=real(0, MAX_WEIGHT), default=d.sft_weight, help=f"weight of mse_w (default {d.sft_weight})")
+    l.add_argument("--anchor_weight", type=real(0, MAX_WEIGHT), default=d.anchor_weight,
                    help=f"weight of relu(winner gap) (default {d.anchor_weight})")
-    l.add_argument("--w_hole", type=float, default=d.w_hole)
-    l.add_argument("--w_boundary", type=float, default=d.w_boundary)
-    l.add_argument("--w_context", type=float, default=d.w_context)
+    l.add_argument("--w_hole", type=real(0, MAX_WEIGHT), default=d.w_hole)
+    l.add_argument("--w_boundary", type=real(0, MAX_WEIGHT), default=d.w_boundary)
+    l.add_argument("--w_context", type=real(0, MAX_WEIGHT), default=d.w_context)
     l.add_argument("--latent_sampling", choices=LATENT_SAMPLING, default=d.latent_sampling,
                    help="shared: one VAE posterior draw for both sides; mean: the posterior mean")
-    l.add_argument("--saturation_window", type=int, default=50,
+    l.add_argument("--saturation_window", type=integer(1, MAX_STEPS), default=50,
                    help="steps over which implicit_acc >= 0.98 and loser_dominant_ratio >= 0.95 raise the "
                    "saturation warning (default 50)")
     return p
@@ -117,12 +131,14 @@ def check_args(args: argparse.Namespace) -> DPOStepConfig:
             problems.append(f"--{name} {getattr(args, name)}: must be >= {minimum}")
     if args.resolution < 8 or args.resolution % 8:
         problems.append(f"--resolution {args.resolution}: must be a multiple of 8")
+    if args.boundary_dilation % 2 == 0:
+        problems.append(f"--boundary_dilation {args.boundary_dilation}: must be odd (a centred square kernel)")
     if not Path(args.dpo_data_root).is_dir():
         problems.append(f"--dpo_data_root {args.dpo_data_root}: folder not found")
     if not args.learning_rate > 0:
         problems.append(f"--learning_rate {args.learning_rate}: must be > 0")
-    if problems:
-        raise UsageError("\n  ".join(problems))
+    if problems:  # one line, every problem named
+        raise UsageError("; ".join(problems))
     return step_config(args)
 
 
@@ -160,9 +176,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return train(args)
-    except RegdpoError as exc:
-        print(f"train_region_reg_dpo.py: error: {exc}", file=sys.stderr)
+    except RegdpoError as exc:  # one line, whatever the message holds
+        print(f"train_region_reg_dpo.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exit_code(exc)
+    except OSError as exc:  # the file system refused (read-only, no permission): a data error naming the path
+        if not exc.filename:
+            raise
+        print(f"train_region_reg_dpo.py: error: {os_error_line(exc)}", file=sys.stderr)
+        return DATA_EXIT
 
 
 def train(args: argparse.Namespace) -> int:

@@ -20,11 +20,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..cli_types import MAX_FRAMES, MAX_SIDE, integer, real
 from ..errors import FormatError, FrameReadError, UsageError
 from .config import LATENT_SAMPLING, DPOStepConfig
 
 SCORE_FILE = "score.json"
 SCORE_VERSION = 1
+MAX_WEIGHT = 1e6  # region weights (as train_region_reg_dpo.py)
+MAX_DRAWS = 1000  # timesteps (of DiffuEraser's 1000) and noise draws averaged per pair
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -40,18 +43,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", default=None, help="manifest to score (default ROOT/manifest.json)")
     parser.add_argument("--neg_types", default=None, help="comma-separated negative types (default all)")
     parser.add_argument("--output", default=None, help=f"where to write (default ROOT/{SCORE_FILE})")
-    parser.add_argument("--nframes", type=int, default=10, help="frames per scored window (default 10)")
-    parser.add_argument("--resolution", type=int, default=512, help="crop side, a multiple of 8 (default 512)")
-    parser.add_argument("--num_timesteps", type=int, default=4, help="fixed timesteps averaged (default 4)")
-    parser.add_argument("--num_noises", type=int, default=2, help="noise draws averaged (default 2)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the noises and the windows (default 0)")
+    parser.add_argument("--nframes", type=integer(1, MAX_FRAMES), default=10, help="frames per scored window (default 10)")
+    parser.add_argument("--resolution", type=integer(8, MAX_SIDE), default=512, help="crop side, a multiple of 8 (default 512)")
+    parser.add_argument("--num_timesteps", type=integer(1, MAX_DRAWS), default=4, help="fixed timesteps averaged (default 4)")
+    parser.add_argument("--num_noises", type=integer(1, MAX_DRAWS), default=2, help="noise draws averaged (default 2)")
+    parser.add_argument("--seed", type=integer(), default=0, help="seed of the noises and the windows (default 0)")
     parser.add_argument("--device", default="auto", help="cuda, cuda:N, cpu or auto (default)")
     parser.add_argument("--precision", choices=("auto", "fp16", "fp32"), default="auto",
                         help="model precision: auto = fp16 on CUDA, fp32 on CPU (the MSEs are fp32 always)")
-    parser.add_argument("--w_hole", type=float, default=d.w_hole)
-    parser.add_argument("--w_boundary", type=float, default=d.w_boundary)
-    parser.add_argument("--w_context", type=float, default=d.w_context)
-    parser.add_argument("--boundary_dilation", type=int, default=7)
+    parser.add_argument("--w_hole", type=real(0, MAX_WEIGHT), default=d.w_hole)
+    parser.add_argument("--w_boundary", type=real(0, MAX_WEIGHT), default=d.w_boundary)
+    parser.add_argument("--w_context", type=real(0, MAX_WEIGHT), default=d.w_context)
+    parser.add_argument("--boundary_dilation", type=integer(1, MAX_SIDE), default=7)
     parser.add_argument("--latent_sampling", choices=LATENT_SAMPLING, default=d.latent_sampling)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -69,8 +72,10 @@ def _check(args: argparse.Namespace) -> DPOStepConfig:
             problems.append(f"--{name} {getattr(args, name)}: must be >= 1")
     if args.resolution < 8 or args.resolution % 8:
         problems.append(f"--resolution {args.resolution}: must be a multiple of 8")
+    if args.boundary_dilation % 2 == 0:
+        problems.append(f"--boundary_dilation {args.boundary_dilation}: must be odd (a centred square kernel)")
     if problems:
-        raise UsageError("\n  ".join(problems))
+        raise UsageError("; ".join(problems))
     return config
 
 
