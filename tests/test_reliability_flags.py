@@ -98,7 +98,7 @@ def test_score_numbers_are_refused_while_parsing_naming_the_flag(tmp_path, capsy
 
 
 RAY_REFUSED = [("--workers", "0"), ("--workers", "1e3"), ("--workers", "1000000000"), ("--gpus_per_worker", "nan"),
-               ("--gpus_per_worker", "inf"), ("--gpus_per_worker", "-0.5"), ("--gpus_per_worker", "1e12")]
+               ("--gpus_per_worker", "inf"), ("--gpus_per_worker", "1e12")]
 
 
 @pytest.mark.parametrize("flag, value", RAY_REFUSED, ids=[f"{f}={v}" for f, v in RAY_REFUSED])
@@ -119,3 +119,10 @@ def test_ray_engine_flags_keep_their_values():
     configure_parser(parser)
     args = parser.parse_args(["--engine", "ray", "--workers", "3", "--gpus_per_worker", "0.5"])
     assert (args.workers, args.gpus_per_worker) == (3, 0.5)
+
+
+def test_a_negative_gpus_per_worker_is_refused_by_the_config(tmp_path, capsys):
+    assert regdpo_main(["generate", "--engine", "ray", "--gpus_per_worker=-0.5", "--output_dir",
+                        str(tmp_path / "o")]) == 2
+    assert "--gpus_per_worker must be a number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -28,7 +28,7 @@ MAX_SHARDS = 100_000
 MAX_ATTEMPTS = 1000
 MAX_MASKS_PER_CLIP = 1000
 MAX_RAY_WORKERS = 100_000  # actors of a whole Ray cluster
-MAX_GPUS_PER_WORKER = 1024
+MAX_GPUS_PER_WORKER = 1024  # (>= 0 is checked by GenerateConfig.check, with its own message)
 # lower bounds of these flags are checked by GenerateConfig.check (a config built in code is checked too)
 
 DESCRIPTION = """\
@@ -168,7 +168,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "queue (pip install -e '.[ray]'; docs/scale.md) (default: %(default)s)")
     run.add_argument("--workers", type=integer(1, MAX_RAY_WORKERS), default=None, metavar="N", help="--engine ray: number of actors "
                      "(default: one per GPU of the cluster, for a CPU backend one per CPU)")
-    run.add_argument("--gpus_per_worker", type=real(0, MAX_GPUS_PER_WORKER), default=None, metavar="G", help="--engine ray: GPUs per actor, "
+    run.add_argument("--gpus_per_worker", type=real(None, MAX_GPUS_PER_WORKER), default=None, metavar="G", help="--engine ray: GPUs per actor, "
                      "fractions allowed (0.5: two actors share a GPU) (default: 1 for --backend models, 0 for classical)")
     run.add_argument("--ray_address", default=None, metavar="ADDR", help="--engine ray: the cluster to join, e.g. "
                      "auto or HOST:6379 of `ray start --head` (default: start a local Ray on this machine)")
