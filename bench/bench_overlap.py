@@ -242,7 +242,9 @@ def print_table(results: dict) -> None:
                   f"{f['hidden']:>6.2f} {f['idle_serial']:>6.3f} {f['idle_overlapped']:>8.3f}")
     print("s/video; read/compute/write of the serial run, cmp/ovl = compute s/video in the overlapped run; "
           "hidden = (serial - overlapped) / ((read+compute+write - max) * (N-1)/N), 1.0 = all but the slowest "
-          "stage hidden; idle = wall - compute, the time the backend (the GPU) waits per video, serial / overlapped")
+          "stage hidden; idle = wall - compute, the time the backend (the GPU) waits per video, serial / overlapped "
+          "(within one run; when write << compute, hidden is dominated by the compute's run-to-run variation, idle "
+          "is not)")
 
 
 def main(argv=None) -> int:

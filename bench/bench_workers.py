@@ -9,7 +9,8 @@ tiny random-weight models with ``--backend models --device cpu``). Every worker 
 ``OPENCV_FOR_THREADS_NUM`` for OpenCV; default 1) so N workers do not oversubscribe N cores.
 
 Printed per N: wall seconds of the launch (process start, model load, every video, the manifest),
-videos/s, speed-up = wall(1) / wall(N) measured in this one run, and whether the output is
+videos/s, speed-up = wall(1) / wall(N) measured in this one run, cores used (CPU seconds of the
+launch and its workers / wall), and whether the output is
 byte-identical to the N = 1 folder (every file but the worker logs and run locks; meta.json compared
 without its timings). The machine load (``bench/machine.py``) is printed with the figures; ``--json
 FILE`` writes them. Exit status 1 when an N's output differs or a launch fails.
@@ -70,7 +71,8 @@ def generate_flags(args, out: Path, weights: dict[str, str]) -> list[str]:
     if ytvos.is_dir():
         flags += ["--ytvos_root", str(ytvos)]
     if args.backend == "models":
-        flags += ["--device", "cpu", "--diffueraser_nframes", "4", "--propainter_raft_iter", "2"]
+        flags += ["--device", "cpu", "--diffueraser_nframes", "4", "--propainter_raft_iter", "2",
+                  "--propainter_resize_ratio", "1.0", "--flicker_segments", "2"]  # as bench_overlap
         for k, v in weights.items():
             flags += [f"--{k}", v]
     return flags
@@ -87,14 +89,22 @@ def launch(n: int, args, out: Path, weights: dict[str, str]) -> dict:
     """One `regdpo launch` with n workers into ``out``: wall seconds, videos, exit status."""
     command = [sys.executable, "-m", "regdpo", "launch", "--gpus", ",".join(map(str, range(n))), "--no_progress",
                "--", *generate_flags(args, out, weights)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(command, cwd=REPO, env=worker_env(args.threads), capture_output=True, text=True)
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, _children_cpu() - c0
     videos = len(list(out.glob(f"*/{fmt.META_FILE}")))
     if proc.returncode != 0:
-        print(f"bench_workers: launch with {n} workers exited {proc.returncode}:\n{proc.stdout}{proc.stderr}",
-              file=sys.stderr)
-    return {"workers": n, "wall": wall, "videos": videos, "exit": proc.returncode}
+        failed = sorted((out / fmt.FAILED_DIR).glob("*.json"))
+        reason = json.loads(failed[0].read_text()).get("reason") if failed else None
+        print(f"bench_workers: launch with {n} workers exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
+              + (f"first failure: {reason}\n" if reason else ""), file=sys.stderr)
+    return {"workers": n, "wall": wall, "videos": videos, "exit": proc.returncode, "cores_used": cpu / wall}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the finished child processes (the launcher and, reaped by it, its workers)."""
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 def build_weights(backend: str, tmp: str) -> dict[str, str]:
@@ -155,10 +165,13 @@ def main(argv=None) -> int:
     print(f"bench_workers: regdpo launch, {args.backend} backend on the CPU, fixtures of {args.data} "
           f"({args.masks_per_clip} masks per clip), {args.nframes} frames, short side {args.resolution}, "
           f"{args.threads} thread(s) per worker, {cpus} CPUs")
-    print(f"{'workers':>7} {'videos':>6} {'wall s':>8} {'videos/s':>8} {'speed-up':>8} {'identical':>9}")
+    print(f"{'workers':>7} {'videos':>6} {'wall s':>8} {'videos/s':>8} {'speed-up':>8} {'cores used':>10} "
+          f"{'identical':>9}")
     for r in results["rows"]:
         print(f"{r['workers']:>7} {r['videos']:>6} {r['wall']:>8.2f} {r['videos_per_s']:>8.3f} "
-              f"{r['speedup']:>7.2f}x {'yes' if r['identical'] else 'NO':>9}")
+              f"{r['speedup']:>7.2f}x {r['cores_used']:>10.2f} {'yes' if r['identical'] else 'NO':>9}")
+    print("cores used = CPU seconds of the launch and its workers / wall (a worker can use more than one "
+          "core: the writer's PNG encoding runs on its own threads beside the compute)")
     print(results["machine"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
