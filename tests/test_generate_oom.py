@@ -113,6 +113,24 @@ def test_memory_reduction_turns_the_real_knobs_down_within_their_minimums():
         MemoryReduction(diffueraser_nframes=0.0)
 
 
+def test_oom_retry_flag_turns_the_reduced_retry_off():
+    import argparse
+
+    from regdpo.backends.models_config import add_arguments, oom_reduction
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert ModelsConfig.from_args(parser.parse_args([])).oom_retry == "reduced"
+    off = ModelsConfig.from_args(parser.parse_args(["--oom_retry", "off"]))
+    assert off.oom_retry == "off" and oom_reduction(off) is None and oom_reduction(off, MemoryReduction()) is None
+    assert oom_reduction(ModelsConfig()) == MemoryReduction()
+    mine = MemoryReduction(diffueraser_nframes=0.25)
+    assert oom_reduction(ModelsConfig(), mine) is mine
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--oom_retry", "maybe"])
+    assert any("--oom_retry 'maybe'" in p for p in ModelsConfig(oom_retry="maybe").flag_problems())
+
+
 # ---------------------------------------------------------------------- the retry in a run
 
 

@@ -23,7 +23,7 @@ from regdpo.backends.models_config import ModelsConfig
 from regdpo.frames import read_mask_clip, read_rgb_clip
 from regdpo.writer import write_video_entry
 
-from helpers import diffueraser_skip_reason
+from helpers import DATA, diffueraser_skip_reason
 
 REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
 
@@ -35,15 +35,19 @@ FRAMES, SIZE = 6, 160
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    from regdpo.backends.models import ModelsBackend
+def tiny_paths(tmp_path_factory):
     from regdpo.backends.models_source import import_source
     from regdpo.backends.models_tiny import build_tiny_weights
 
-    root = tmp_path_factory.mktemp("tiny_weights")
-    paths = build_tiny_weights(root, import_source(REPO))
+    return build_tiny_weights(tmp_path_factory.mktemp("tiny_weights"), import_source(REPO))
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_paths):
+    from regdpo.backends.models import ModelsBackend
+
     config = ModelsConfig(
-        **paths, diffueraser_repo=REPO, device="cpu", flicker_segments=2, diffueraser_nframes=4,
+        **tiny_paths, diffueraser_repo=REPO, device="cpu", flicker_segments=2, diffueraser_nframes=4,
         propainter_resize_ratio=0.8, propainter_raft_iter=1,
     )
     be = ModelsBackend(config)
@@ -331,3 +335,84 @@ def test_strengths_are_variants_made_by_the_models_mechanics(backend, first):
     assert varied.info["flicker_s0.00"]["noise_correlation"] == 1.0
     again = backend.generate(clip, ["flicker"], {"flicker": [0.0]})
     assert np.array_equal(again.negatives["flicker_s0.00"], varied.negatives["flicker_s0.00"])
+
+
+# ---------------------------------------------------------------------- the out-of-memory retry's reduced settings
+
+
+@pytest.fixture(scope="module")
+def wide_backend(tiny_paths):
+    """A backend whose every reduced knob can go down: an 8-frame window, ProPainter above the clip size."""
+    from regdpo.backends.models import ModelsBackend
+
+    config = ModelsConfig(**tiny_paths, diffueraser_repo=REPO, device="cpu", flicker_segments=2,
+                          diffueraser_nframes=8, propainter_resize_ratio=1.2, propainter_raft_iter=1)
+    be = ModelsBackend(config)
+    yield be
+    be.close()
+
+
+def test_reduced_settings_run_through_the_real_modules(wide_backend, tmp_path):
+    clip = make_clip(frames=8)
+    normal = wide_backend.generate(clip, fmt.NEG_TYPES)
+    reduced = wide_backend.generate(clip, fmt.NEG_TYPES, reduced=True)
+    assert normal.reduced is None and normal.cuda_peak_memory_mb is None and reduced.cuda_peak_memory_mb is None
+    assert reduced.reduced == {"propainter_resize_ratio": [1.2, 0.9], "propainter_subvideo_length": [50, 25],
+                               "propainter_neighbor_length": [10, 5], "diffueraser_nframes": [8, 4]}
+    for stream in ("hallucination", "inpaint"):  # the denoising window the UNet / BrushNet calls got
+        assert (normal.info[stream]["window"], reduced.info[stream]["window"]) == (8, 4), stream
+    assert (normal.info["blur"]["processing_size"], reduced.info["blur"]["processing_size"]) == ([192, 192], [144, 144])
+    assert (reduced.info["blur"]["resize_ratio"], reduced.info["blur"]["neighbor_length"],
+            reduced.info["blur"]["subvideo_length"]) == (0.9, 5, 25)
+    for stream, frames in reduced.negatives.items():
+        assert frames.shape == clip.frames.shape and frames.dtype == np.uint8, stream
+        assert not np.array_equal(frames[clip.hole], clip.frames[clip.hole]), stream
+    for stream in ("blur", "hallucination"):  # really another run, not the normal one relabelled
+        assert not np.array_equal(reduced.negatives[stream], normal.negatives[stream]), stream
+    assert wide_backend.settings()["diffueraser_nframes"] == 8  # the run's settings stay the normal ones
+
+    meta = fmt.VideoMeta(name=clip.name, num_frames=clip.num_frames, height=SIZE, width=SIZE,
+                         neg_types=list(fmt.NEG_TYPES), seed=clip.seed, negatives=reduced.info,
+                         reduced={"after": "OutOfMemoryError: CUDA out of memory.", "settings": reduced.reduced})
+    write_video_entry(tmp_path, meta, clip.frames, clip.hole, reduced.negatives)
+    entry = fmt.read_video_meta(tmp_path, clip.name)
+    fmt.validate_video_streams(tmp_path, entry)
+    assert entry.reduced["settings"]["diffueraser_nframes"] == [8, 4]
+
+
+def test_reduced_keeps_a_propainter_size_raft_can_work_at(backend):
+    # 160 px at 0.8 is 128, RAFT's minimum: the reduced 0.6 would be 96, so the clip keeps 0.8
+    result = backend.generate(make_clip(), ["blur"], reduced=True)
+    assert result.reduced == {"propainter_subvideo_length": [50, 25], "propainter_neighbor_length": [10, 5]}
+    assert result.info["blur"]["processing_size"] == [128, 128] and result.info["blur"]["neighbor_length"] == 5
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
+def test_a_run_retries_an_oom_video_reduced_with_the_real_modules(wide_backend, tmp_path, monkeypatch):
+    import torch
+
+    from regdpo.generate.config import GenerateConfig
+    from regdpo.generate.pipeline import run_generation
+    from regdpo.generate.sources import discover_sources
+
+    real_run, calls = wide_backend.diffueraser.run, []
+
+    def run_once_out_of_memory(*args, **kwargs):
+        calls.append(kwargs.get("nframes"))
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(wide_backend.diffueraser, "run", run_once_out_of_memory)
+    sources = discover_sources(DATA / "DAVIS", None, None, "train", None, 30.0)[:1]
+    config = GenerateConfig(output_dir=tmp_path / "dpo", backend="models", nframes=8, resolution=128, seed=1,
+                            neg_types=("hallucination", "blur"), progress=False)
+    config.check()
+    summary = run_generation(config, wide_backend, sources, log=lambda m: None)
+    assert [(o.status, o.reduced) for o in summary.outcomes] == [("written", True)]
+    assert calls == [8, 4]
+    meta = fmt.read_video_meta(config.output_dir, sources[0].name)
+    assert meta.reduced["after"] == "OutOfMemoryError: CUDA out of memory. Tried to allocate 9.00 GiB"
+    assert meta.reduced["settings"]["diffueraser_nframes"] == [8, 4] and meta.info("hallucination")["window"] == 4
+    assert meta.generator["backend_settings"]["diffueraser_nframes"] == 8
+    fmt.validate_video_streams(config.output_dir, meta)

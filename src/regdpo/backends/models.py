@@ -31,7 +31,7 @@ from ..errors import UsageError
 from ..format import NEG_TYPES, check_neg_type
 from ..seeding import derive_seed
 from .base import BackendResult, Clip, NegativeBackend, plan_segments, requested_streams
-from .models_config import MemoryReduction, ModelsConfig
+from .models_config import MemoryReduction, ModelsConfig, oom_reduction
 
 # ---------------------------------------------------------------------- pure helpers
 
@@ -123,10 +123,11 @@ class ModelsBackend(NegativeBackend):
     name = "models"
     supported_types = NEG_TYPES
 
-    def __init__(self, config: ModelsConfig, reduction: MemoryReduction | None = MemoryReduction()):
-        """``reduction``: the settings of the out-of-memory retry (``generate(..., reduced=True)``);
-        None: no reduced run (a video that runs out of memory fails as any other error)."""
-        config.check()  # every path, file, module and flag, before any model loads
+    def __init__(self, config: ModelsConfig, reduction: MemoryReduction | None = None):
+        """``reduction``: the settings of the out-of-memory retry (``generate(..., reduced=True)``), default
+        ``MemoryReduction()``; none with ``config.oom_retry == "off"`` (a video out of memory then fails)."""
+        config.check()
+        reduction = oom_reduction(config, reduction)  # every path, file, module and flag, before any model loads
         import torch
 
         from .models_diffueraser import DiffuEraserRunner

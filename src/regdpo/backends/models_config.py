@@ -62,6 +62,7 @@ PYTHON_MODULES = {
 """Python modules the DiffuEraser / ProPainter code needs, with what to install."""
 
 FLICKER_SCHEMES = ("segments", "full_runs")
+OOM_RETRIES = ("reduced", "off")
 PRECISIONS = ("auto", "fp16", "fp32")
 MAX_NFRAMES = 32  # the motion modules' maximum sequence length
 
@@ -93,6 +94,9 @@ class ModelsConfig:
     propainter_subvideo_length: int = 50
     propainter_neighbor_length: int = 10
     propainter_ref_stride: int = 10
+    oom_retry: str = "reduced"
+    """After a CUDA out-of-memory error: ``reduced`` = make the video once more at ``MemoryReduction``'s
+    settings; ``off`` = the video fails at once (every video of the dataset made at the same settings)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "ModelsConfig":
@@ -183,6 +187,8 @@ class ModelsConfig:
             problems.append(f"--diffueraser_nframes {self.diffueraser_nframes}: must be between 4 and {MAX_NFRAMES}")
         if self.model_precision not in PRECISIONS:
             problems.append(f"--model_precision {self.model_precision!r}: choose one of {', '.join(PRECISIONS)}")
+        if self.oom_retry not in OOM_RETRIES:
+            problems.append(f"--oom_retry {self.oom_retry!r}: choose one of {', '.join(OOM_RETRIES)}")
         if self.flicker_scheme not in FLICKER_SCHEMES:
             problems.append(f"--flicker_scheme {self.flicker_scheme!r}: choose one of {', '.join(FLICKER_SCHEMES)}")
         if int(self.flicker_segments) < 2:
@@ -257,6 +263,14 @@ class MemoryReduction:
         return replace(config, **{knob: values[1] for knob, values in self.changes(config).items()})
 
 
+def oom_reduction(config: ModelsConfig, reduction: MemoryReduction | None = None) -> MemoryReduction | None:
+    """The reduction the backend retries an out-of-memory video at: ``reduction`` (default ``MemoryReduction()``),
+    or None with ``--oom_retry off``."""
+    if config.oom_retry == "off":
+        return None
+    return MemoryReduction() if reduction is None else reduction
+
+
 _DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 
@@ -308,6 +322,10 @@ def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
                         help="segments: each flicker segment is its own DiffuEraser run with its own seed; "
                         "full_runs: one full-clip run per segment seed, segment k taken from run k "
                         f"(default {d.flicker_scheme})")
+    parser.add_argument("--oom_retry", choices=OOM_RETRIES,
+                        help="after a CUDA out-of-memory error, make the video once more at reduced settings "
+                        "(ProPainter working size x0.75, its windows and DiffuEraser's halved; recorded in "
+                        "meta.json 'reduced'), or off: the video fails (default reduced)")
     parser.add_argument("--diffueraser_use_prompt", action="store_true", default=None,
                         help="condition DiffuEraser on the clip's prompt (default: empty prompt, as DiffuEraser does)")
     parser.add_argument("--propainter_resize_ratio", type=real(0.0, 4.0, lo_open=True),
