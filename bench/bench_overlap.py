@@ -88,8 +88,14 @@ class SimulatedGPUBackend(NegativeBackend):
             t0 = time.perf_counter()
             result = self.inner.generate(clip, neg_types, strengths)
             self.recorded[key] = (result, time.perf_counter() - t0)
+            return self._copy(result)  # the recording call: the real compute has taken its time
         result, seconds = self.recorded[key]
         time.sleep(seconds)  # the compute's time, on the "GPU": the CPU is free meanwhile
+        return self._copy(result)
+
+    @staticmethod
+    def _copy(result: BackendResult) -> BackendResult:
+        """The writer owns what it gets (``compute_video``): hand out copies, keep the recording."""
         return BackendResult({k: v.copy() for k, v in result.negatives.items()}, result.info, result.timings)
 
     def settings(self) -> dict[str, Any]:
