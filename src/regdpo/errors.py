@@ -17,6 +17,11 @@ class InputUnreadable(FrameReadError):
     """An input file or folder exists but cannot be read (no permission, an I/O error); the message names it."""
 
 
+class OutputUnwritable(RegdpoError):
+    """An output folder cannot be written (read-only file system, no permission, a file in the way): found
+    by a probe before any work; the message names it."""
+
+
 class UsageError(RegdpoError, ValueError):
     """A flag or argument is invalid; the message names the flag."""
 

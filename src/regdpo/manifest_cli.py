@@ -24,6 +24,9 @@ def run(args: argparse.Namespace) -> int:
 
     if not Path(args.root).is_dir():
         raise FormatError(f"dataset root {args.root} does not exist or is not a folder")
+    from .safe_io import check_writable
+
+    check_writable(args.root, "dataset root")  # manifest.json is written there
     if not args.keep_staging:
         with idle_lock(args.root) as idle:  # .staging/ belongs to a running generator: never touched then
             if idle:

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Iterator
 
-from .errors import FormatError
+from .errors import FormatError, OutputUnwritable, out_of_space
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -88,3 +88,27 @@ def real_dir(path: str | os.PathLike) -> Path:
     if path.is_symlink() or not path.is_dir():
         raise FormatError(f"{path} is not a folder")
     return path
+
+
+def check_writable(folder: str | os.PathLike, what: str = "output folder") -> None:
+    """Before any work: prove that files can be created in ``folder`` (or, when it does not exist yet, in the
+    nearest existing folder above it, where it will be made) by creating and removing an exclusive temporary
+    file. ``OutputUnwritable`` naming ``folder`` when the file system refuses (read-only, no permission, full,
+    a file in the way); nothing is left behind."""
+    folder = Path(folder)
+    probe_in = folder
+    while not (probe_in.exists() or probe_in.is_symlink()) and probe_in != probe_in.parent:
+        probe_in = probe_in.parent
+    if probe_in.exists() and not probe_in.is_dir():
+        where = "is a file" if probe_in == folder else f"is below {probe_in}, a file"
+        raise OutputUnwritable(f"{what} {folder}: {where}, not a folder")
+    tmp = _temp_name(probe_in / ".regdpo-write-probe", "")
+    try:
+        os.close(open_new(tmp))
+    except OSError as exc:
+        full = " (out of disk space or over quota)" if out_of_space(exc) else ""
+        raise OutputUnwritable(f"{what} {folder}: cannot write there ({exc.strerror or exc}){full}") from None
+    try:
+        os.unlink(tmp)
+    except OSError as exc:
+        raise OutputUnwritable(f"{what} {folder}: cannot remove files there ({exc.strerror or exc})") from None

@@ -67,6 +67,7 @@ def _progress(enabled: bool):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..safe_io import check_writable
     from . import report, runner
 
     if args.workers < 1:
@@ -81,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     cfg = config_from_args(args)
     root = Path(args.root)
+    if root.is_dir():  # (a missing root is the usage error select_entries gives)
+        check_writable(Path(args.output_dir) if args.output_dir else root, "--output-dir")  # before any work
+        if isinstance(args.write_filtered_manifest, str):
+            check_writable(Path(args.write_filtered_manifest).parent, "--write-filtered-manifest")
     manifest, entries, source = runner.select_entries(root, args.manifest, args.video, args.max_videos)
     if not entries:
         raise UsageError(f"no videos to audit in {source}")

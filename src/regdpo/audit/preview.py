@@ -18,7 +18,7 @@ import numpy as np
 from .. import format as fmt
 from ..cli_types import MAX_FPS, integer, real
 from ..errors import RegdpoError, UsageError
-from ..safe_io import real_dir, write_bytes_atomic
+from ..safe_io import check_writable, real_dir, write_bytes_atomic
 from ..frames import read_mask_clip, read_rgb_clip
 from . import media
 from .metrics import parse_segments
@@ -116,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
     from .runner import select_entries
 
     root = Path(args.root)
+    if root.is_dir():  # before any work (a missing root is the usage error select_entries gives)
+        check_writable(Path(args.output_dir) if args.output_dir else root / PREVIEW_DIR, "--output-dir")
     _, entries, source = select_entries(root, None, args.video, args.max_videos)
     if not entries:
         raise UsageError(f"no videos to preview in {source}")

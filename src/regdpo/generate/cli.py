@@ -16,6 +16,7 @@ from ..cli_types import MAX_FPS, MAX_FRAMES, MAX_SIDE, integer, real
 from ..errors import DATA_EXIT, DiskFull, RegdpoError, Terminated, UsageError, exit_code, os_error_line
 from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
 from ..interrupts import exit_status, sigterm_as_interrupt
+from ..safe_io import check_writable
 from .config import BACKENDS, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
 from .masks import MASK_MODES
 from .shards import device_for, resolve_shard
@@ -299,6 +300,7 @@ def run(args: argparse.Namespace) -> int:
     from .sources import discover_sources, load_captions
 
     config = config_from_args(args)
+    check_writable(config.output_dir, "--output_dir")  # before any work: a read-only or unwritable folder
     if config.environment_note:  # the first line: which shard, of how many, from which variables
         print(f"regdpo generate: {config.environment_note}", file=sys.stderr, flush=True)
     discovered = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,

@@ -102,7 +102,11 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..safe_io import check_writable
+
     config = _check(args)
+    out = Path(args.output) if args.output else Path(args.root) / SCORE_FILE
+    check_writable(out.parent, "--output" if args.output else "dataset root")  # before the models load
     import torch
     from ..backends.models import resolve_device, resolve_dtype
     from ..backends.models_source import import_source
@@ -153,7 +157,6 @@ def run(args: argparse.Namespace) -> int:
     payload: dict[str, Any] = {"version": SCORE_VERSION, "items": items, "settings": settings}
     if failures:
         payload["failures"] = failures
-    out = Path(args.output) if args.output else Path(args.root) / SCORE_FILE
     _write_json(out, payload)
     print(f"regdpo score: {len(items)} pair(s) scored, {len(failures)} failed -> {out}", file=sys.stderr)
     return 1 if failures else 0
