@@ -161,6 +161,11 @@ def disk_usage(root: Path) -> int:
     return total
 
 
+def running(proc: subprocess.Popen) -> bool:
+    """Whether ``proc`` has not exited yet (an exited, unreaped child ignores signals)."""
+    return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+
 # ---------------------------------------------------------------- one case
 
 
@@ -194,8 +199,13 @@ class Case:
 
     # -- running commands
     def start(self, cmd: list[str], preexec: Callable[[], None] | None = None) -> subprocess.Popen:
+        def child():  # Ctrl-C as in a terminal, even when the campaign runs in the background (SIGINT ignored)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if preexec is not None:
+                preexec()
+
         return subprocess.Popen(cmd, cwd=self.dir, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, errors="replace", preexec_fn=preexec)
+                                text=True, errors="replace", preexec_fn=child)
 
     def finish(self, proc: subprocess.Popen, label: str, expect: set[int], timeout: float = 300,
                fault: tuple[str, float] | None = None) -> int:
@@ -206,8 +216,9 @@ class Case:
             try:
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
-                proc.send_signal(SIGNALS[sig])
-                landed = True
+                landed = running(proc)
+                if landed:
+                    os.kill(proc.pid, SIGNALS[sig])
             self.landed |= landed
             expect = EXPECTED_AFTER[sig] if landed else {0}
         try:
@@ -465,8 +476,8 @@ class Campaign:
         while any(p.poll() is None for p in procs) and time.monotonic() - t0 < 300:
             if gen_signal and not signalled and time.monotonic() - t0 > gen_delay * self.t_gen:
                 for p in procs:
-                    if p.poll() is None:
-                        p.send_signal(SIGNALS[gen_signal])
+                    if running(p):
+                        os.kill(p.pid, SIGNALS[gen_signal])
                         c.landed = True
                 signalled = True
             existed = c.out.is_dir()
@@ -669,9 +680,13 @@ class Campaign:
             link.unlink()
         link.symlink_to(to, target_is_directory=to.is_dir())
         self._command(c, command, f"{command} (link at {place})", {0, 1, 2})
-        # recover: remove the link, restore what it replaced, redo the command
+        # recover: remove the link, restore what it replaced (a video folder: --resume makes it), redo the command
         if link.is_symlink():
             link.unlink()
+        if place == "video_dir" and command in ("gen_resume", "gen_shard", "gen_overwrite"):
+            shutil.rmtree(link, ignore_errors=True)  # a video made in the link's place: made again anyway
+            self._recover(c, command)
+            return
         for sub in (".staging",):
             if (c.out / sub).is_dir() and not any((c.out / sub).iterdir()):
                 (c.out / sub).rmdir()
