@@ -459,7 +459,8 @@ class Campaign:
             (c.out / "train" / "00000.jpg").write_bytes(b"user data")
             expected = output_files(c.out)
             c.run(GEN + gen_flags(c.out, "--overwrite"), "overwrite (foreign data)", expect={1, 2})
-            c.check_dataset(expected)
+            c.check_dataset(expected, verify=False)
+            c.run(REG + ["verify", str(c.out)], "verify (reports the foreign train/)", expect={1})
             return
         c.run(GEN + gen_flags(c.out, "--overwrite"), "overwrite (faulted)", fault=(signal, delay * self.t_gen))
         c.run(GEN + gen_flags(c.out, recover), recover.strip("-"))
@@ -732,7 +733,7 @@ class Campaign:
             if file == "meta.json":
                 data["name"] = bad
             elif file in ("manifest.json", "manifest.selected.json"):
-                entry = next(e for e in data["videos"] if e["name"] == video)
+                entry = next((e for e in data["videos"] if e["name"] == video), data["videos"][0])
                 entry["name"] = bad
             elif file == "selection.json":
                 data["considered"] = [bad if v == video else v for v in data["considered"]]
