@@ -292,6 +292,11 @@ class Campaign:
         t = time.monotonic()
         self._ref_run(GEN + gen_flags(self.ref))
         self.t_gen = time.monotonic() - t
+        t = time.monotonic()  # a second, warm run: fault times are fractions of the faster of the two
+        warm = self.work / "ref" / "warm"
+        self._ref_run(GEN + gen_flags(warm))
+        self.t_gen = min(self.t_gen, time.monotonic() - t)
+        shutil.rmtree(warm)
         self.ref_files = output_files(self.ref)
         t = time.monotonic()
         self._ref_run(REG + ["manifest", str(self.ref)])
