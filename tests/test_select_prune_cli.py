@@ -282,6 +282,9 @@ def test_rerunning_prune_finishes_an_interrupted_one_and_changes_nothing_after(a
     monkeypatch.setattr(prune, "_discard", interrupted)
     assert main(["prune", str(cut)]) == 130
     monkeypatch.setattr(prune, "_discard", real_discard)
+    leftover = cut / fmt.STAGING_DIR / "_trash-0123abcd" / "c1768231" / "flicker"  # a prune killed in its rmtree
+    leftover.mkdir(parents=True)
+    (leftover / "00000.png").write_bytes(b"deleted frame")
     assert main(["prune", str(cut)]) == 0
     assert main(["prune", str(cut)]) == 0  # and once more: nothing left to do is no failure
     got = {f: (cut / f).read_bytes() for f in tree_files(cut) if f != "prune.json" and not f.startswith(".lock")}

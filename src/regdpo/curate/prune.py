@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from .. import format as fmt
 from ..errors import FormatError, UsageError
-from ..outputs import TRASH_PREFIX, owned_video
+from ..outputs import TRASH_PREFIX, clear_trash, owned_video
 from .select_cli import SELECTION_FILE
 
 PRUNE_REPORT_FILE = fmt.PRUNE_REPORT_FILE
@@ -220,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{sel_path}: no selection; run `regdpo select {root}` first")
     considered, picked = read_selection(sel_path)
     with output_lock(root):
+        clear_trash(root)  # what an interrupted prune (or --overwrite) was deleting
         plans = [plan_video(root, name, picked.get(name, set())) for name in considered]
         if not args.dry_run:
             for plan in plans:
