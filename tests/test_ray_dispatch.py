@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import types
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -160,9 +161,9 @@ def _run(videos, out, fake=None, **extra):
     sources = discover_sources(None, None, None, "train", videos, 30.0)
     if fake is None:
         return run_generation(_config(videos, out, **extra), ClassicalBackend(), sources)
-    engine = ray_engine.RayEngine(functools.partial(ClassicalBackend), workers=2, gpus_per_worker=1.0,
-                                  log=lambda line: None)
-    engine.ray = fake
+    with mock.patch.object(ray_engine, "import_ray", lambda: fake):  # no Ray needed
+        engine = ray_engine.RayEngine(functools.partial(ClassicalBackend), workers=2, gpus_per_worker=1.0,
+                                      log=lambda line: None)
     try:
         return run_generation(_config(videos, out, **extra), None, sources, engine=engine), engine
     finally:

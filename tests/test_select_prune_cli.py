@@ -28,8 +28,10 @@ def _segment_shift(gt, shifts):
 
 
 def _clips():
-    clips = {f"tex{k}": S.textured_clip(T, H, W, seed=k, speed=0.5 + k / 2) for k in range(3)}
-    if (DATA / "DAVIS").is_dir():
+    with_davis = (DATA / "DAVIS").is_dir()
+    # without the fixtures, more procedural clips: enough candidates for the selection to balance types
+    clips = {f"tex{k}": S.textured_clip(T, H, W, seed=k, speed=0.5 + k / 2) for k in range(3 if with_davis else 6)}
+    if with_davis:
         clips.update(S.davis_clips(DATA, T, H, W))
     return clips
 
