@@ -6,6 +6,7 @@ included) removes the temporary file."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from pathlib import Path
@@ -83,6 +84,10 @@ def real_dir(path: str | os.PathLike) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except FileNotFoundError:  # a parent removed meanwhile by another process (an empty .staging/): the caller may retry
         raise
+    except FileExistsError as exc:  # it existed, then another process removed it before the check: the same race
+        if os.path.lexists(path):
+            raise FormatError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
+        raise FileNotFoundError(errno.ENOENT, "removed by another process meanwhile", str(path)) from None
     except OSError as exc:  # read-only, no permission, a file in the way, disk full
         raise FormatError(f"{path}: cannot create the folder ({exc.strerror or exc})") from None
     if path.is_symlink() or not path.is_dir():
