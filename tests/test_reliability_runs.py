@@ -131,17 +131,25 @@ def test_sigterm_abandons_the_video_rebuilds_the_manifest_and_says_how_to_resume
     assert contents(out) == contents(reference)
 
 
-def test_sources_whose_names_sanitise_alike_are_refused_naming_both(tmp_path, capsys):
+def test_a_source_added_beside_one_that_sanitises_alike_never_moves_a_finished_video(tmp_path, capsys):
     videos = tmp_path / "videos"
-    first = frame_folder(videos / "a-b")
+    frame_folder(videos / "a-b")
     out = tmp_path / "dpo"
     run = ["generate", "--video_root", str(videos), "--output_dir", str(out), *SMALL]
     assert regdpo_main(run) == 0
-    second = frame_folder(videos / "a b", seed=5)  # added later: sorts first, so it gets the name video_a-b
+    written = {p.relative_to(out).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+               for p in (out / "video_a-b").rglob("*") if p.is_file()}
+    second = frame_folder(videos / "a b", seed=5)  # added later: sorts first, and sanitises to video_a-b too
     capsys.readouterr()
-    assert regdpo_main([*run, "--resume"]) == 1
-    err = capsys.readouterr().err
-    assert str(first) in err and str(second) in err and "same name" in err
+    assert regdpo_main([*run, "--resume"]) == 0
+    assert "1 written, 1 already done" in capsys.readouterr().out  # a-b is not made again
+    assert {p.relative_to(out).as_posix(): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in (out / "video_a-b").rglob("*") if p.is_file()} == written  # untouched, not renamed
+    assert sorted(fmt.complete_videos(out)) == ["video_a-b", "video_a-b-2"]
+    assert fmt.read_video_meta(out, "video_a-b-2").source["path"] == str(second)
+    assert fmt.read_video_meta(out, "video_a-b").source["id"] == "a-b"
+    assert regdpo_main([*run, "--resume"]) == 0  # stable: both done
+    assert "2 already done" in capsys.readouterr().out
 
 
 def test_an_output_folder_inside_video_root_is_never_input(tmp_path, capsys):

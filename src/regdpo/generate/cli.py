@@ -250,9 +250,10 @@ def work_list(config: GenerateConfig, discovered: Sequence[VideoSource]) -> list
     """This process's entries: the sources outside ``--output_dir``, the first ``--max_videos`` of them, each
     expanded to its ``--masks_per_clip`` entries (``expand_masks``), then this shard's part (entry i goes to
     shard i % N)."""
-    from .sources import expand_masks
+    from .sources import expand_masks, keep_committed_names
 
     discovered = [s for s in discovered if not _inside(s.path, config.output_dir)]  # never our own output
+    discovered = keep_committed_names(discovered, config.output_dir)  # a committed video's name never moves
     sources = discovered[: config.max_videos] if config.max_videos is not None else discovered
     return expand_masks(sources, config.masks_per_clip)[config.shard_index :: config.num_shards]
 

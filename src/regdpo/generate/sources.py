@@ -279,6 +279,40 @@ def _replace_name(src: VideoSource, name: str) -> VideoSource:
     return replace(src, name=name)
 
 
+def keep_committed_names(sources: Sequence[VideoSource], root: Path) -> list[VideoSource]:
+    """Names that never move when a source is added: a source that a committed video of ``root`` was made
+    from (its ``meta.json``'s source dataset and id, mask entry 0) keeps that video's name; any other source
+    whose name a committed video (or a kept name) already holds gets the next free ``-2``, ``-3``, ...
+    Videos are never renamed or made again because a new source sorts before them."""
+    from ..format import complete_videos, read_video_meta
+
+    made_from: dict[tuple[str, str], str] = {}
+    taken: set[str] = set()
+    for name in complete_videos(root):
+        taken.add(name)
+        try:
+            meta = read_video_meta(root, name)
+        except (FormatError, OSError):
+            continue
+        key = (meta.source.get("dataset"), meta.source.get("id"))
+        if meta.mask_index == 0 and None not in key and meta.source_clip in (None, name):
+            made_from.setdefault(key, name)
+    if not made_from:
+        return list(sources)
+    kept = [made_from.get((s.dataset, s.source_id)) for s in sources]
+    used = taken | {n for n in kept if n}
+    out = []
+    for src, name in zip(sources, kept):
+        if name is None:
+            name, k = src.name, 2
+            base = src.name
+            while name in used:
+                name, k = f"{base}-{k}", k + 1
+            used.add(name)
+        out.append(src if name == src.name else _replace_name(src, name))
+    return out
+
+
 MASK_SUFFIX = "__m"
 """Entry ``k >= 1`` of a source clip ``{video}`` is named ``{video}__m{k}`` (``--masks_per_clip``)."""
 
