@@ -289,11 +289,11 @@ def keep_committed_names(sources: Sequence[VideoSource], root: Path) -> list[Vid
     made_from: dict[tuple[str, str], str] = {}
     taken: set[str] = set()
     for name in complete_videos(root):
-        taken.add(name)
         try:
             meta = read_video_meta(root, name)
-        except (FormatError, OSError):
+        except (FormatError, OSError):  # unreadable: its own source keeps the name and reports it (FAILED)
             continue
+        taken.add(name)
         key = (meta.source.get("dataset"), meta.source.get("id"))
         if meta.mask_index == 0 and None not in key and meta.source_clip in (None, name):
             made_from.setdefault(key, name)
