@@ -203,3 +203,20 @@ def test_skip_invalid_finds_a_truncated_png(dataset):
     with pytest.warns(UserWarning, match="truncated"):
         ds = DPODataset(ds_args(dataset, skip_invalid=True), FakeTokenizer())
     assert {p.video for p in ds.pairs} == set(fmt.complete_videos(dataset)) - {video}
+
+
+def test_score_json_is_never_written_through_a_planted_link(tmp_path):
+    """``regdpo score`` wrote ``score.json`` through a fixed ``.score.json.tmp`` with a plain write, which
+    follows a link planted there; now an exclusive temporary and a rename (the link itself is replaced)."""
+    from regdpo.train.score_cli import _write_json
+
+    root, outside = tmp_path / "dpo_data", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "victim").write_text("keep")
+    (root / ".score.json.tmp").symlink_to(outside / "victim")
+    (root / "score.json").symlink_to(outside / "victim")
+    _write_json(root / "score.json", {"version": 1, "items": []})
+    assert (outside / "victim").read_text() == "keep"
+    assert not (root / "score.json").is_symlink()
+    assert json.loads((root / "score.json").read_text())["version"] == 1
