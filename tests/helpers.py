@@ -47,6 +47,25 @@ def tree_files(root) -> list[str]:
     """Every file under ``root``, as sorted relative POSIX paths."""
     return sorted(p.relative_to(root).as_posix() for p in Path(root).rglob("*") if p.is_file())
 
+def dataset_contents(root) -> dict:
+    """Every file's bytes but locks and manifest.json, meta.json without its timings (the only field that
+    differs between runs with one seed)."""
+    import json
+
+    from regdpo import format as fmt
+
+    out = {}
+    for rel in tree_files(root):
+        if rel.startswith(".lock") or rel == fmt.MANIFEST_FILE:
+            continue
+        data = (Path(root) / rel).read_bytes()
+        if rel.endswith(fmt.META_FILE):
+            meta = json.loads(data)
+            meta.pop("timings")
+            data = json.dumps(meta, sort_keys=True).encode()
+        out[rel] = data
+    return out
+
 
 def write_pair_dataset(root, videos=(("clip_a", 7), ("clip_b", 6)), size=64, neg_types=("blur",), seed=0):
     """A small ``dpo_data/`` folder: per video a random panning GT, a moving hole, and negatives that

@@ -10,7 +10,7 @@ from regdpo import format as fmt
 from regdpo.cli import main as regdpo_main
 from regdpo.errors import FormatError
 from regdpo.writer import VideoEntryWriter, output_lock
-from helpers import tree_files
+from helpers import tree_files, dataset_contents
 
 SMALL = ["--nframes", "6", "--resolution", "64", "--neg_types", "blur", "flicker", "--seed", "1", "--no_progress"]
 
@@ -27,21 +27,7 @@ def reference(tmp_path_factory):
     return out
 
 
-def contents(root):
-    """Every file's bytes, meta.json without timings (the only field that differs between runs)."""
-    out = {}
-    for rel in tree_files(root):
-        if rel.startswith(".lock"):
-            continue
-        data = (root / rel).read_bytes()
-        if rel.endswith(fmt.META_FILE):
-            meta = json.loads(data)
-            meta.pop("timings")
-            data = json.dumps(meta, sort_keys=True).encode()
-        if rel == fmt.MANIFEST_FILE:
-            continue
-        out[rel] = data
-    return out
+contents = dataset_contents
 
 
 def test_manifest_never_removes_staging_of_a_running_generator(tmp_path):

@@ -16,7 +16,7 @@ import pytest
 
 from regdpo import format as fmt
 from regdpo.cli import main as regdpo_main
-from helpers import REPO, tree_files
+from helpers import REPO, tree_files, dataset_contents
 
 SMALL = ["--nframes", "6", "--resolution", "64", "--neg_types", "blur", "flicker", "--seed", "1", "--no_progress"]
 
@@ -30,18 +30,7 @@ def frame_folder(folder, frames=14, seed=0):
     return folder
 
 
-def contents(root):
-    out = {}
-    for rel in tree_files(root):
-        if rel.startswith(".lock") or rel == fmt.MANIFEST_FILE:
-            continue
-        data = (root / rel).read_bytes()
-        if rel.endswith(fmt.META_FILE):
-            meta = json.loads(data)
-            meta.pop("timings")
-            data = json.dumps(meta, sort_keys=True).encode()
-        out[rel] = data
-    return out
+contents = dataset_contents
 
 
 @pytest.fixture(scope="module")
