@@ -13,6 +13,7 @@ import sys
 from typing import Sequence
 
 from . import __version__
+from .cli_types import OneLineParser
 from .errors import DATA_EXIT, RegdpoError, Terminated, exit_code, os_error_line, out_of_space
 from .interrupts import exit_status, sigterm_as_interrupt
 from .progress import setup_cli_logging
@@ -34,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(  # one-line usage errors, for every subcommand too (their parsers are of this class)
         prog="regdpo", description="Build preference-pair (DPO) datasets for video inpainting (DiffuEraser)."
     )
     parser.add_argument("--version", action="version", version=f"regdpo {__version__}")
@@ -97,8 +98,7 @@ def _run_command(argv: Sequence[str] | None) -> int:
     parser = build_parser(argv)
     args, unknown = parser.parse_known_args(normalize_flag_spelling(argv, parser))
     if unknown:  # the subcommand's usage, not the top level's
-        target = parser.command_parsers.get(args.command, parser)
-        target.error(f"unrecognized arguments: {' '.join(unknown)}")
+        parser.command_parsers.get(args.command, parser).unknown_arguments(unknown)
     if args.command is None:
         parser.print_help()
         return 2

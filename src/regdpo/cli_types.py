@@ -14,6 +14,31 @@ import math
 from typing import Callable
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``PROG: error: ...  (see --help)``, exit 2), never the usage
+    block; an unknown flag names the closest known one (``did you mean --resolution?``). Subcommand parsers
+    made with ``add_subparsers().add_parser`` are of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, unknown = self.parse_known_args(args, namespace)
+        if unknown:
+            self.unknown_arguments(unknown)
+        return parsed
+
+    def unknown_arguments(self, unknown: list[str]) -> None:
+        """Exit with one line naming the ``unknown`` arguments, and the closest known flag of the first."""
+        import difflib
+
+        known = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+        flag = next((u.partition("=")[0] for u in unknown if u.startswith("--")), None)
+        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.75) if flag else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        self.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
+
+
 def _bounds_text(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) -> str:
     if lo is not None and hi is not None:
         return f"{'>' if lo_open else '>='} {lo:g} and {'<' if hi_open else '<='} {hi:g}"

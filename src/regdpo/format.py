@@ -43,6 +43,11 @@ READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 NEG_TYPES: tuple[str, ...] = ("hallucination", "blur", "flicker", "inpaint")
 """Negative types known to the format, in their canonical order."""
 
+ON_POLICY_TYPES: frozenset[str] = frozenset({"inpaint"})
+"""Negative types that are a model's own result (on-policy), with no single designed defect: the audit judges
+them by their quality score and band (and purity where measured), never by a defect verdict. A new on-policy
+type is one more name here."""
+
 DEFAULT_NEG_TYPES: tuple[str, ...] = ("hallucination", "blur", "flicker")
 """The PRD's three types: what the generator makes when ``--neg_types`` is not given."""
 

@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     gpus = parse_gpus(args.gpus)
     gen_argv = _generate_args(args)
     parser = generate_cli.build_parser()
-    parser.prog = "regdpo launch -- "
+    parser.prog = "regdpo launch: generate flag"
     gen_argv = normalize_flag_spelling(gen_argv, parser)
     gen_args = parser.parse_args(gen_argv)
     if gen_args.overwrite:

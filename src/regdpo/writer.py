@@ -20,7 +20,7 @@ import numpy as np
 
 from . import format as fmt
 from . import outputs
-from .errors import FormatError, UsageError
+from .errors import FormatError, OutputUnwritable, UsageError
 from .safe_io import real_dir
 from .frames import composite, write_mask, write_rgb
 
@@ -51,7 +51,8 @@ def open_lock_file(path: Path):
     except OSError as exc:
         if path.is_symlink():
             raise FormatError(f"{path} is a symbolic link; regdpo never writes through links (remove it)") from None
-        raise UsageError(f"{path}: cannot create the lock file ({exc.strerror}); is the folder writable?") from None
+        # the file system refuses (read-only, no permission): a data error (exit 1), as check_writable's
+        raise OutputUnwritable(f"{path}: cannot create the lock file ({exc.strerror}); is the folder writable?") from None
     return os.fdopen(fd, "a+")
 
 

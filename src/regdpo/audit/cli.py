@@ -112,7 +112,10 @@ def run(args: argparse.Namespace) -> int:
     if len(failures) > MAX_PRINTED_FAILURES:
         print(f"  ... {len(failures) - MAX_PRINTED_FAILURES} more invariant failures in {written[0]}")
     for item in doc["items"]:
-        if not item["failures"] and not item["passes"]:
+        if not item["failures"] and not item["passes"] and item["neg_type"] in fmt.ON_POLICY_TYPES:
+            print(f"  OUTSIDE --band: video {item['video']}, {item['stream']} (on-policy, judged by its band): "
+                  f"band {item.get('band') or 'not measured'} (quality score {item.get('quality_score')})")
+        elif not item["failures"] and not item["passes"]:
             print(f"  BELOW {args.min_verdict}: video {item['video']}, {item['stream']}: verdict {item['verdict']}"
                   f" ({item.get('score')}) {item.get('note') or ''}".rstrip())
     for item in doc["items"]:

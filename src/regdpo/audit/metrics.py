@@ -399,7 +399,7 @@ def defect_level(defect: str, metrics: dict[str, Any], cfg: AuditConfig) -> int 
 def verdict(neg_type: str, metrics: dict[str, Any], cfg: AuditConfig) -> tuple[str, str]:
     """(verdict, note) on whether ``neg_type`` shows its intended defect."""
     if neg_type not in SCORE_OF:  # inpaint: the model's own result, no single designed defect
-        return NOT_MEASURED, f"{neg_type} has no single intended defect to verify"
+        return NOT_MEASURED, f"{neg_type} has no single intended defect to verify (judged by its quality score band)"
     name = SCORE_OF[neg_type][0]
     level = defect_level(neg_type, metrics, cfg)
     if level is None:

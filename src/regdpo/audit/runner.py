@@ -272,11 +272,17 @@ def select_entries(
 
 
 def decide(items: Iterable[dict[str, Any]], min_verdict: str) -> None:
-    """Set ``passes``: no invariant failure and a verdict at least ``min_verdict``."""
+    """Set ``passes``: no invariant failure and a verdict at least ``min_verdict``; for an on-policy type
+    (``format.ON_POLICY_TYPES``: no designed defect to verdict) instead a quality score in the eligible band
+    (``grade`` sets ``band`` first; such a type is never impure)."""
     floor = VERDICTS.index(min_verdict)
     for item in items:
         verdict = item["verdict"]
-        item["passes"] = not item["failures"] and verdict in VERDICTS and VERDICTS.index(verdict) >= floor
+        if item["neg_type"] in fmt.ON_POLICY_TYPES:
+            judged = item.get("band") == Q.BANDS[1] and not item.get("impure")
+        else:
+            judged = verdict in VERDICTS and VERDICTS.index(verdict) >= floor
+        item["passes"] = not item["failures"] and judged
 
 
 def grade(items: Iterable[dict[str, Any]], band: Sequence[float]) -> None:
@@ -376,8 +382,8 @@ def run_audit(
         stream = progress(stream, len(entries))  # type: ignore[arg-type]
     records = list(stream)
     items = [i for r in records for i in r["items"]]
-    decide(items, min_verdict)
     grade(items, band)
+    decide(items, min_verdict)  # after grade: on-policy types pass by their band
     failures: list[dict[str, Any]] = []  # video-level ones once, then each negative's own
     for rec in records:
         failures.extend(rec["failures"])

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 from ..backends import models_config
 from ..backends.base import NegativeBackend
-from ..cli_types import MAX_FPS, MAX_FRAMES, MAX_SIDE, integer, real
+from ..cli_types import MAX_FPS, MAX_FRAMES, MAX_SIDE, OneLineParser, integer, real
 from ..errors import DATA_EXIT, DiskFull, RegdpoError, Terminated, UsageError, exit_code, os_error_line
 from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
 from ..interrupts import exit_status, sigterm_as_interrupt
@@ -352,7 +352,7 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="generate_dpo_negatives.py")
+    parser = OneLineParser(prog="generate_dpo_negatives.py")
     configure_parser(parser)
     return parser
 

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..cli_types import MAX_FRAMES, MAX_SIDE, MAX_WORKERS, integer, real
+from ..cli_types import MAX_FRAMES, MAX_SIDE, MAX_WORKERS, OneLineParser, integer, real
 from ..errors import DATA_EXIT, USAGE_EXIT, RegdpoError, UsageError, exit_code, os_error_line
 from .config import LATENT_SAMPLING, LOSS_FORMS, TRAIN_MODULES, DPOStepConfig
 
@@ -33,13 +33,6 @@ MAX_STEPS = 10**9  # optimizer steps, warm-up steps, checkpoint intervals
 MAX_BATCH = 65_536  # pairs per device and micro-batch
 MAX_WEIGHT = 1e6  # loss weights and beta: beyond this the loss is all one term or overflows fp32
 MAX_SEED = 2**32 - 1  # what numpy's seeding (accelerate's set_seed) accepts
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line (``PROG: error: ...``, exit 2), not the usage block."""
-
-    def error(self, message: str):
-        self.exit(USAGE_EXIT, f"{self.prog}: error: {message} (see --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,139 @@
+"""What a new user following the docs met (issue 18): the audit judges an on-policy negative (``inpaint``) by
+its quality-score band, not by a defect verdict it cannot have; every usage error of every command is one line
+(a misspelt flag names the closest one); a read-only dataset is a data error (exit 1) for ``prune``."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regdpo import format as fmt
+from regdpo.cli import main as regdpo_main
+from helpers import REPO, write_pair_dataset
+
+
+def one_line(err: str, prefix: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(prefix), err
+    assert "Traceback" not in err and "usage:" not in err
+    return lines[0]
+
+
+# --------------------------------------------------------------------------- item 7: on-policy negatives
+
+
+@pytest.fixture(scope="module")
+def inpaint_dataset(tmp_path_factory):
+    """Two videos, each with a clear blur and an ``inpaint`` negative: ``hard``'s inpaint in the default band
+    (quality ~0.5), ``easy``'s almost the GT (too good)."""
+    from regdpo.audit import synthetic as S
+    from regdpo.writer import rebuild_manifest
+
+    root = tmp_path_factory.mktemp("onpolicy") / "dpo_data"
+    t, h, w = 8, 64, 96
+    gt = S.textured_clip(t, h, w, seed=1)
+    hole = S.moving_ellipse_hole(t, h, w, seed=2)
+    for name, sigma in (("hard", 1.8), ("easy", 0.8)):
+        S.write_synthetic_video(root, name, gt, hole, {"blur": S.blur_negative(gt, 2.5),
+                                                       "inpaint": S.blur_negative(gt, sigma)})
+    rebuild_manifest(root)
+    return root
+
+
+def test_the_audit_keeps_eligible_inpaint_negatives(inpaint_dataset, capsys):
+    root = inpaint_dataset
+    rc = regdpo_main(["audit", str(root), "--no-progress", "--no-html", "--write-filtered-manifest", "--strict"])
+    out = capsys.readouterr().out
+    doc = json.loads((root / fmt.AUDIT_JSON).read_text())
+    items = {(i["video"], i["stream"]): i for i in doc["items"]}
+    assert items[("hard", "inpaint")]["band"] == "eligible" and items[("hard", "inpaint")]["passes"]
+    assert items[("easy", "inpaint")]["band"] == "too_good" and not items[("easy", "inpaint")]["passes"]
+    assert items[("hard", "inpaint")]["verdict"] == "not_measured"  # no designed defect: no verdict, yet kept
+    kept = {v.name: v.stream_names for v in fmt.load_manifest(root, root / fmt.FILTERED_MANIFEST_FILE).videos}
+    assert kept == {"hard": ["blur", "inpaint"], "easy": ["blur"]}
+    assert rc == 1  # --strict: easy's inpaint is outside the band
+    assert "OUTSIDE --band: video easy, inpaint" in out and "video hard, inpaint" not in out
+    assert doc["summary"]["inpaint"]["passing"] == 1
+    # only eligible ones: --strict passes
+    assert regdpo_main(["audit", str(root), "--no-progress", "--no-html", "--strict", "--video", "hard",
+                        "--output-dir", str(root.parent / "hard_only")]) == 0
+
+
+def test_on_policy_types_are_a_property_of_the_type():
+    from regdpo.audit.runner import decide
+
+    assert fmt.ON_POLICY_TYPES <= set(fmt.NEG_TYPES) and "inpaint" in fmt.ON_POLICY_TYPES
+    items = [{"neg_type": "inpaint", "verdict": "not_measured", "failures": [], "band": band, "impure": []}
+             for band in ("eligible", "too_good", "too_bad", None)]
+    items.append({"neg_type": "blur", "verdict": "not_measured", "failures": [], "band": "eligible", "impure": []})
+    items.append({"neg_type": "inpaint", "verdict": "not_measured", "failures": [{"check": "x"}], "band": "eligible",
+                  "impure": []})
+    decide(items, "weak")
+    assert [i["passes"] for i in items] == [True, False, False, False, False, False]
+
+
+# --------------------------------------------------------------------------- item 11: one-line usage errors
+
+
+@pytest.mark.parametrize("argv, prefix, hint", [
+    (["generate", "--resolutoin", "256"], "regdpo generate: error: unrecognized arguments: --resolutoin 256",
+     "did you mean --resolution?"),
+    (["generate", "--resolution", "abc"], "regdpo generate: error: argument --resolution", "'abc'"),
+    (["audit"], "regdpo audit: error: the following arguments are required: root", ""),
+    (["prune", "x", "--dryrun"], "regdpo prune: error: unrecognized arguments: --dryrun", "did you mean --dry-run?"),
+    (["verify", "x", "--jsn", "y"], "regdpo verify: error: unrecognized arguments", "did you mean --json?"),
+    (["select"], "regdpo select: error:", ""),
+    (["score"], "regdpo score: error:", ""),
+    (["preview"], "regdpo preview: error:", ""),
+    (["manifest"], "regdpo manifest: error:", ""),
+    (["launch", "--gpus", "0", "--", "--resolutoin", "3"], "regdpo launch: generate flag: error: unrecognized",
+     "did you mean --resolution?"),
+    (["nosuchcommand"], "regdpo: error: argument COMMAND: invalid choice", ""),
+])
+def test_every_usage_error_is_one_line(argv, prefix, hint, capsys):
+    with pytest.raises(SystemExit) as exc:
+        regdpo_main(argv)
+    assert exc.value.code == 2
+    line = one_line(capsys.readouterr().err, prefix)
+    assert hint in line
+
+
+def test_the_generator_script_usage_error_is_one_line():
+    proc = subprocess.run([sys.executable, str(REPO / "generate_dpo_negatives.py"), "--resolutoin", "256"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 2
+    assert "did you mean --resolution?" in one_line(proc.stderr, "generate_dpo_negatives.py: error: unrecognized")
+
+
+# --------------------------------------------------------------------------- item 18: read-only dataset
+
+
+def refuse_writes_in(monkeypatch, folder: Path, code: int) -> None:
+    """As on a read-only mount (we run as root, which ignores permissions): no file is created in ``folder``."""
+    real_open = os.open
+
+    def open_(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and Path(os.fsdecode(path)).parent == folder:
+            raise OSError(code, os.strerror(code), os.fsdecode(path))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", open_)
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "prune"])
+@pytest.mark.parametrize("code", [errno.EROFS, errno.EACCES], ids=["EROFS", "EACCES"])
+def test_prune_on_a_read_only_dataset_is_a_data_error(tmp_path, monkeypatch, capsys, dry_run, code):
+    root = write_pair_dataset(tmp_path / "d")
+    (root / fmt.SELECTION_FILE).write_text(json.dumps({"considered": ["clip_a"],
+                                                       "picks": [{"video": "clip_a", "stream": "blur"}]}))
+    refuse_writes_in(monkeypatch, root, code)
+    assert regdpo_main(["prune", str(root), *(["--dry-run"] if dry_run else [])]) == 1
+    line = one_line(capsys.readouterr().err, "regdpo prune: error: ")
+    assert str(root) in line and os.strerror(code) in line
