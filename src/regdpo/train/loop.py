@@ -190,6 +190,7 @@ def train(args: argparse.Namespace) -> int:
     from ..backends.models_source import import_source
     from ..dataset import DPODataset, collate_fn
     from ..dpo import diagnostics_to_floats
+    from .modes import enable_gradient_checkpointing
     from .step import DiffuEraserDPOStep
     from .weights import load_modules, save_diffueraser_weights
 
@@ -208,10 +209,8 @@ def train(args: argparse.Namespace) -> int:
     step = DiffuEraserDPOStep(vae=m.vae, text_encoder=m.text_encoder, brushnet=m.brushnet, unet_main=m.unet_main,
                               noise_scheduler=m.noise_scheduler, config=config, weight_dtype=weight_dtype,
                               unwrap=accelerator.unwrap_model)
-    if args.gradient_checkpointing:
-        m.unet_main.enable_gradient_checkpointing()
-        if config.train_modules != "motion":
-            m.brushnet.enable_gradient_checkpointing()
+    if args.gradient_checkpointing:  # takes effect: the step put the trained modules in train mode
+        enable_gradient_checkpointing(m.unet_main, m.brushnet, config.train_modules)
     device = accelerator.device
     m.vae.to(device, dtype=weight_dtype)
     m.text_encoder.to(device, dtype=weight_dtype)

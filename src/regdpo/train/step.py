@@ -20,7 +20,9 @@ or v-prediction target) and adds what DPO needs, each a silent bug when missed:
    the weight sum, one value per video.
 
 The reference is the policy with the trained parameters swapped for their frozen copies
-(``modules.ReferenceWeights``), computed without gradient.
+(``modules.ReferenceWeights``), computed without gradient and in eval mode. The modules holding
+trained parameters are in train mode (so ``enable_gradient_checkpointing()`` takes effect), the
+frozen ones in eval mode (``modes``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import torch
 
 from ..dpo import dpo_loss, region_mse, region_weights
 from .config import DPOStepConfig
+from .modes import eval_mode, set_modes
 from .modules import ReferenceWeights, set_trainable
 
 __all__ = ["DiffuEraserDPOStep", "StepInputs", "mask_channel"]
@@ -68,7 +71,8 @@ class DiffuEraserDPOStep:
     ``vae``, ``text_encoder``: frozen, in ``weight_dtype``; ``brushnet`` (``BrushNetModel``),
     ``unet_main`` (``UNetMotionModel``): the policy; ``noise_scheduler``: a ``DDPMScheduler``
     of the base model. The constructor freezes everything but ``config.train_modules`` and
-    copies those parameters as the reference. ``policy_brushnet`` / ``policy_unet`` may be
+    copies those parameters as the reference; it puts the modules holding trained parameters in train
+    mode and the others in eval mode (``modes.set_modes``). ``policy_brushnet`` / ``policy_unet`` may be
     replaced later by wrapped modules (``accelerate`` / DDP) with ``unwrap`` returning the
     module underneath (the reference pass runs on it).
     """
@@ -83,6 +87,8 @@ class DiffuEraserDPOStep:
         self.unwrap = unwrap or (lambda m: m)
         self.trainable = set_trainable(unet_main, brushnet, config.train_modules)
         self.reference = ReferenceWeights.copy_of(unet_main, brushnet, config.train_modules)
+        trained = [unet_main] + ([brushnet] if self.reference.covers("brushnet") else [])
+        set_modes(trained, [m for m in (vae, text_encoder, brushnet) if all(m is not t for t in trained)])
         self.scaling_factor = float(vae.config.scaling_factor)
         self.num_train_timesteps = int(noise_scheduler.config.num_train_timesteps)
 
@@ -190,9 +196,10 @@ class DiffuEraserDPOStep:
 
     @torch.no_grad()
     def reference_mse(self, x: StepInputs, policy_residuals: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same for the reference (no gradient); reuses ``policy_residuals`` when BrushNet is frozen."""
+        """The same for the reference (no gradient, eval mode); reuses ``policy_residuals`` when BrushNet
+        is frozen."""
         brushnet, unet = self.unwrap(self.policy_brushnet), self.unwrap(self.policy_unet)
-        with self._autocast():
+        with self._autocast(), eval_mode(brushnet, unet):
             if policy_residuals is not None and not self.reference.covers("brushnet"):
                 residuals = tuple(r.detach() if torch.is_tensor(r) else [s.detach() for s in r]
                                   for r in policy_residuals)

@@ -1,0 +1,133 @@
+"""Train / eval modes and gradient checkpointing of the DPO step (regdpo.train.modes) on the real
+DiffuEraser classes with tiny random weights, on CPU; skipped without a DiffuEraser checkout::
+
+    REGDPO_DIFFUERASER_REPO=/path/to/DiffuEraser pytest tests/test_train_modes.py
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from helpers import diffueraser_skip_reason, write_pair_dataset
+
+DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
+REASON = diffueraser_skip_reason(DE_REPO, ("accelerate",))
+pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
+              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+NFRAMES, SIZE = 4, 64
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from regdpo.backends.models_source import import_source
+    from regdpo.backends.models_tiny import build_tiny_weights
+
+    root = tmp_path_factory.mktemp("tiny_modes")
+    source = import_source(DE_REPO)
+    paths = build_tiny_weights(root / "weights", source)
+    data = write_pair_dataset(root / "dpo_data")
+    return SimpleNamespace(root=root, source=source, paths=paths, data=data)
+
+
+def load(tiny):
+    from regdpo.train.weights import load_modules
+
+    p = tiny.paths
+    return load_modules(tiny.source, base_model_path=p["base_model_path"], vae_path=p["vae_path"],
+                        diffueraser_path=p["diffueraser_path"])
+
+
+def make_batch(tiny, modules):
+    from regdpo.dataset import DPODataset, collate_fn
+
+    ds = DPODataset(SimpleNamespace(dpo_data_root=str(tiny.data), nframes=NFRAMES, resolution=SIZE, dataset_seed=0),
+                    modules.tokenizer)
+    return collate_fn([ds[0], ds[1]])
+
+
+def make_step(modules, train_modules):
+    from regdpo.train.config import DPOStepConfig
+    from regdpo.train.step import DiffuEraserDPOStep
+
+    return DiffuEraserDPOStep(vae=modules.vae, text_encoder=modules.text_encoder, brushnet=modules.brushnet,
+                              unet_main=modules.unet_main, noise_scheduler=modules.noise_scheduler,
+                              config=DPOStepConfig(train_modules=train_modules, loss_form="diff", beta_dpo=2500.0))
+
+
+class CheckpointCounter:
+    """Counts ``torch.utils.checkpoint.checkpoint`` calls (diffusers' blocks look it up at call time)."""
+
+    def __init__(self, monkeypatch):
+        import torch.utils.checkpoint
+
+        self.calls = 0
+        original = torch.utils.checkpoint.checkpoint
+
+        def counting(*args, **kwargs):
+            self.calls += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(torch.utils.checkpoint, "checkpoint", counting)
+
+
+def one_step(tiny, train_modules, checkpointing, counter=None):
+    """Checkpoint calls of the policy pass, of the reference pass, and the gradients of one real step."""
+    import torch
+
+    from regdpo.train.modes import enable_gradient_checkpointing
+
+    m = load(tiny)
+    batch = make_batch(tiny, m)
+    step = make_step(m, train_modules)
+    if checkpointing:
+        enable_gradient_checkpointing(m.unet_main, m.brushnet, train_modules)
+    x = step.inputs(batch, torch.Generator().manual_seed(0))
+    counter.calls = 0
+    mse_w, mse_l = step.policy_mse(x)
+    policy_calls = counter.calls
+    step.reference_mse(x)
+    reference_calls = counter.calls - policy_calls
+    (mse_w.sum() - mse_l.sum()).backward()
+    return policy_calls, reference_calls, [p.grad.clone() for p in step.trainable], (m, step)
+
+
+@pytest.mark.parametrize("train_modules", ["motion", "spatial"])
+def test_gradient_checkpointing_checkpoints_a_real_step(tiny, monkeypatch, train_modules):
+    import torch
+
+    counter = CheckpointCounter(monkeypatch)
+    plain_calls, _, plain_grads, _ = one_step(tiny, train_modules, False, counter)
+    calls, reference_calls, grads, (m, step) = one_step(tiny, train_modules, True, counter)
+    assert plain_calls == 0
+    assert calls > 0  # 0 while the modules stayed in from_pretrained's eval mode
+    assert reference_calls == 0  # the reference pass runs in eval mode, without gradient
+    assert m.unet_main.training and m.brushnet.training == (train_modules != "motion")
+    assert not m.vae.training and not m.text_encoder.training
+    assert len(grads) == len(plain_grads)
+    for g, h in zip(grads, plain_grads):
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-7)
+
+
+def test_train_mode_changes_no_output(tiny):
+    """Every dropout is 0 in DiffuEraser's tiny and published configurations: train mode = eval mode."""
+    import torch
+
+    from regdpo.backends.models_tiny import FULL, _unet_models
+    from regdpo.train.modes import active_dropout, eval_mode
+
+    m = load(tiny)
+    step = make_step(m, "spatial")
+    x = step.inputs(make_batch(tiny, m), torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        train_w, train_l = step.policy_mse(x)
+        with eval_mode(m.brushnet, m.unet_main):
+            eval_w, eval_l = step.policy_mse(x)
+    assert m.unet_main.training and m.brushnet.training  # restored after the block
+    assert torch.equal(train_w, eval_w) and torch.equal(train_l, eval_l)
+    assert active_dropout(m.unet_main, m.brushnet) == []
+    with torch.device("meta"):  # the published sizes, no memory
+        _, brushnet, unet_main = _unet_models(FULL, tiny.source)
+    assert active_dropout(unet_main, brushnet) == []
