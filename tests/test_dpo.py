@@ -190,3 +190,23 @@ def test_bad_arguments_fail_clearly():
         dpo_loss(x, torch.ones(3), x, x, 1.0)
     with pytest.raises(ValueError, match="beta"):
         dpo_loss(x, x, x, x, 0.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(w=batch, scale=st.floats(-0.5, 0.5), form=forms, beta=st.floats(0.5, 50.0))
+def test_implicit_acc_margin_counts_pairs_won_by_more_than_the_margin(w, scale, form, beta):
+    from regdpo.dpo import ACC_MARGIN
+
+    ref = t(w)
+    model_l = ref * (1 + scale * torch.linspace(0, 1, len(w)))  # from a tie to a clear win or loss
+    _, diag = dpo_loss(ref, model_l, ref, ref, beta, form=form)
+    gap_l = model_l - ref if form == "diff" else torch.log(model_l) - torch.log(ref)
+    inside = 0.5 * beta * gap_l
+    assert diag["implicit_acc_margin"].item() == pytest.approx((inside > ACC_MARGIN).float().mean().item())
+    assert diag["implicit_acc_margin"].item() <= diag["implicit_acc"].item()
+
+
+def test_implicit_acc_margin_is_zero_at_float_noise():
+    ref = t([1.0, 1.2, 0.8])
+    _, diag = dpo_loss(ref * (1 - 1e-5), ref * (1 + 1e-5), ref, ref, 10.0, form="logratio")
+    assert diag["implicit_acc"].item() == 1.0 and diag["implicit_acc_margin"].item() == 0.0

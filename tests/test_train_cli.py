@@ -51,13 +51,45 @@ def test_script_bad_input_is_one_line_and_exit_2(tmp_path):
 
 
 def test_saturation_needs_the_whole_window():
-    hot = {"implicit_acc": 1.0, "loser_dominant_ratio": 1.0}
-    learning = {"implicit_acc": 0.7, "loser_dominant_ratio": 0.4}
+    hot = {"implicit_acc": 1.0, "implicit_acc_margin": 1.0, "loser_dominant_ratio": 1.0}
+    learning = {"implicit_acc": 0.7, "implicit_acc_margin": 0.2, "loser_dominant_ratio": 0.4}
     assert saturated([hot] * 5, 5)
     assert not saturated([hot] * 4, 5)
     assert not saturated([hot] * 4 + [learning] + [hot] * 4, 5)
-    assert not saturated([{"implicit_acc": 1.0, "loser_dominant_ratio": 0.5}] * 10, 5)  # accurate, not loser-driven
+    accurate = {"implicit_acc": 1.0, "implicit_acc_margin": 1.0, "loser_dominant_ratio": 0.5}
+    assert not saturated([accurate] * 10, 5)  # accurate, not loser-driven
     assert saturated([learning] + [hot] * 5, 5)
+
+
+def _diagnostics(model_w, model_l, ref_w, ref_l):
+    import torch
+
+    from regdpo.dpo import diagnostics_to_floats, dpo_loss
+
+    t = lambda v: torch.tensor(v, dtype=torch.float32)  # noqa: E731
+    _, diag = dpo_loss(t(model_w), t(model_l), t(ref_w), t(ref_l), 10.0, form="logratio", loser_clip=1.0,
+                       loser_weight=0.25)
+    return diagnostics_to_floats(diag)
+
+
+def test_saturation_warning_never_fires_on_float_noise():
+    """Tiny random weights a few steps in: every pair 'won' by inside ~1e-4 (implicit_acc 1.00), losers
+    a hair worse: float noise, not saturation."""
+    ref_w, ref_l = [1.0, 1.1, 0.9, 1.2], [1.3, 1.2, 1.0, 1.4]
+    noise = _diagnostics([r * (1 - 1e-5) for r in ref_w], [r * (1 + 4e-5) for r in ref_l], ref_w, ref_l)
+    assert noise["implicit_acc"] == 1.0 and noise["loser_dominant_ratio"] == 1.0
+    assert 0 < noise["inside_term_mean"] < 1e-3
+    assert noise["implicit_acc_margin"] == 0.0
+    assert not saturated([noise] * 50, 50)
+
+
+def test_saturation_warning_fires_on_real_saturation():
+    """Losers made much worse, winners unchanged: every pair won by a wide margin through the loser."""
+    ref_w, ref_l = [1.0, 1.1, 0.9, 1.2], [1.3, 1.2, 1.0, 1.4]
+    hot = _diagnostics(ref_w, [r * 2.0 for r in ref_l], ref_w, ref_l)
+    assert hot["implicit_acc_margin"] == 1.0 and hot["loser_dominant_ratio"] == 1.0
+    assert hot["inside_term_mean"] > 0.5
+    assert saturated([hot] * 50, 50)
 
 
 def test_find_checkpoint(tmp_path):

@@ -30,7 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["region_weights", "region_mse", "dpo_loss", "diagnostics_to_floats", "LOSS_FORMS", "DIAGNOSTICS"]
+__all__ = ["region_weights", "region_mse", "dpo_loss", "diagnostics_to_floats", "LOSS_FORMS", "DIAGNOSTICS",
+           "ACC_MARGIN"]
 
 LOSS_FORMS = ("diff", "logratio")
 
@@ -42,6 +43,9 @@ DIAGNOSTICS: dict[str, str] = {
     "implicit_acc": "share of pairs with inside > 0 (the policy prefers the winner more than the reference "
                     "does); ties count one half: inside == 0, or both policy MSEs within a relative 1e-6 of the "
                     "reference's (equal up to float32 rounding, as at step 0)",
+    "implicit_acc_margin": "share of pairs with inside > ACC_MARGIN = 0.1: the policy prefers the winner by a margin "
+                           "(implied preference sigmoid(inside) > 0.525), not by float noise; the saturation "
+                           "warning reads this one",
     "inside_term_mean": "mean of inside = -0.5 * beta * (gap_w - loser_weight * gap_l)",
     "inside_term_min": "min of inside over the batch",
     "inside_term_max": "max of inside over the batch",
@@ -62,6 +66,14 @@ TIE_RTOL = 1e-6
 """A pair is a tie when both policy MSEs equal the reference's to this relative tolerance: the
 policy and reference passes of one model differ by float32 rounding (~1e-7 relative), which must
 not read as an implicit accuracy of 0 or 1 at step 0."""
+
+
+ACC_MARGIN = 0.1
+"""The margin of ``implicit_acc_margin``, in units of ``inside`` (the log-odds of the policy's implied
+preference for the winner over the reference's): a pair counts when ``sigmoid(inside) > 0.525``, its
+DPO term below ``0.644`` (``ln 2 = 0.693`` at a tie). Float noise between the policy and reference passes
+of nearly equal weights gives ``inside`` of ~1e-4 (tiny random weights, a few steps), three orders
+of magnitude below; a saturated run (``dpo_loss`` near 0) has ``inside`` of several units."""
 
 
 def region_weights(hole: torch.Tensor, boundary: torch.Tensor, context: torch.Tensor,
@@ -135,6 +147,7 @@ def dpo_loss(model_w: torch.Tensor, model_l: torch.Tensor, ref_w: torch.Tensor, 
                                  & (raw_gap_l.detach().abs() <= TIE_RTOL * rl.abs()))
         correct = (inside_d > 0) & ~tie
         acc = correct.float() + 0.5 * tie.float()
+        acc_margin = (inside_d > ACC_MARGIN).float()
         dominant = correct & (raw_gap_l.detach().clamp_min(0) > (-raw_gap_w.detach()).clamp_min(0))
         n_correct = correct.sum()
         ratio = dominant.sum().float() / n_correct.clamp_min(1).float()
@@ -144,6 +157,7 @@ def dpo_loss(model_w: torch.Tensor, model_l: torch.Tensor, ref_w: torch.Tensor, 
             "sft_loss": sft_term.detach(),
             "anchor_loss": anchor_term.detach(),
             "implicit_acc": acc.mean(),
+            "implicit_acc_margin": acc_margin.mean(),
             "inside_term_mean": inside_d.mean(),
             "inside_term_min": inside_d.min(),
             "inside_term_max": inside_d.max(),

@@ -25,8 +25,8 @@ from ..errors import DATA_EXIT, USAGE_EXIT, RegdpoError, UsageError, exit_code, 
 from .config import LATENT_SAMPLING, LOSS_FORMS, TRAIN_MODULES, DPOStepConfig
 
 METRICS_FILE = "metrics.jsonl"
-LOGGED = ("loss", "dpo_loss", "implicit_acc", "loser_dominant_ratio", "win_gap", "lose_gap", "inside_term_mean",
-          "mse_w", "mse_l", "ref_mse_w", "ref_mse_l", "sft_loss", "anchor_loss")
+LOGGED = ("loss", "dpo_loss", "implicit_acc", "implicit_acc_margin", "loser_dominant_ratio", "win_gap", "lose_gap",
+          "inside_term_mean", "mse_w", "mse_l", "ref_mse_w", "ref_mse_l", "sft_loss", "anchor_loss")
 
 
 MAX_STEPS = 10**9  # optimizer steps, warm-up steps, checkpoint intervals
@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--latent_sampling", choices=LATENT_SAMPLING, default=d.latent_sampling,
                    help="shared: one VAE posterior draw for both sides; mean: the posterior mean")
     l.add_argument("--saturation_window", type=integer(1, MAX_STEPS), default=50,
-                   help="steps over which implicit_acc >= 0.98 and loser_dominant_ratio >= 0.95 raise the "
+                   help="steps over which implicit_acc_margin >= 0.98 and loser_dominant_ratio >= 0.95 raise the "
                    "saturation warning (default 50)")
     return p
 
@@ -136,12 +136,12 @@ def check_args(args: argparse.Namespace) -> DPOStepConfig:
 
 
 def saturated(history: Sequence[dict[str, float]], window: int, acc: float = 0.98, dominant: float = 0.95) -> bool:
-    """Whether each of the last ``window`` steps had ``implicit_acc >= acc`` and
-    ``loser_dominant_ratio >= dominant``: the policy wins every pair by making the loser worse,
-    saturation without learning."""
+    """Whether each of the last ``window`` steps had ``implicit_acc_margin >= acc`` and
+    ``loser_dominant_ratio >= dominant``: the policy wins every pair, by a margin above float noise
+    (``regdpo.dpo.ACC_MARGIN``), by making the loser worse: saturation without learning."""
     if window < 1 or len(history) < window:
         return False
-    return all(h["implicit_acc"] >= acc and h["loser_dominant_ratio"] >= dominant for h in history[-window:])
+    return all(h["implicit_acc_margin"] >= acc and h["loser_dominant_ratio"] >= dominant for h in history[-window:])
 
 
 def checkpoint_step(path: Path) -> int:
@@ -304,7 +304,7 @@ def train(args: argparse.Namespace) -> int:
                 with metrics_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
                 if is_saturated and not warned:
-                    bar.write(f"WARNING: step {global_step}: implicit_acc >= 0.98 and loser_dominant_ratio >= 0.95 "
+                    bar.write(f"WARNING: step {global_step}: implicit_acc_margin >= 0.98 and loser_dominant_ratio >= 0.95 "
                               f"for {args.saturation_window} steps: the loss is saturated by losers getting worse, "
                               "not by learning (harder negatives, a smaller --beta_dpo, --loser_clip, or stop; "
                               "see docs/training.md)")
