@@ -29,7 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
                "(manifest.selected.json)"),
     "prune": ("regdpo.curate.prune", "delete the candidate negatives that `regdpo select` left out"),
     "verify": ("regdpo.verify", "decode every file of every video and check the format's invariants "
-               "(and checksums)"),
+               "(and checksums); of a packed dataset, every shard"),
+    "pack": ("regdpo.pack", "a dataset (or a selection) as tar shards, one sample per source clip, for training at "
+             "scale"),
+    "unpack": ("regdpo.unpack", "a packed dataset back into dpo_data folders (pixel-identical)"),
     "score": ("regdpo.train.score_cli", "the reference model's margin per pair (score.json, for regdpo select)"),
 }
 

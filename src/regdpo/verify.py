@@ -48,9 +48,9 @@ class _Bad(Exception):
     """A frame file that cannot be used: its message says why."""
 
 
-def decode_png(data: bytes, size: tuple[int, int]) -> "tuple[str, np.ndarray]":
+def decode_png(data: bytes, size: tuple[int, int] | None) -> "tuple[str, np.ndarray]":
     """(mode, pixels) of PNG bytes decoded in full, checking every chunk's CRC; ``_Bad`` if it is not a
-    complete PNG of ``size`` (width, height)."""
+    complete PNG of ``size`` (width, height; ``None``: any)."""
     from PIL import Image
 
     if not data:
@@ -59,7 +59,7 @@ def decode_png(data: bytes, size: tuple[int, int]) -> "tuple[str, np.ndarray]":
         raise _Bad("not a PNG file (placeholder or other format)")
     try:
         with Image.open(io.BytesIO(data)) as img:
-            if img.size != size:
+            if size is not None and img.size != size:
                 raise _Bad(f"is {img.size[0]}x{img.size[1]}, expected {size[0]}x{size[1]}")
             img.verify()  # chunk CRCs
         with Image.open(io.BytesIO(data)) as img:
@@ -200,6 +200,13 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if not root.is_dir():
         raise UsageError(f"dataset root {root} does not exist or is not a folder")
+    from . import packed_verify  # a packed dataset (regdpo pack): its own checks
+
+    if packed_verify.looks_packed(root):
+        result = packed_verify.verify_packed(str(root), log=lambda line: print(line, file=sys.stdout))
+        print(packed_verify.summary(result))
+        _write_report(args.json, result)
+        return 1 if result["problems"] else 0
     result = verify_dataset(root, log=lambda line: print(line, file=sys.stdout))
     without = result["videos_without_checksums"]
     print(f"{root}: {plural(result['videos'], 'video')} verified, {result['videos_ok']} ok, "
@@ -207,9 +214,13 @@ def run(args: argparse.Namespace) -> int:
     if without:
         print(f"{root}: {plural(len(without), 'video')} without {fmt.CHECKSUMS_FILE} (made before regdpo recorded "
               "checksums): decoded and checked, file contents not compared with commit time")
-    if args.json:
-        try:
-            fmt.write_json_atomic(args.json, result)
-        except OSError as exc:
-            raise UsageError(f"--json {args.json}: cannot write ({exc.strerror or exc})") from None
+    _write_report(args.json, result)
     return 1 if result["problems"] else 0
+
+
+def _write_report(path: str | None, result: dict) -> None:
+    if path:
+        try:
+            fmt.write_json_atomic(path, result)
+        except OSError as exc:
+            raise UsageError(f"--json {path}: cannot write ({exc.strerror or exc})") from None
