@@ -28,6 +28,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .. import pixel_metrics as pm
 from .config import NOT_MEASURED, VERDICTS, AuditConfig
 
 _MAX_PSNR = 100.0
@@ -59,10 +60,6 @@ def lowpass_sigma(height: int, width: int, cfg: AuditConfig) -> float:
 def crop_margin(height: int, width: int, cfg: AuditConfig) -> int:
     """Context kept around the hole: enough for the low-pass support and for optical flow."""
     return int(math.ceil(3 * lowpass_sigma(height, width, cfg))) + 16
-
-
-def _grey(clip: np.ndarray) -> np.ndarray:
-    return np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in clip])
 
 
 def _eroded(hole: np.ndarray, px: int) -> np.ndarray:
@@ -131,21 +128,6 @@ class Reference:
     gt_change: np.ndarray  # float64 [T-1], plain frame difference of GT
 
 
-_DIS_PRESETS = {
-    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
-    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
-    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
-}
-_DIS: dict[str, Any] = {}
-
-
-def _dis(preset: str) -> Any:
-    """One DIS optical-flow object per preset and process (creating one is not free)."""
-    if preset not in _DIS:
-        _DIS[preset] = cv2.DISOpticalFlow_create(_DIS_PRESETS[preset])
-    return _DIS[preset]
-
-
 def _lowpass_factor(sigma: float) -> int:
     """Area-downsampling factor applied before the Gaussian (same low-pass, far fewer pixels)."""
     return max(1, int(sigma // 2))
@@ -187,16 +169,6 @@ def _lap_energy(grey: np.ndarray, region: np.ndarray) -> float:
     return total / count
 
 
-def _transition_error(a: np.ndarray, b: np.ndarray, region: np.ndarray, maps) -> tuple[float, float]:
-    """(instability, plain change) of the transition a -> b over ``region`` (float32 [h, w, 3] frames)."""
-    plain = float(np.abs(b[region] - a[region]).mean())
-    if maps is None:
-        return plain, plain
-    warped = cv2.remap(a, maps[0], maps[1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    flowed = float(np.abs(b[region] - warped[region]).mean())
-    return min(plain, flowed), plain
-
-
 def reference(gt: np.ndarray, hole: np.ndarray, cfg: AuditConfig) -> Reference | None:
     """Per-video GT measurements; None when the hole is empty in every frame."""
     t, h, w = hole.shape
@@ -207,7 +179,7 @@ def reference(gt: np.ndarray, hole: np.ndarray, cfg: AuditConfig) -> Reference |
     hole_c = np.ascontiguousarray(hole[:, y0:y1, x0:x1])
     gt_u8 = np.ascontiguousarray(gt[:, y0:y1, x0:x1])
     gt_f = gt_u8.astype(np.float32)
-    grey = _grey(gt_u8)
+    grey = pm.grey(gt_u8)
     blur_region = _eroded(hole_c, cfg.erode_px)
     sigma = lowpass_sigma(h, w, cfg)
 
@@ -221,10 +193,10 @@ def reference(gt: np.ndarray, hole: np.ndarray, cfg: AuditConfig) -> Reference |
             maps.append(None)
             continue
         # flow of frame k+1 towards frame k: gt[k+1](p) ~ gt[k](p + flow(p))
-        flow = _dis(cfg.flow_preset).calc(grey[k + 1], grey[k], None)
+        flow = pm.dis(cfg.flow_preset).calc(grey[k + 1], grey[k], None)
         m = (grid_x + flow[..., 0], grid_y + flow[..., 1])
         maps.append(m)
-        instability[k], change[k] = _transition_error(gt_f[k], gt_f[k + 1], region, m)
+        instability[k], change[k] = pm.transition_error(gt_f[k], gt_f[k + 1], region, m)
     return Reference(
         box=box,
         hole=hole_c,
@@ -242,7 +214,7 @@ def reference(gt: np.ndarray, hole: np.ndarray, cfg: AuditConfig) -> Reference |
 
 def blur_metrics(ref: Reference, neg_u8: np.ndarray) -> dict[str, float]:
     """Sharpness of the cropped negative (uint8) relative to the GT's, over the eroded hole."""
-    grey = _grey(neg_u8).astype(np.float32)
+    grey = pm.grey(neg_u8).astype(np.float32)
     e_neg = _lap_energy(grey, ref.blur_region)
     e_gt = ref.gt_grey_lap_energy
     eps = 1e-3
@@ -265,32 +237,11 @@ def lowpass_metrics(ref: Reference, neg_f: np.ndarray) -> dict[str, float]:
     return {"lowpass_psnr_db": psnr, "lowpass_delta_e": delta_e}
 
 
-def _ssim_map(gt: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """scikit-image SSIM map of one RGB frame pair (float32, 0..255), averaged over channels."""
-    from skimage.metrics import structural_similarity
-
-    side = min(gt.shape[:2])
-    if side >= 11:  # the standard Gaussian window (sigma 1.5) needs 11 px
-        kwargs: dict[str, Any] = {"gaussian_weights": True, "sigma": 1.5, "use_sample_covariance": False}
-    else:  # tiny crops: the largest odd uniform window that fits
-        kwargs = {"win_size": max(3, side if side % 2 else side - 1)}
-    _, full = structural_similarity(gt, neg, channel_axis=-1, data_range=255.0, full=True, **kwargs)
-    return full.mean(axis=-1)
-
-
 def fidelity_metrics(ref: Reference, neg_f: np.ndarray) -> dict[str, float]:
     """PSNR (dB, pooled over every hole pixel of the clip) and mean SSIM over the hole (scikit-image)."""
-    from skimage.metrics import peak_signal_noise_ratio
-
-    with np.errstate(divide="ignore"):
-        psnr = float(peak_signal_noise_ratio(ref.gt[ref.hole], neg_f[ref.hole], data_range=255.0))
-    total, count = 0.0, 0
-    for t in range(ref.hole.shape[0]):
-        if ref.hole[t].any():
-            ssim = _ssim_map(ref.gt[t], neg_f[t])
-            total += float(ssim[ref.hole[t]].sum(dtype=np.float64))
-            count += int(ref.hole[t].sum())
-    return {"hole_psnr_db": min(psnr, _MAX_PSNR), "hole_ssim": total / count if count else 1.0}
+    maps = [pm.ssim_map(ref.gt[t], neg_f[t]) if ref.hole[t].any() else None for t in range(ref.hole.shape[0])]
+    ssim = pm.region_ssim(maps, ref.hole)
+    return {"hole_psnr_db": pm.psnr(ref.gt[ref.hole], neg_f[ref.hole]), "hole_ssim": 1.0 if ssim is None else ssim}
 
 
 def temporal_metrics(
@@ -306,7 +257,7 @@ def temporal_metrics(
         region = ref.hole[k] | ref.hole[k + 1]
         if not region.any():
             continue
-        instability[k], _ = _transition_error(neg_f[k], neg_f[k + 1], region, ref.warp_maps[k])
+        instability[k], _ = pm.transition_error(neg_f[k], neg_f[k + 1], region, ref.warp_maps[k])
         res_change[k] = float(np.abs(residual[k + 1][region] - residual[k][region]).mean())
     valid = ~np.isnan(ref.gt_instability)
     if not valid.any():
