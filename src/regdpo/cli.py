@@ -34,6 +34,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "scale"),
     "unpack": ("regdpo.unpack", "a packed dataset back into dpo_data folders (pixel-identical)"),
     "score": ("regdpo.train.score_cli", "the reference model's margin per pair (score.json, for regdpo select)"),
+    "evalset": ("regdpo.evaluation.evalset_cli", "freeze an evaluation set: clips and masks by source video, "
+                "split by scene, every file hashed (evalset.json)"),
+    "eval": ("regdpo.evaluation.cli", "compare models on an eval set with paired statistics (eval.json, eval.html)"),
 }
 
 

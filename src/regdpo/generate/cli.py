@@ -75,6 +75,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "and of video files that report none (default: %(default)s)")
     src.add_argument("--max_videos", type=integer(), help="take the first N videos of the order DAVIS, YouTube-VOS, "
                      "--video_root (each sorted by name); default: all")
+    src.add_argument("--exclude_evalset", type=Path, default=None, metavar="EVALSET",
+                     help="never use a source that this eval set (`regdpo evalset`) holds; the run says how many "
+                     "it left out (docs/evaluation.md)")
     src.add_argument("--prompt", default="", help="text prompt recorded for every video (default: empty, as "
                      "DiffuEraser's inference uses)")
     src.add_argument("--captions", type=Path, help="JSON (video -> caption) or CSV (video,caption) file; keys are "
@@ -240,6 +243,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
         ray_address=args.ray_address,
+        exclude_evalset=args.exclude_evalset,
     )
     config.check()
     config.environment_note = shard.message(config.device if args.device is None else None)
@@ -307,6 +311,8 @@ def run(args: argparse.Namespace) -> int:
     discovered = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
                                   config.video_root, config.assumed_fps)
     discovered = [s for s in discovered if not _inside(s.path, config.output_dir)]  # never our own output
+    if config.exclude_evalset is not None:
+        discovered = exclude_evalset_sources(discovered, config.exclude_evalset)
     sources = work_list(config, discovered)  # (the donors of object masks: every discovered video)
     captions = load_captions(config.captions) if config.captions else {}
     check_output_dir(config)
@@ -342,6 +348,18 @@ def run(args: argparse.Namespace) -> int:
     for line in summary.lines():
         print(line)
     return 1 if summary.num_failed else 0
+
+
+def exclude_evalset_sources(discovered: Sequence[VideoSource], evalset: Path) -> list[VideoSource]:
+    """``discovered`` without the sources of the eval set at ``evalset`` (also as object-mask donors); one line
+    says how many were left out."""
+    from ..evaluation.exclude import evalset_source_keys, without_evalset_sources
+
+    kept, excluded = without_evalset_sources(discovered, evalset_source_keys(evalset))
+    names = ", ".join(s.name for s in excluded[:5]) + (", ..." if len(excluded) > 5 else "")
+    print(f"regdpo generate: --exclude_evalset {evalset}: excluded {len(excluded)} of {len(discovered)} "
+          f"source(s) that the eval set holds{f' ({names})' if excluded else ''}", file=sys.stderr, flush=True)
+    return kept
 
 
 def _inside(path: Path, folder: Path) -> bool:

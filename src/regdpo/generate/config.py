@@ -58,6 +58,8 @@ class GenerateConfig:
     progress: bool = True
     write_manifest: bool = True  # rebuild manifest.json at the end (off: a launcher rebuilds it once)
     environment_note: str | None = None  # what the environment chose (shard, device): the run's first line
+    exclude_evalset: Path | None = None
+    """``--exclude_evalset OUT``: never use a source that the eval set at OUT holds (``regdpo.evaluation.exclude``)."""
     engine: str = "local"  # what runs the videos: this process, or Ray actors (``ray_engine``)
     workers: int | None = None  # --engine ray: actors (default: one per GPU of the cluster)
     gpus_per_worker: float | None = None  # --engine ray: GPUs per actor (default: 1 for models, 0 for classical)

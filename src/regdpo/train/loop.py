@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--manifest", default=None, help="manifest to train on (default ROOT/manifest.json; e.g. "
                    "manifest.selected.json)")
     g.add_argument("--neg_types", default=None, help="comma-separated negative types (default: all)")
+    g.add_argument("--exclude_evalset", default=None, metavar="EVALSET", help="leave out every video made from a "
+                   "source this eval set (`regdpo evalset`) holds; the run says how many (docs/evaluation.md)")
     g.add_argument("--output_dir", default="diffuEraser-model-dpo")
     g.add_argument("--nframes", type=integer(1, MAX_FRAMES), default=10, help="frames per training clip (default 10)")
     g.add_argument("--resolution", type=integer(8, MAX_SIDE), default=512, help="training crop side, a multiple of 8")
@@ -128,6 +130,9 @@ def check_args(args: argparse.Namespace) -> DPOStepConfig:
         problems.append(f"--boundary_dilation {args.boundary_dilation}: must be odd (a centred square kernel)")
     if not Path(args.dpo_data_root).is_dir():
         problems.append(f"--dpo_data_root {args.dpo_data_root}: folder not found")
+    if args.exclude_evalset and not (Path(args.exclude_evalset) / "evalset.json").is_file():
+        problems.append(f"--exclude_evalset {args.exclude_evalset}: no evalset.json there (make one with "
+                        "`regdpo evalset`)")
     if not args.learning_rate > 0:
         problems.append(f"--learning_rate {args.learning_rate}: must be > 0")
     if problems:  # one line, every problem named
@@ -225,6 +230,8 @@ def train(args: argparse.Namespace) -> int:
                                    resolution=args.resolution, boundary_dilation=args.boundary_dilation,
                                    neg_types=args.neg_types, random_flip=args.random_flip,
                                    dataset_seed=args.seed if args.seed is not None else 0)
+    if args.exclude_evalset:
+        data_args.manifest = manifest_excluding_evalset(args, accelerator, output_dir)
     dataset = DPODataset(data_args, m.tokenizer)
     loader_gen = torch.Generator().manual_seed(args.seed if args.seed is not None else 0)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
@@ -325,6 +332,24 @@ def train(args: argparse.Namespace) -> int:
         accelerator.print(f"saved {saved['unet_main']} and {saved['brushnet']}")
     accelerator.end_training()
     return 0
+
+
+def manifest_excluding_evalset(args: argparse.Namespace, accelerator: Any, output_dir: Path) -> str:
+    """``--exclude_evalset``: the training manifest without the videos made from an eval-set source, written by
+    the main process to ``{output_dir}/manifest.train.json`` (what the run trains on); its path."""
+    from ..evaluation.exclude import evalset_source_keys, manifest_without_sources
+    from ..format import write_json_atomic
+
+    path = output_dir / "manifest.train.json"
+    if accelerator.is_main_process:
+        manifest, excluded, unknown = manifest_without_sources(
+            args.dpo_data_root, args.manifest, evalset_source_keys(args.exclude_evalset))
+        write_json_atomic(path, manifest.to_dict())
+        accelerator.print(f"--exclude_evalset {args.exclude_evalset}: excluded {len(excluded)} video(s) made from "
+                          f"a source the eval set holds, {len(manifest.videos)} kept"
+                          + (f" ({len(unknown)} record no source)" if unknown else "") + f"; training on {path}")
+    accelerator.wait_for_everyone()
+    return str(path)
 
 
 def save_checkpoint(accelerator: Any, output_dir: Path, step: int, limit: int | None) -> Path:
