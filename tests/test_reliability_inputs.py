@@ -139,16 +139,7 @@ def test_an_unreadable_davis_split_file_is_one_line(tmp_path, capsys, monkeypatc
     split = root / "ImageSets" / "2017" / "val.txt"
     split.parent.mkdir(parents=True)
     split.write_text("seq\n")
-    import pathlib
-
-    real_read_text = pathlib.Path.read_text
-
-    def read_text(self, *a, **k):
-        if self == split:
-            raise PermissionError(errno.EACCES, "Permission denied", str(self))
-        return real_read_text(self, *a, **k)
-
-    monkeypatch.setattr(pathlib.Path, "read_text", read_text)
+    deny(monkeypatch, split)  # (read through regdpo.safe_read: refused at os.open)
     argv = ["generate", "--davis_root", str(root), "--davis_split", "val", "--output_dir", str(tmp_path / "o"), *SMALL]
     assert regdpo_main(argv) == 1
     line = one_error_line(capsys.readouterr().err, "regdpo generate: error: ")
@@ -168,7 +159,7 @@ def test_readers_name_what_they_cannot_read(tmp_path, monkeypatch):
     monkeypatch.undo()
     reader = SourceReader(sources["clip"])
     deny(monkeypatch, frame)
-    with pytest.raises(InputUnreadable, match=f"{frame}: cannot read \\(Permission denied\\)"):
+    with pytest.raises(InputUnreadable, match=f"{frame}: cannot read the image \\(Permission denied\\)"):
         reader.read([0, 1, 2])
 
 

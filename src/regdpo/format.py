@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import FormatError
+from .safe_read import open_input, read_input_text
 
 FORMAT_VERSION = 2
 """Version of the layout and of the ``meta.json`` / ``manifest.json`` schemas written.
@@ -446,9 +447,10 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value of ``path``; ``FormatError`` naming it when it is missing or not JSON, ``InputUnreadable``
+    when it is not a regular file (a FIFO never blocks: ``regdpo.safe_read``) or cannot be read."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(read_input_text(path, "JSON file"))
     except FileNotFoundError:
         raise FormatError(f"{path}: file not found") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -583,7 +585,7 @@ def validate_video_streams(
             try:
                 if path.is_symlink():
                     raise OSError("a symbolic link, not a frame file")
-                with open(path, "rb") as fh:
+                with open_input(path, "frame file", follow_links=False) as fh:  # never blocks on a FIFO
                     fh.seek(0, os.SEEK_END)
                     nbytes = fh.tell()
                     if nbytes > MAX_IMAGE_BYTES:

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from . import format as fmt
 from .cli_types import real
 from .errors import UsageError
+from .safe_read import read_input_bytes
 from .writer import failure_file_name
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -203,7 +204,8 @@ def _progress(bar, workers: list[Worker], root: Path, names: list[str]) -> None:
 
 def _last_line(path: Path) -> str:
     try:
-        lines = [l for l in path.read_text(errors="replace").splitlines() if l.strip() and not l.startswith("#")]
+        lines = [l for l in read_input_bytes(path, "log").decode(errors="replace").splitlines()
+                 if l.strip() and not l.startswith("#")]
     except OSError:
         return ""
     return f": {lines[-1].strip()}" if lines else ""

@@ -22,6 +22,7 @@ import numpy as np
 from . import format as fmt
 from .errors import FormatError, UsageError
 from .progress import plural
+from .safe_read import read_input_bytes, read_input_text
 
 
 @dataclass
@@ -79,7 +80,7 @@ def _read_checksums(folder: Path, report: VideoReport) -> dict[str, str] | None:
     try:
         if path.is_symlink() or not path.is_file():
             raise FormatError(f"{path}: not a plain file")
-        return fmt.parse_checksums(path.read_text(encoding="utf-8"), path)
+        return fmt.parse_checksums(read_input_text(path, "checksums file", follow_links=False), path)
     except (FormatError, OSError, UnicodeDecodeError) as exc:
         report.add(path, f"unreadable checksums ({exc})")
         return {}
@@ -95,7 +96,7 @@ def verify_video(root: Path, name: str) -> VideoReport:
     try:
         fmt.check_video_name(name)
         meta = fmt.read_video_meta(root, name)
-    except FormatError as exc:
+    except (FormatError, OSError) as exc:  # OSError: an InputUnreadable (not a regular file, no permission)
         report.add(folder / fmt.META_FILE, str(exc))
         return report
     try:
@@ -120,7 +121,7 @@ def verify_video(root: Path, name: str) -> VideoReport:
                     raise _Bad("not a plain file (a link or a folder)")
                 if path.stat().st_size > fmt.MAX_IMAGE_BYTES:
                     raise _Bad(f"larger than {fmt.MAX_IMAGE_BYTES} bytes")
-                data = path.read_bytes()
+                data = read_input_bytes(path, "frame file", follow_links=False, max_bytes=fmt.MAX_IMAGE_BYTES)
                 want = digests.get(f"{stream}/{frame}") if digests else None
                 if want is not None and hashlib.sha256(data).hexdigest() != want:
                     report.add(path, "SHA-256 differs from checksums.sha256 (changed or damaged since commit)")
@@ -167,7 +168,7 @@ def verify_dataset(root: Path, log=print) -> dict:
     if manifest.is_file():
         try:
             listed = [v.name for v in fmt.load_manifest(root).videos]
-        except FormatError as exc:
+        except (FormatError, OSError) as exc:
             manifest_problems.append(Problem("-", str(manifest), str(exc)))
         else:
             for name in sorted(set(listed) - set(names)):

@@ -22,6 +22,7 @@ from . import format as fmt
 from . import outputs
 from .errors import FormatError, OutputUnwritable, UsageError
 from .safe_io import real_dir
+from .safe_read import open_input
 from .frames import composite, write_mask, write_rgb
 
 try:
@@ -279,7 +280,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 hex digest of a file's bytes."""
     import hashlib
 
-    with open(path, "rb") as fh:
+    with open_input(path, "frame file", follow_links=False) as fh:  # never blocks on a FIFO
         return hashlib.sha256(fh.read()).hexdigest()
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from .. import format as fmt
 from ..errors import FrameReadError, RegdpoError, UsageError
 from ..frames import read_rgb_clip
+from ..safe_read import read_input_bytes
 from . import metrics as M
 from . import quality as Q
 from .config import NOT_MEASURED, VERDICTS, AuditConfig
@@ -41,9 +42,11 @@ def _read_mask_values(paths: Sequence[Path]) -> np.ndarray:
     out = []
     for path in paths:
         try:
-            data = np.fromfile(str(path), dtype=np.uint8)
+            data = np.frombuffer(read_input_bytes(path, "mask", max_bytes=fmt.MAX_IMAGE_BYTES), dtype=np.uint8)
+        except FrameReadError:
+            raise
         except OSError as exc:
-            raise FrameReadError(f"{path}: cannot read ({exc})") from exc
+            raise FrameReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
         image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
         if image is None:
             raise FrameReadError(f"{path}: corrupt or not an image")

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..safe_read import read_input_text
 from .models_config import PCM_CHECKPOINTS, PCM_MODE
 
 
@@ -97,7 +98,7 @@ class DiffuEraserRunner:
             warnings.simplefilter("ignore")
             vae = AutoencoderKL.from_pretrained(vae_path, **local)
             tokenizer = AutoTokenizer.from_pretrained(base_model_path, subfolder="tokenizer", use_fast=False, **local)
-            te_config = json.loads((Path(base_model_path) / "text_encoder" / "config.json").read_text())
+            te_config = json.loads(read_input_text(Path(base_model_path) / "text_encoder" / "config.json", "config file"))
             arch = (te_config.get("architectures") or ["?"])[0]
             if arch != "CLIPTextModel":
                 raise ValueError(f"--base_model_path {base_model_path}: text encoder {arch} is not supported "

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from .. import format as fmt
 from ..errors import FormatError, UsageError
 from ..outputs import TRASH_PREFIX, clear_trash, owned_video
+from ..safe_read import read_input_text
 from .select_cli import SELECTION_FILE
 
 PRUNE_REPORT_FILE = fmt.PRUNE_REPORT_FILE
@@ -169,8 +170,8 @@ def _drop_checksums(folder: Path, streams: Sequence[str]) -> None:
     if path.is_symlink() or not path.is_file():
         return
     try:
-        digests = fmt.parse_checksums(path.read_text(encoding="utf-8"), path)
-    except (FormatError, UnicodeDecodeError):
+        digests = fmt.parse_checksums(read_input_text(path, "checksums file", follow_links=False), path)
+    except (FormatError, OSError, UnicodeDecodeError):
         return
     kept = {rel: digest for rel, digest in digests.items() if rel.split("/", 1)[0] not in streams}
     write_text_atomic(path, fmt.format_checksums(kept))

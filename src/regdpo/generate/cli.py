@@ -363,9 +363,11 @@ def exclude_evalset_sources(discovered: Sequence[VideoSource], evalset: Path) ->
 
 
 def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (links resolved) lies in ``folder``. A link loop (``RuntimeError`` from ``resolve`` on
+    Python < 3.13) leads nowhere, so nowhere inside: the source fails alone when it is read."""
     try:
         return Path(path).resolve().is_relative_to(Path(folder).resolve())
-    except OSError:
+    except (OSError, RuntimeError):
         return False
 
 

@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 _END = object()
 _POLL_S = 0.1
+_READER_GRACE_S = 2.0
 
 
 class Stages(Protocol):
@@ -103,7 +104,9 @@ class _Overlapped:
             self.stop_reading.set()
             _put(self.computed, _END, self.writer_gone)
             writer.join()
-            reader.join()
+            # The reader only reads (nothing of it is lost): it is not waited for beyond a grace time, so a
+            # read that never returns (a file system that hangs) cannot hold a Ctrl-C or SIGTERM (daemon thread)
+            reader.join(_READER_GRACE_S)
         if self.errors:
             raise self.errors[0]
 

@@ -22,6 +22,7 @@ returned here is exactly the stored one and the one the negative generators see.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FrameReadError
+from ..format import MAX_IMAGE_BYTES
+from ..safe_read import read_input_bytes
 from .clips import resize_labels
 
 MASK_MODES = ("random", "hard", "object")
@@ -255,7 +258,8 @@ def read_annotation(path: str | Path) -> np.ndarray:
     RGB annotations are mapped to ids by their distinct colours (black = 0), in sorted colour order.
     """
     try:
-        with Image.open(path) as img:
+        data = read_input_bytes(path, "annotation", max_bytes=MAX_IMAGE_BYTES)  # never blocks on a FIFO
+        with Image.open(io.BytesIO(data)) as img:
             img.load()
             mode = img.mode
             if mode in ("P", "L", "1"):
@@ -263,6 +267,8 @@ def read_annotation(path: str | Path) -> np.ndarray:
             rgb = np.array(img.convert("RGB"))
     except FileNotFoundError:
         raise FrameReadError(f"{path}: annotation not found") from None
+    except FrameReadError:
+        raise
     except Exception as exc:  # PIL raises several types for broken files
         raise FrameReadError(f"{path}: unreadable annotation ({exc})") from exc
     colours, ids = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)

@@ -26,6 +26,7 @@ import numpy as np
 from ..errors import FormatError, FrameReadError, InputUnreadable, UsageError
 from ..format import LOCK_FILE, MANIFEST_FILE, MAX_VIDEO_NAME, STAGING_DIR, check_video_name
 from ..frames import read_rgb, stack_frames
+from ..safe_read import open_input_fd, read_input_text
 from .samples import sample_videos
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -157,7 +158,7 @@ def discover_davis(root: str | Path, split: str | None = None) -> list[VideoSour
         if not split_file.is_file():
             raise UsageError(f"--davis_split {split}: split file {split_file} not found")
         try:
-            text = split_file.read_text(encoding="utf-8")
+            text = read_input_text(split_file, "split file")
         except UnicodeDecodeError as exc:
             raise FormatError(f"--davis_split {split}: {split_file} is not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
@@ -424,6 +425,7 @@ class SourceReader:
         return self.num_frames
 
     def _count_by_decoding(self) -> int:
+        _check_readable_file(self.source.path, "video file")
         cap = cv2.VideoCapture(str(self.source.path))
         n = 0
         try:
@@ -454,6 +456,7 @@ class SourceReader:
     def _read_video(self, indices: Sequence[int]) -> list[np.ndarray]:
         wanted = set(indices)
         last = max(indices)
+        _check_readable_file(self.source.path, "video file")
         cap = cv2.VideoCapture(str(self.source.path))
         frames: list[np.ndarray] = []
         try:
@@ -476,18 +479,16 @@ class SourceReader:
 
 
 def _check_readable_file(path: Path, what: str) -> None:
-    """``FrameReadError`` naming ``path`` when it is missing (a dangling link said so) or not a file,
-    ``InputUnreadable`` when it cannot be opened (OpenCV would only say it cannot decode it)."""
-    if not path.exists():
-        if path.is_symlink():
-            raise FrameReadError(f"{path}: {what} is a symbolic link to {os.readlink(path)}, which does not exist")
-        raise FrameReadError(f"{path}: {what} not found")
-    if not path.is_file():
-        raise FrameReadError(f"{path}: {what} is not a file")
+    """``FrameReadError`` naming ``path`` when it is missing (a dangling link said so), ``InputUnreadable`` when
+    it is not a regular file (a named pipe, socket or device, a folder, a link loop: OpenCV would block on a
+    FIFO or only say it cannot decode it) or cannot be opened. Called before every ``cv2.VideoCapture``."""
     try:
-        os.close(os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
-    except OSError as exc:
-        raise InputUnreadable(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+        os.close(open_input_fd(path, what))
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise FrameReadError(f"{path}: {what} is a symbolic link to {os.readlink(path)}, which does not exist") \
+                from None
+        raise FrameReadError(f"{path}: {what} not found") from None
 
 
 def annotation_files(source: VideoSource) -> list[Path]:
@@ -510,7 +511,7 @@ def load_captions(path: str | Path) -> dict[str, str]:
     if not path.is_file():
         raise UsageError(f"--captions {path}: file not found")
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_input_text(path, "captions file", encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise FormatError(f"--captions {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except OSError as exc:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..safe_read import read_input_text
 
 
 @dataclass
@@ -56,7 +57,7 @@ def load_modules(source: Any, *, base_model_path: str, vae_path: str, diffuerase
     problems = weight_problems(base_model_path, vae_path, diffueraser_path)
     if problems:
         raise UsageError("; ".join(problems))
-    te_config = json.loads((Path(base_model_path) / "text_encoder" / "config.json").read_text())
+    te_config = json.loads(read_input_text(Path(base_model_path) / "text_encoder" / "config.json", "config file"))
     arch = (te_config.get("architectures") or ["?"])[0]
     if arch != "CLIPTextModel":
         raise UsageError(f"--base_model_name_or_path {base_model_path}: text encoder {arch} is not supported "
