@@ -210,13 +210,15 @@ def dataset(tmp_path):
 FIFO_PLACES = ["clip_a/gt_frames/00001.png", "clip_a/masks/00000.png", "clip_a/blur/00002.png", "clip_a/meta.json"]
 
 
-@pytest.mark.parametrize("rel", FIFO_PLACES)
-@pytest.mark.parametrize("command", ["audit", "verify", "preview"])
+@pytest.mark.parametrize("command, rel", [("audit", FIFO_PLACES[0]), ("audit", FIFO_PLACES[3]),
+                                          ("verify", FIFO_PLACES[1]), ("verify", FIFO_PLACES[3]),
+                                          ("preview", FIFO_PLACES[1]), ("preview", FIFO_PLACES[3]),
+                                          ("pack", FIFO_PLACES[2])])
 def test_dataset_commands_report_a_fifo_and_end(dataset, tmp_path, rel, command):
     fifo = dataset / rel
     fifo.unlink()
     os.mkfifo(fifo)
-    extra = {"preview": ["--out", str(tmp_path / "prev")], "audit": [], "verify": []}[command]
+    extra = {"preview": ["--out", str(tmp_path / "prev")], "pack": [str(tmp_path / "packed")]}.get(command, [])
     try:
         proc = cli(command, str(dataset), *extra)
     finally:
@@ -224,6 +226,19 @@ def test_dataset_commands_report_a_fifo_and_end(dataset, tmp_path, rel, command)
     assert "Traceback" not in proc.stderr + proc.stdout, proc.stderr
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "clip_a" in proc.stdout + proc.stderr
+
+
+def test_verify_of_a_packed_dataset_whose_index_is_a_fifo_reports_it(dataset, tmp_path):
+    packed = tmp_path / "packed"
+    assert cli("pack", str(dataset), str(packed)).returncode == 0
+    (packed / "index.json").unlink()
+    os.mkfifo(packed / "index.json")
+    try:
+        proc = cli("verify", str(packed))
+    finally:
+        release(packed / "index.json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{packed / 'index.json'}: cannot read" in proc.stderr and "named pipe" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("rel", FIFO_PLACES[:3])

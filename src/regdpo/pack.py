@@ -34,6 +34,7 @@ from . import packed_format as pf
 from .errors import FormatError, FrameReadError, RegdpoError, UsageError
 from .progress import Progress, logger, plural
 from .safe_io import check_writable, open_new, real_dir, write_text_atomic
+from .safe_read import read_input_bytes, read_input_text
 
 cv2.setNumThreads(1)
 
@@ -93,9 +94,11 @@ def _read_png(path: Path, flags: int) -> tuple[bytes, np.ndarray]:
     try:
         if path.is_symlink():
             raise FrameReadError(f"{path}: a symbolic link, not a frame file")
-        data = path.read_bytes()
+        data = read_input_bytes(path, "frame file", follow_links=False, max_bytes=fmt.MAX_IMAGE_BYTES)
     except FileNotFoundError:
         raise FrameReadError(f"{path}: file not found") from None
+    except FrameReadError:  # not a regular file (regdpo.safe_read): already one line naming it
+        raise
     except OSError as exc:
         raise FrameReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if len(data) > fmt.MAX_IMAGE_BYTES or not data.startswith(b"\x89PNG\r\n\x1a\n") or not data.endswith(fmt.PNG_TRAILER):
@@ -135,7 +138,7 @@ def _gt_matches(root: Path, meta: fmt.VideoMeta, clip: _Clip) -> bool:
     folder = root / meta.name / fmt.GT_DIR
     for name, data in zip(fmt.frame_names(meta.num_frames), clip.gt_bytes):
         try:
-            if (folder / name).read_bytes() != data:
+            if read_input_bytes(folder / name, "frame file", follow_links=False) != data:
                 return False
         except OSError:
             return False
@@ -324,7 +327,7 @@ def completed_shards(out: Path) -> list[dict[str, Any]]:
         record_path = out / pf.PACK_WORK_DIR / f"{name}.json"
         shard = out / name
         try:
-            record = json.loads(record_path.read_text())
+            record = json.loads(read_input_text(record_path, "pack record"))
             if shard.is_symlink() or shard.stat().st_size != record["bytes"]:
                 break
         except (OSError, ValueError, KeyError, TypeError):

@@ -21,6 +21,7 @@ from . import format as fmt
 from . import packed_format as pf
 from .errors import FormatError
 from .progress import plural
+from .safe_read import read_input_bytes
 from .shard_io import HashingReader, PackedSample, iter_raw_samples, join, open_binary, read_index
 from .verify import _Bad, decode_png
 
@@ -155,9 +156,9 @@ def summary(result: dict[str, Any]) -> str:
 
 def looks_packed(root: Path) -> bool:
     path = root / pf.INDEX_FILE
-    if not path.is_file():
+    if not (path.is_file() or path.is_symlink() or path.exists()):  # a FIFO or a link there: reported below
         return False
     try:
-        return pf.is_packed(json.loads(path.read_bytes()))
+        return pf.is_packed(json.loads(read_input_bytes(path, "JSON file")))
     except (OSError, ValueError):
         return True  # an unreadable index.json: let the packed path report it

@@ -18,6 +18,7 @@ import numpy as np
 from . import format as fmt
 from . import packed_format as pf
 from .errors import FormatError, FrameReadError, UsageError
+from .safe_read import open_input
 
 cv2.setNumThreads(1)
 
@@ -34,7 +35,7 @@ def join(location: str, name: str) -> str:
 def open_binary(location: str) -> IO[bytes]:
     """A readable binary stream of a local file or an fsspec URL (``OSError`` / fsspec's errors on failure)."""
     if not is_url(location):
-        return open(location, "rb")
+        return open_input(location, "file")  # never blocks on a FIFO (regdpo.safe_read)
     import fsspec
 
     return fsspec.open(location, "rb").open()
