@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import format as fmt
 from ..errors import FormatError, UsageError
+from ..safe_read import open_input
 
 EVALSET_FILE = "evalset.json"
 CLIPS_DIR = "clips"
@@ -44,7 +45,7 @@ def source_key(dataset: str, source_id: str) -> str:
 
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_input(path, "file") as fh:  # never blocks on a FIFO (regdpo.safe_read)
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

@@ -31,6 +31,7 @@ from ..backends.memory import device_oom
 from ..frames import composite, write_rgb
 from ..progress import Progress
 from ..safe_io import real_dir, replacing
+from ..safe_read import read_input_text
 from ..seeding import derive_seed
 from .evalset import EvalClip, EvalSet
 from .metrics import ClipMetricProvider, NotMeasured, PixelMetrics, SetMetricProvider, split_values
@@ -100,7 +101,7 @@ class EvalRunner:
     def _done(self, model: EvalModel, clip: EvalClip) -> UnitResult | None:
         path = self.unit_path(model.name, clip.name)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_input_text(path, "unit record"))
         except (OSError, ValueError):
             return None
         if not isinstance(data, dict) or data.get("key_sha256") != _digest(self.unit_key(model, clip)):
