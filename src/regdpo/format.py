@@ -10,6 +10,8 @@ Layout (documented in ``docs/FORMAT.md``)::
       {video}/blur/ ...             composited onto the GT, so identical to it outside the hole
       {video}/flicker/ ...
       {video}/inpaint/ ...          (only when asked: the model's own standard result)
+      {video}/inpaint_c1/ ...       another candidate of it (``--inpaint_candidates``): stream ``{stream}_c{k}``
+      {video}/renoise_s0.50/ ...    (only when asked) the GT re-noised to a level and restored by the model
       {video}/blur_s0.50/ ...       a strength variant: stream ``{type}_s{strength:.2f}`` (strength 1.0: ``{type}``)
       {video}/checksums.sha256      SHA-256 of every frame file (``sha256sum`` format; written before meta.json)
       {video}/meta.json             per-video record (written last: its presence marks a complete video)
@@ -41,13 +43,13 @@ Version 2 added strength variants (one stream per (type, strength)) and ``source
 READABLE_VERSIONS: tuple[int, ...] = (1, 2)
 """Versions a reader accepts: version 1 is read as every negative at strength 1.0."""
 
-NEG_TYPES: tuple[str, ...] = ("hallucination", "blur", "flicker", "inpaint")
+NEG_TYPES: tuple[str, ...] = ("hallucination", "blur", "flicker", "inpaint", "renoise")
 """Negative types known to the format, in their canonical order."""
 
-ON_POLICY_TYPES: frozenset[str] = frozenset({"inpaint"})
+ON_POLICY_TYPES: frozenset[str] = frozenset({"inpaint", "renoise"})
 """Negative types that are a model's own result (on-policy), with no single designed defect: the audit judges
 them by their quality score and band (and purity where measured), never by a defect verdict. A new on-policy
-type is one more name here."""
+type is one more name here (``renoise``: the GT re-noised and restored by the model)."""
 
 DEFAULT_NEG_TYPES: tuple[str, ...] = ("hallucination", "blur", "flicker")
 """The PRD's three types: what the generator makes when ``--neg_types`` is not given."""
@@ -157,25 +159,46 @@ def check_strength(strength: float) -> float:
     return round(value, 2)
 
 
-_STREAM = re.compile(r"^(?P<type>[a-z]+)(?:_s(?P<strength>[01]\.\d\d))?$")
+_STREAM = re.compile(r"^(?P<type>[a-z]+)(?:_s(?P<strength>[01]\.\d\d))?(?:_c(?P<candidate>[1-9]\d{0,2}))?$")
+
+MAX_CANDIDATES = 64
+"""Most candidates of one (type, strength) per video (``--inpaint_candidates``)."""
 
 
-def stream_name(neg_type: str, strength: float = FULL_STRENGTH) -> str:
-    """Folder of the negative stream (type, strength): ``blur`` at 1.0, else ``blur_s0.50``."""
+def check_candidate(candidate: Any) -> int:
+    """A candidate index in ``0 .. MAX_CANDIDATES - 1``, else ``ValueError``."""
+    if isinstance(candidate, bool) or not isinstance(candidate, int) or not 0 <= candidate < MAX_CANDIDATES:
+        raise ValueError(f"candidate must be an integer in 0..{MAX_CANDIDATES - 1}, got {candidate!r}")
+    return candidate
+
+
+def stream_name(neg_type: str, strength: float = FULL_STRENGTH, candidate: int = 0) -> str:
+    """Folder of the negative stream (type, strength, candidate): ``blur`` at 1.0, else ``blur_s0.50``;
+    candidate ``k >= 1`` of it (another seed of the same run, ``--inpaint_candidates``) adds ``_c{k}``:
+    ``inpaint_c1``. Candidate 0 is the bare name, so a one-candidate run is named as before."""
     check_neg_type(neg_type)
     strength = check_strength(strength)
-    return neg_type if strength == FULL_STRENGTH else f"{neg_type}_s{strength:.2f}"
+    base = neg_type if strength == FULL_STRENGTH else f"{neg_type}_s{strength:.2f}"
+    return base if check_candidate(candidate) == 0 else f"{base}_c{candidate}"
+
+
+def parse_negative(stream: str) -> "NegativeStream":
+    """The ``NegativeStream`` (type, strength, candidate) of a stream folder name (inverse of ``stream_name``)."""
+    match = _STREAM.match(str(stream))
+    if not match or match["type"] not in NEG_TYPES:
+        raise ValueError(f"{stream!r} is not a negative stream name (type, type_sX.XX, optionally _cK; types "
+                         f"{', '.join(NEG_TYPES)})")
+    strength = FULL_STRENGTH if match["strength"] is None else check_strength(match["strength"])
+    out = NegativeStream(match["type"], strength, int(match["candidate"] or 0))
+    if out.stream != stream:
+        raise ValueError(f"{stream!r} is not a canonical stream name (use {out.stream!r})")
+    return out
 
 
 def parse_stream(stream: str) -> tuple[str, float]:
-    """``(neg_type, strength)`` of a stream folder name (the inverse of ``stream_name``)."""
-    match = _STREAM.match(str(stream))
-    if not match or match["type"] not in NEG_TYPES:
-        raise ValueError(f"{stream!r} is not a negative stream name (type or type_sX.XX, types {', '.join(NEG_TYPES)})")
-    strength = FULL_STRENGTH if match["strength"] is None else check_strength(match["strength"])
-    if stream_name(match["type"], strength) != stream:
-        raise ValueError(f"{stream!r} is not a canonical stream name (use {stream_name(match['type'], strength)!r})")
-    return match["type"], strength
+    """``(neg_type, strength)`` of a stream folder name (its candidate: ``parse_negative``)."""
+    parsed = parse_negative(stream)
+    return parsed.type, parsed.strength
 
 
 def check_stream(stream: str) -> str:
@@ -185,33 +208,46 @@ def check_stream(stream: str) -> str:
 
 @dataclass(frozen=True, order=True)
 class NegativeStream:
-    """One negative of a video: its type, its strength in [0, 1] and the folder that holds it."""
+    """One negative of a video: its type, its strength in [0, 1], its candidate index (0 unless the
+    generator drew several candidates of it, ``--inpaint_candidates``) and the folder that holds it."""
 
     type: str
     strength: float = FULL_STRENGTH
+    candidate: int = 0
 
     @property
     def stream(self) -> str:
-        return stream_name(self.type, self.strength)
+        return stream_name(self.type, self.strength, self.candidate)
+
+    @property
+    def group(self) -> tuple[str, float]:
+        """What the candidates of one draw share: ``(type, strength)``."""
+        return self.type, self.strength
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "strength": self.strength, "stream": self.stream}
+        """``{"type", "strength", "stream"}``, plus ``"candidate"`` when it is not 0 (older records' bytes kept)."""
+        out: dict[str, Any] = {"type": self.type, "strength": self.strength, "stream": self.stream}
+        if self.candidate:
+            out["candidate"] = self.candidate
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "NegativeStream":
-        """From ``{"type", "strength", "stream"}``; ``ValueError`` if they disagree."""
+        """From ``{"type", "strength", "stream"[, "candidate"]}``; ``ValueError`` if they disagree."""
         if not isinstance(data, Mapping) or "type" not in data:
             raise ValueError(f"a negative must be an object with 'type', 'strength', 'stream', got {data!r}")
-        out = cls(check_neg_type(str(data["type"])), check_strength(data.get("strength", FULL_STRENGTH)))
+        out = cls(check_neg_type(str(data["type"])), check_strength(data.get("strength", FULL_STRENGTH)),
+                  check_candidate(data.get("candidate", 0)))
         if "stream" in data and data["stream"] != out.stream:
             raise ValueError(f"negative {dict(data)}: stream should be {out.stream!r}")
         return out
 
 
 def sort_streams(streams: Iterable[NegativeStream]) -> list[NegativeStream]:
-    """Canonical order: types as in ``NEG_TYPES``, then strength descending (1.0 first); duplicates dropped."""
+    """Canonical order: types as in ``NEG_TYPES``, then strength descending (1.0 first), then candidate;
+    duplicates dropped."""
     unique = dict.fromkeys(streams)
-    return sorted(unique, key=lambda s: (NEG_TYPES.index(s.type), -s.strength))
+    return sorted(unique, key=lambda s: (NEG_TYPES.index(s.type), -s.strength, s.candidate))
 
 
 def types_of(streams: Iterable[NegativeStream]) -> list[str]:
@@ -306,7 +342,7 @@ class VideoMeta:
         if not self.source_clip:
             self.source_clip = self.name
         if isinstance(self.negatives, Mapping):  # {stream: info}, as code may build it
-            self.negatives = [{**dict(info or {}), **NegativeStream(*parse_stream(stream)).to_dict()}
+            self.negatives = [{**dict(info or {}), **parse_negative(stream).to_dict()}
                               for stream, info in self.negatives.items()]
         if not self.negatives:  # built in code from the types alone: every type at strength 1.0
             self.negatives = [NegativeStream(t).to_dict() for t in self.neg_types]
@@ -350,6 +386,21 @@ class VideoMeta:
         return cls(**values)
 
 
+PAIR_WEIGHT_RANGE = (0.0, 100.0)
+"""``pair_weight`` of a selected manifest's negative (``regdpo select --weights``): a number in (0, 100]."""
+
+
+def _weight_of(negative: Any, where: Any) -> dict[str, float]:
+    """``{"pair_weight": w}`` of a manifest negative that carries one (checked), else ``{}``."""
+    if not isinstance(negative, Mapping) or "pair_weight" not in negative:
+        return {}
+    w = negative["pair_weight"]
+    if isinstance(w, bool) or not isinstance(w, (int, float)) or not PAIR_WEIGHT_RANGE[0] < w <= PAIR_WEIGHT_RANGE[1]:
+        raise FormatError(f"{where}: pair_weight {w!r} of {negative.get('stream')!r} is not a number in "
+                          f"({PAIR_WEIGHT_RANGE[0]:g}, {PAIR_WEIGHT_RANGE[1]:g}]")
+    return {"pair_weight": float(w)}
+
+
 @dataclass
 class ManifestEntry:
     """One complete video as listed in ``manifest.json``.
@@ -372,7 +423,8 @@ class ManifestEntry:
         if not self.source_clip:
             self.source_clip = self.name
         if self.negatives:
-            self.negatives = [NegativeStream.from_dict(n).to_dict() for n in self.negatives]
+            self.negatives = [{**NegativeStream.from_dict(n).to_dict(), **_weight_of(n, self.name)}
+                              for n in self.negatives]
             self.neg_types = types_of(self.streams)
         else:
             self.negatives = [NegativeStream(t).to_dict() for t in self.neg_types]
@@ -428,8 +480,10 @@ class Manifest:
             where = f"{path}: video {v.get('name')!r}"
             streams = _read_streams(v, version, where)
             known = {k: v[k] for k in ManifestEntry.__dataclass_fields__ if k in v and k != "negatives"}
+            raw = v.get("negatives") if version >= 2 and isinstance(v.get("negatives"), list) else [{}] * len(streams)
             try:
-                videos.append(ManifestEntry(**known, negatives=[s.to_dict() for s in streams]))
+                videos.append(ManifestEntry(**known, negatives=[{**s.to_dict(), **_weight_of(n, where)}
+                                                                for s, n in zip(streams, raw)]))
             except TypeError as exc:
                 raise FormatError(f"{path}: malformed 'videos' list ({exc})") from exc
             check_video_name(videos[-1].name, path)  # names become paths: checked on every read

@@ -218,10 +218,10 @@ class VideoEntryWriter:
         self._write_stream(fmt.MASK_DIR, hole, write_mask)
 
     def write_negative(self, neg_type: str, frames: np.ndarray, *, already_composited: bool = False,
-                       strength: float = fmt.FULL_STRENGTH) -> None:
-        """Write a negative stream (type, strength; folder ``fmt.stream_name``), composited onto the
-        GT with the stored mask (unless told it already is)."""
-        stream = fmt.stream_name(neg_type, strength)
+                       strength: float = fmt.FULL_STRENGTH, candidate: int = 0) -> None:
+        """Write a negative stream (type, strength, candidate; folder ``fmt.stream_name``), composited onto
+        the GT with the stored mask (unless told it already is)."""
+        stream = fmt.stream_name(neg_type, strength, candidate)
         if self._gt is None or self._hole is None:
             raise RuntimeError("write_gt and write_masks come before write_negative")
         frames = np.asarray(frames)
@@ -306,8 +306,8 @@ def write_video_entry(
         writer.write_gt(gt)
         writer.write_masks(hole)
         for stream, frames in negatives.items():
-            neg_type, strength = fmt.parse_stream(stream)
-            writer.write_negative(neg_type, frames, strength=strength)
+            parsed = fmt.parse_negative(stream)
+            writer.write_negative(parsed.type, frames, strength=parsed.strength, candidate=parsed.candidate)
         return writer.commit(meta)
 
 

@@ -1,7 +1,9 @@
 """The interface every negative backend implements.
 
 The pipeline calls ``backend.generate(clip, neg_types, strengths)`` once per video with *all*
-requested types (and, per type, the strengths to make, default ``[1.0]``), so a backend can
+requested types (and, per type, the strengths to make, default ``[1.0]``; with ``--inpaint_candidates N``
+also ``candidates={"inpaint": N}``: N draws of it with their own seeds, streams ``inpaint``,
+``inpaint_c1``, ...; a backend that supports it sets ``supports_candidates``), so a backend can
 compute a shared per-video result once (ProPainter's output is both the blur negative and the
 flicker prior). Results are keyed by stream name (``regdpo.format.stream_name``: the bare type
 at strength 1.0, ``blur_s0.50`` otherwise). Strength 1.0 is the PRD's defect; a lower strength
@@ -80,6 +82,8 @@ class NegativeBackend(abc.ABC):
     name: str = "base"
     supported_types: tuple[str, ...] = ()
     reducible: bool = False
+    supports_candidates: bool = False
+    """Whether ``generate`` takes ``candidates={type: N}`` (several seeded draws of an on-policy type)."""
     """Whether ``generate(..., reduced=True)`` runs a clip in less device memory (the generator's one
     retry of a video after a device out-of-memory error). Only then is ``reduced`` ever passed."""
 
@@ -107,6 +111,14 @@ def requested_streams(neg_types: Sequence[str], strengths: Mapping[str, Sequence
             strength = fmt.check_strength(strength)
             out.append((t, strength, fmt.stream_name(t, strength)))
     return out
+
+
+def candidate_count(candidates: Mapping[str, int] | None, neg_type: str) -> int:
+    """How many candidates of ``neg_type`` to draw (``--inpaint_candidates``; default 1), checked."""
+    count = int((candidates or {}).get(neg_type, 1))
+    if not 1 <= count <= fmt.MAX_CANDIDATES:
+        raise ValueError(f"{neg_type} candidates must be between 1 and {fmt.MAX_CANDIDATES}, got {count}")
+    return count
 
 
 def plan_segments(num_frames: int, num_segments: int) -> list[tuple[int, int]]:

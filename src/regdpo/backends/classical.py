@@ -21,7 +21,17 @@ others' (tests/test_classical_purity.py):
 
 - ``inpaint``: the best fill this backend has (only when asked): every hole pixel takes the
   colour it has in the nearest frame in time where it is visible (temporal propagation, as video
-  inpainting models begin), the rest Telea inpainting at full resolution.
+  inpainting models begin), the rest Telea inpainting at full resolution. With ``--inpaint_candidates N``
+  candidate 0 is that fill and candidate ``k >= 1`` a seeded draw of it (``inpaint_draw``): the
+  propagation skips frames nearer than a drawn lag and the hole gets a drawn smooth colour drift, as
+  another seed of a sampler would give a different, equally plausible result.
+- ``renoise``: the counterpart of the models backend's re-noised GT (only when asked): inside the hole
+  the GT's low frequencies (Gaussian low-pass of sigma ``strength x short side x
+  RENOISE_SIGMA_FRACTION``) plus the inpaint fill's high frequencies (the fill minus its own low-pass),
+  as re-noising to a level destroys the GT's bands above a cut that falls as the level rises and the
+  model restores them (``renoise_fill``). A frequency split, never a pixel blend of GT and fill; its
+  error is the fill's error high-passed, so it grows with the strength at every frequency. Strength 1.0
+  is the inpaint fill itself (pure noise: ``inpaint``).
 
 All randomness comes from ``clip.seed``; outputs are deterministic. The pipeline composites
 the returned frames onto the GT with the stored mask.
@@ -36,10 +46,10 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from ..format import NEG_TYPES, check_neg_type
+from ..format import NEG_TYPES, check_neg_type, stream_name
 from ..frames import composite
 from ..seeding import derive_seed
-from .base import BackendResult, Clip, NegativeBackend, plan_segments, requested_streams
+from .base import BackendResult, Clip, NegativeBackend, candidate_count, plan_segments, requested_streams
 
 CLASSICAL_NOTE = (
     "classical approximation (OpenCV / numpy, no model): useful for trying the pipeline, tests and "
@@ -52,6 +62,7 @@ class ClassicalBackend(NegativeBackend):
 
     name = "classical"
     supported_types = NEG_TYPES
+    supports_candidates = True
 
     def __init__(
         self,
@@ -79,7 +90,8 @@ class ClassicalBackend(NegativeBackend):
 
     # ------------------------------------------------------------------ API
     def generate(self, clip: Clip, neg_types: Sequence[str],
-                 strengths: Mapping[str, Sequence[float]] | None = None) -> BackendResult:
+                 strengths: Mapping[str, Sequence[float]] | None = None, *,
+                 candidates: Mapping[str, int] | None = None) -> BackendResult:
         requests = requested_streams(neg_types, strengths)
         types = [t for t in NEG_TYPES if any(r[0] == t for r in requests)]
         result = BackendResult()
@@ -138,14 +150,42 @@ class ClassicalBackend(NegativeBackend):
                 }
             if neg_type in ("hallucination", "flicker") or stream != neg_type:
                 result.timings[stream] = time.perf_counter() - t0
-        if "inpaint" in types:
+        fill = None
+        if "inpaint" in types or "renoise" in types:
             t0 = time.perf_counter()
-            result.negatives["inpaint"] = propagate_fill(frames, hole, self.inpaint_radius)
+            fill = propagate_fill(frames, hole, self.inpaint_radius)
             result.timings["inpaint"] = time.perf_counter() - t0
+        if "inpaint" in types:
+            result.negatives["inpaint"] = fill
             result.info["inpaint"] = {
                 **common,
                 "method": "temporal propagation (nearest frame where the pixel is visible), then Telea "
                 "inpainting at full resolution",
+            }
+            for k in range(1, candidate_count(candidates, "inpaint")):
+                t0 = time.perf_counter()
+                stream = stream_name("inpaint", 1.0, k)
+                seed = derive_seed(clip.seed, "inpaint", k)
+                result.negatives[stream], draw = inpaint_draw(frames, hole, seed, self.inpaint_radius)
+                result.timings[stream] = time.perf_counter() - t0
+                result.info[stream] = {
+                    **common,
+                    "method": "a seeded draw of the inpaint fill: temporal propagation from frames at least "
+                    "`lag` frames away, Telea for the rest, a smooth colour drift in the hole",
+                    "seed": seed, **draw,
+                }
+        for neg_type, strength, stream in requests:
+            if neg_type != "renoise":
+                continue
+            t0 = time.perf_counter()
+            sigma = renoise_sigma(short, strength)
+            result.negatives[stream] = fill if strength >= 1.0 else renoise_fill(frames, fill, sigma)
+            result.timings[stream] = time.perf_counter() - t0
+            result.info[stream] = {
+                **common,
+                "method": "inside the hole: the GT's low frequencies (Gaussian low-pass, sigma grows with the "
+                "strength) plus the inpaint fill's high frequencies; strength 1.0 is the inpaint fill",
+                **({"sigma_px": round(sigma, 3)} if strength < 1.0 else {"same_as": "inpaint"}),
             }
         return result
 
@@ -208,6 +248,66 @@ def propagate_fill(frames: np.ndarray, hole: np.ndarray, radius: int = 3) -> np.
             filled = cv2.inpaint(out[t], remaining.astype(np.uint8), radius, cv2.INPAINT_TELEA)
             out[t][remaining] = filled[remaining]
     return out
+
+
+RENOISE_SIGMA_FRACTION = 1 / 16
+"""Classical renoise: the GT is kept below the frequency of a Gaussian low-pass of sigma = strength x this x
+the short side (8 px at 128 px and strength 1); the fill supplies everything above."""
+
+
+def renoise_sigma(short: int, strength: float) -> float:
+    """Gaussian sigma (px) splitting GT (below) from fill (above) in the classical renoise at ``strength``."""
+    return float(strength) * RENOISE_SIGMA_FRACTION * short
+
+
+def renoise_fill(frames: np.ndarray, fill: np.ndarray, sigma: float) -> np.ndarray:
+    """``lowpass(GT) + fill - lowpass(fill)`` (uint8, rounded and clipped), the low-pass a Gaussian of
+    ``sigma`` px: the GT's bands below the cut, the fill's above (the pipeline keeps the hole only).
+    ``sigma`` 0 returns the GT; the error ``highpass(fill - GT)`` grows with ``sigma`` at every frequency."""
+    if sigma <= 0:
+        return frames.copy()
+    gt, fl = frames.astype(np.float32), fill.astype(np.float32)
+    out = _gaussian(gt, sigma) + fl - _gaussian(fl, sigma)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+INPAINT_DRAW_MAX_DRIFT = 24.0
+"""Classical inpaint candidates: the largest colour drift (grey levels, per channel) a draw adds in the hole."""
+
+
+def inpaint_draw(frames: np.ndarray, hole: np.ndarray, seed: int, radius: int = 3) -> tuple[np.ndarray, dict[str, Any]]:
+    """One seeded draw of the classical inpaint fill (a candidate ``k >= 1``): each hole pixel takes its
+    colour from the nearest frame at least ``lag`` frames away where it is visible (any nearer one if none),
+    Telea for the rest, plus a smooth colour drift (a low-passed random field, amplitude up to
+    ``INPAINT_DRAW_MAX_DRIFT`` grey levels) inside the hole. Returns (uint8 ``[T, H, W, 3]``, the draw)."""
+    rng = np.random.default_rng(seed)
+    num, height, width = hole.shape
+    lag = int(rng.integers(1, max(2, num // 2 + 1)))
+    amplitude = float(rng.uniform(0.1, 1.0)) * INPAINT_DRAW_MAX_DRIFT
+    out = frames.copy()
+    for t in range(num):
+        remaining = hole[t].copy()
+        if not remaining.any():
+            continue
+        order = sorted(range(num), key=lambda s: (abs(s - t) < lag, abs(s - t), s))
+        for s in order:
+            if s == t:
+                continue
+            take = remaining & ~hole[s]
+            if take.any():
+                out[t][take] = frames[s][take]
+                remaining &= ~take
+                if not remaining.any():
+                    break
+        if remaining.any():
+            filled = cv2.inpaint(out[t], remaining.astype(np.uint8), radius, cv2.INPAINT_TELEA)
+            out[t][remaining] = filled[remaining]
+    field = rng.standard_normal((height, width, 3)).astype(np.float32)
+    field = cv2.GaussianBlur(field, (0, 0), sigmaX=max(1.0, min(height, width) / 8), borderType=cv2.BORDER_REFLECT)
+    field *= amplitude / (float(np.abs(field).max()) + 1e-6)
+    drifted = np.clip(np.round(out.astype(np.float32) + field[None]), 0, 255).astype(np.uint8)
+    np.copyto(out, drifted, where=hole[..., None])
+    return out, {"lag": lag, "drift_grey_levels": round(amplitude, 3)}
 
 
 def _bbox(mask2d: np.ndarray) -> tuple[int, int, int, int]:

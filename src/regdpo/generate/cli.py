@@ -14,10 +14,10 @@ from ..backends import models_config
 from ..backends.base import NegativeBackend
 from ..cli_types import MAX_FPS, MAX_FRAMES, MAX_SIDE, OneLineParser, integer, real
 from ..errors import DATA_EXIT, DiskFull, RegdpoError, Terminated, UsageError, exit_code, os_error_line
-from ..format import DEFAULT_NEG_TYPES, NEG_TYPES
+from ..format import DEFAULT_NEG_TYPES, MAX_CANDIDATES, NEG_TYPES
 from ..interrupts import exit_status, sigterm_as_interrupt
 from ..safe_io import check_writable
-from .config import BACKENDS, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
+from .config import BACKENDS, MAX_ROUND, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
 from .masks import MASK_MODES
 from .shards import device_for, resolve_shard
 
@@ -119,7 +119,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                      "(default: random 0, hard 0.06)")
     neg.add_argument("--neg_types", nargs="+", choices=NEG_TYPES, default=list(DEFAULT_NEG_TYPES), metavar="TYPE",
                      help=f"negative types to make, from {', '.join(NEG_TYPES)} (default: {' '.join(DEFAULT_NEG_TYPES)}; "
-                     "inpaint = the inpainting model's own standard result, a hard on-policy negative)")
+                     "inpaint = the inpainting model's own standard result, a hard on-policy negative; renoise = "
+                     "the GT re-noised to --renoise_strength and restored by the model, on-policy too)")
+    neg.add_argument("--inpaint_candidates", type=integer(1, MAX_CANDIDATES), default=1, metavar="N",
+                     help="draw N inpaint negatives per entry, each with its own seed (streams inpaint, inpaint_c1, "
+                     "..); the audit scores each and `regdpo select` keeps one (default: %(default)s)")
+    neg.add_argument("--round", type=integer(0, MAX_ROUND), default=None, metavar="R",
+                     help="the round of the on-policy loop (docs/negatives.md) these negatives belong to: recorded "
+                     "in meta.json, filtered by `regdpo select --round R` (default: not recorded)")
     neg.add_argument("--backend", choices=BACKENDS, default="auto", help="negative generator (default: auto = "
                      "models when any weight path is given, else classical)")
     neg.add_argument("--flicker_segments", type=integer(None, MAX_FRAMES),
@@ -142,6 +149,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                           help="in [0, 1]: models: 1 - correlation of the segments' noises (1 = independent seeds, "
                           "0 = one shared noise); classical: how far each segment's fill departs from a shared "
                           "one (default 1.0)")
+    strength.add_argument("--renoise_strength", type=real(), default=None, metavar="S",
+                          help="in [0, 1]: the noise level the GT is re-noised to before the model restores it "
+                          "(models: the start timestep = S x the standard schedule's; classical: the GT kept below a "
+                          "frequency cut that falls with S); 1.0 = from pure noise = inpaint (default 1.0)")
     strength.add_argument("--strengths", type=real(), nargs="+", default=None, metavar="S",
                           help="make every defect type at each of these strengths, as variants of the same video "
                           "entry (streams {type} for 1.0, {type}_sX.XX otherwise), e.g. --strengths 0.25 0.5 1.0")
@@ -231,6 +242,8 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         flicker_segments=flicker_segments_from_args(args),
         strengths=strengths_from_flags(ordered_neg_types(args.neg_types), args.strengths,
                                        {t: getattr(args, f"{t}_strength") for t in STRENGTH_TYPES}),
+        inpaint_candidates=args.inpaint_candidates,
+        round=args.round,
         resume=args.resume or shard.num_shards > 1,  # a shard always continues what is there
         overwrite=args.overwrite,
         max_attempts=args.max_attempts,
@@ -328,6 +341,9 @@ def run(args: argparse.Namespace) -> int:
         if unsupported:
             backend.close()
             raise UsageError(f"--neg_types: the {backend.name} backend cannot make {', '.join(unsupported)}")
+        if config.candidate_settings() and not backend.supports_candidates:
+            backend.close()
+            raise UsageError(f"--inpaint_candidates: the {backend.name} backend draws one candidate per type")
     try:
         with sigterm_as_interrupt():
             summary = run_generation(config, backend, sources, captions, donor_sources=discovered, engine=engine)

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..format import DEFAULT_NEG_TYPES, FULL_STRENGTH, NEG_TYPES, NegativeStream, check_strength, sort_streams
+from ..format import (DEFAULT_NEG_TYPES, FULL_STRENGTH, MAX_CANDIDATES, NEG_TYPES, NegativeStream, check_strength,
+                      sort_streams)
 from .clips import SIZE_MULTIPLE
 from .masks import MASK_MODES
 
@@ -49,6 +50,10 @@ class GenerateConfig:
     flicker_segments: int = 3
     strengths: dict[str, tuple[float, ...]] = field(default_factory=dict)
     """Per defect type the strengths to make (missing type: ``(1.0,)``, the PRD's defect)."""
+    inpaint_candidates: int = 1
+    """``--inpaint_candidates N``: N seeded draws of ``inpaint`` per entry (streams ``inpaint``, ``inpaint_c1``, ...)."""
+    round: int | None = None
+    """``--round R``: the round of the on-policy loop these negatives belong to (recorded in meta; None: not given)."""
     resume: bool = False
     overwrite: bool = False
     max_attempts: int = 2
@@ -96,6 +101,12 @@ class GenerateConfig:
             raise UsageError(  # one segment would be a flicker negative without a jump
                 f"--flicker_segments must be between 2 and --nframes ({self.nframes}), got {self.flicker_segments}"
             )
+        if not 1 <= self.inpaint_candidates <= MAX_CANDIDATES:
+            raise UsageError(f"--inpaint_candidates must be between 1 and {MAX_CANDIDATES}, got {self.inpaint_candidates}")
+        if self.inpaint_candidates > 1 and "inpaint" not in self.neg_types:
+            raise UsageError("--inpaint_candidates draws several inpaint negatives: add inpaint to --neg_types")
+        if self.round is not None and not 0 <= self.round <= MAX_ROUND:
+            raise UsageError(f"--round must be between 0 and {MAX_ROUND}, got {self.round}")
         if self.mask_dilation < 0:
             raise UsageError(f"--mask_dilation must be >= 0, got {self.mask_dilation}")
         if self.masks_per_clip < 1:
@@ -153,7 +164,17 @@ class GenerateConfig:
     @property
     def streams(self) -> list[NegativeStream]:
         """Every negative stream of a video, canonical order."""
-        return sort_streams(NegativeStream(t, s) for t in self.neg_types for s in self.strengths_of(t))
+        return sort_streams(NegativeStream(t, s, k) for t in self.neg_types for s in self.strengths_of(t)
+                            for k in range(self.candidates_of(t)))
+
+    def candidates_of(self, neg_type: str) -> int:
+        """Draws per (type, strength): ``--inpaint_candidates`` for inpaint, else 1."""
+        return self.inpaint_candidates if neg_type == "inpaint" else 1
+
+    def candidate_settings(self) -> dict[str, int] | None:
+        """``{type: N}`` for the types drawn more than once (the backend's ``candidates``), else None."""
+        made = {t: self.candidates_of(t) for t in self.neg_types if self.candidates_of(t) > 1}
+        return made or None
 
     def strength_settings(self) -> dict[str, list[float]] | None:
         """Strengths per type for the meta; None when every type is at 1.0 (today's runs)."""
@@ -193,23 +214,30 @@ class GenerateConfig:
             "neg_types": list(self.neg_types),
             "flicker_segments": self.flicker_segments if "flicker" in self.neg_types else None,
             **({"strengths": strengths} if strengths else {}),
+            **({"inpaint_candidates": self.inpaint_candidates} if self.inpaint_candidates != 1 else {}),
+            **({"round": self.round} if self.round is not None else {}),
             **self.mask_settings(),
         }
 
 
 RESUME_KEYS = ("backend", "mask_mode", "mask_dilation", "resolution", "center_crop", "nframes", "fps", "run_seed",
-               "neg_types", "flicker_segments", "strengths", "masks_per_clip", "mask_area", "mask_margin")
+               "neg_types", "flicker_segments", "strengths", "masks_per_clip", "mask_area", "mask_margin",
+               "inpaint_candidates", "round")
 """generator settings that must be equal between a folder's videos and a ``--resume`` run."""
 
 FLAG_OF = {"run_seed": "seed", "strengths": "strengths / --<type>_strength"}
 """The flag of a ``RESUME_KEYS`` key where it is not the key itself."""
 
 UNSET_SHOWN = {"strengths": "1.0", "masks_per_clip": "1", "mask_area": "not given (the mode's range)",
-               "mask_margin": "not given (the mode's margin)"}
+               "mask_margin": "not given (the mode's margin)", "inpaint_candidates": "1", "round": "not given"}
 """How a ``--resume`` message shows a key recorded only when given (absent: today's default)."""
 
-STRENGTH_TYPES = ("hallucination", "blur", "flicker")
-"""Types with a strength knob (``--<type>_strength``); ``inpaint`` is the model's own result, always 1.0."""
+STRENGTH_TYPES = ("hallucination", "blur", "flicker", "renoise")
+"""Types with a strength knob (``--<type>_strength``); ``inpaint`` is the model's own result, always 1.0
+(``renoise`` at 1.0 is ``inpaint``: from pure noise)."""
+
+MAX_ROUND = 1000
+"""Largest ``--round``."""
 
 
 def strengths_from_flags(neg_types: tuple[str, ...], strengths: list[float] | None,

@@ -95,7 +95,9 @@ def _comparable(backend_settings: dict[str, Any]) -> dict[str, Any]:
 
 def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, Any] | None = None) -> None:
     """``--resume``: the finished videos must have been made with this run's settings
-    (the generator's, and the backend's: e.g. ``--pcm_ckpt`` or ``--propainter_*``)."""
+    (the generator's, and the backend's: e.g. ``--pcm_ckpt`` or ``--propainter_*``). With ``--round R``
+    only the videos of round R are compared: videos of other rounds (made with other weights) are kept as
+    they are, so one folder can gather the rounds of the on-policy loop (docs/negatives.md)."""
     wanted = config.settings_for_meta()
     want_backend = None
     if backend_settings is not None:  # compared as stored in meta.json (lists, not tuples)
@@ -105,6 +107,8 @@ def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, 
             meta = fmt.read_video_meta(config.output_dir, name)
         except fmt.FormatError:  # reported (and never counted done) when its video comes up
             continue
+        if config.round is not None and meta.generator.get("round") != config.round:
+            continue  # another round's video: kept, not redone
         for key in RESUME_KEYS:
             have = meta.generator.get(key)
             if have != wanted.get(key):
@@ -326,8 +330,10 @@ def compute_video(prepared: PreparedVideo, config: GenerateConfig, backend: Nega
     video_seed = derive_seed(config.seed, name)
     t0 = time.perf_counter()
     strengths = {t: config.strengths_of(t) for t in config.neg_types if config.strengths_of(t) != (fmt.FULL_STRENGTH,)}
+    candidates = config.candidate_settings()
     result = backend.generate(Clip(name, frames, hole, video_seed, prepared.prompt), list(config.neg_types),
                               **({"strengths": strengths} if strengths else {}),
+                              **({"candidates": candidates} if candidates else {}),
                               **({"reduced": True} if reduced_after is not None else {}))
     streams = config.streams
     timings["negatives"] = time.perf_counter() - t0
@@ -381,8 +387,8 @@ def write_video(computed: ComputedVideo, config: GenerateConfig) -> Path:
         writer.write_gt(prepared.frames)
         writer.write_masks(prepared.hole)
         for stream, frames in computed.negatives.items():  # composited onto the GT with the stored mask
-            neg_type, strength = fmt.parse_stream(stream)
-            writer.write_negative(neg_type, frames, strength=strength)
+            parsed = fmt.parse_negative(stream)
+            writer.write_negative(parsed.type, frames, strength=parsed.strength, candidate=parsed.candidate)
         timings["write"] = time.perf_counter() - t0
         timings["total"] = sum(timings[k] for k in ("decode", "resize", "mask", "negatives", "write"))
         meta.timings = {k: round(v, 4) for k, v in timings.items()}
