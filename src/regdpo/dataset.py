@@ -34,7 +34,9 @@ Fields of an item (float32 tensors unless said; ``F = nframes``, ``R = resolutio
 - ``mask_hole_latent``, ``mask_boundary_latent``, ``mask_context_latent``: ``[F,1,R/8,R/8]``,
   as ``regdpo.regions.decompose_regions_latent`` (any-hole rule); the loss weights.
 - ``input_ids``: ``[77]`` long, the tokenised prompt; ``neg_type``, ``video``: ``str``;
-  ``neg_strength``: ``float`` in [0, 1], the negative's strength (1.0 = the PRD's defect).
+  ``neg_strength``: ``float`` in [0, 1], the negative's strength (1.0 = the PRD's defect); ``stream``:
+  ``str``, the negative's folder; ``pair_weight``: ``float``, the manifest's weight of the pair
+  (``regdpo select --weights``), 1.0 when it has none.
 
 ``conditioning_pos`` and ``conditioning_neg`` are the *same* condition, as DiffuEraser and
 BrushNet train on it (the frame with its hole blacked out, then normalised): both sides of
@@ -92,7 +94,8 @@ __all__ = ["DPODataset", "collate_fn", "PairIndexEntry", "Augmentation", "plan_a
 class PairIndexEntry:
     """One (video, negative stream) pair: what an item of the dataset reads.
 
-    ``stream`` is the negative's folder (``blur``, ``blur_s0.50``), ``neg_strength`` its strength."""
+    ``stream`` is the negative's folder (``blur``, ``blur_s0.50``, ``inpaint_c1``), ``neg_strength`` its strength,
+    ``pair_weight`` the manifest's ``pair_weight`` of it (``regdpo select --weights``; 1.0 when absent)."""
 
     video: str
     neg_type: str
@@ -102,6 +105,7 @@ class PairIndexEntry:
     prompt: str
     neg_strength: float = 1.0
     stream: str = ""
+    pair_weight: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.stream:
@@ -495,7 +499,8 @@ class DPODataset(torch.utils.data.Dataset):
             )
         bad = {name for name, _ in problems}
         pairs = [
-            PairIndexEntry(e.name, s.type, e.num_frames, e.height, e.width, e.prompt, s.strength, s.stream)
+            PairIndexEntry(e.name, s.type, e.num_frames, e.height, e.width, e.prompt, s.strength, s.stream,
+                           float(e.negatives[e.stream_names.index(s.stream)].get("pair_weight", 1.0)))
             for e, streams in selected
             if e.name not in bad
             for s in streams
@@ -644,6 +649,8 @@ class DPODataset(torch.utils.data.Dataset):
             "input_ids": self._tokenize(prompt),
             "neg_type": pair.neg_type,
             "neg_strength": pair.neg_strength,
+            "stream": pair.stream,
+            "pair_weight": pair.pair_weight,
             "video": pair.video,
         }
 

@@ -15,7 +15,8 @@ from .media import figure_png
 from .quality import BANDS
 
 _FALLBACK_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
-TYPE_COLOURS = {"hallucination": "#d62728", "blur": "#1f77b4", "flicker": "#2ca02c", "inpaint": "#ff7f0e"}
+TYPE_COLOURS = {"hallucination": "#d62728", "blur": "#1f77b4", "flicker": "#2ca02c", "inpaint": "#ff7f0e",
+                "renoise": "#9467bd"}
 
 
 def type_colour(neg_type: str, types: Sequence[str]) -> str:
@@ -32,13 +33,18 @@ def _types(items: Sequence[Mapping[str, Any]]) -> list[str]:
 
 
 def band_table(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (type, strength): count, scored, mean quality score, and count and share per band."""
-    groups: dict[tuple[str, float], list[Mapping[str, Any]]] = {}
+    """One row per (type, strength): count, scored, mean quality score, and count and share per band.
+    When some item records a ``round`` (``regdpo generate --round``), one row per (type, strength, round),
+    rounds side by side (``round`` None: not recorded), and each row has ``round``."""
+    by_round = any(i.get("round") is not None for i in items)
+    groups: dict[tuple[str, float, Any], list[Mapping[str, Any]]] = {}
     for item in items:
-        groups.setdefault((str(item["neg_type"]), float(item.get("strength", 1.0))), []).append(item)
+        key = (str(item["neg_type"]), float(item.get("strength", 1.0)), item.get("round") if by_round else None)
+        groups.setdefault(key, []).append(item)
     order = {t: k for k, t in enumerate(_types(items))}
     rows = []
-    for (neg_type, strength), mine in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1])):
+    for (neg_type, strength, rnd), mine in sorted(
+            groups.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], kv[0][2] is None, kv[0][2] or 0)):
         scores = [float(i["quality_score"]) for i in mine if i.get("quality_score") is not None]
         counts = {b: sum(i.get("band") == b for i in mine) for b in BANDS}
         rows.append({
@@ -49,6 +55,7 @@ def band_table(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             "mean_quality_score": float(np.mean(scores)) if scores else None,
             "bands": counts,
             "shares": {b: (counts[b] / len(scores) if scores else None) for b in BANDS},
+            **({"round": rnd} if by_round else {}),
         })
     return rows
 

@@ -345,13 +345,16 @@ def _calibration_section(add: Any, doc: dict[str, Any], root: str | os.PathLike,
     hist = calibration.quality_histogram_plot(items, band)
     if hist is not None:
         add(f"<img alt='quality score per type with the band' src='{_png_data_uri(hist)}'><br>")
-    add("<table id='band-table'><tr><th class='l'>type</th><th>strength</th><th>negatives</th>"
-        "<th>mean quality score</th>" + "".join(f"<th>{_e(b)}</th>" for b in BANDS) + "</tr>")
-    for row in calibration.band_table(items):
+    rows = calibration.band_table(items)
+    by_round = any("round" in row for row in rows)
+    add("<table id='band-table'><tr><th class='l'>type</th><th>strength</th>" + ("<th>round</th>" if by_round else "")
+        + "<th>negatives</th><th>mean quality score</th>" + "".join(f"<th>{_e(b)}</th>" for b in BANDS) + "</tr>")
+    for row in rows:
         cells = "".join(
             f"<td>{row['bands'][b]} ({_fmt(None if row['shares'][b] is None else round(100 * row['shares'][b]))} %)</td>"
             for b in BANDS)
-        add(f"<tr><td class='l'>{_e(row['neg_type'])}</td><td>{row['strength']:.2f}</td><td>{row['count']}</td>"
+        rnd = (f"<td>{_e('-' if row['round'] is None else row['round'])}</td>" if by_round else "")
+        add(f"<tr><td class='l'>{_e(row['neg_type'])}</td><td>{row['strength']:.2f}</td>{rnd}<td>{row['count']}</td>"
             f"<td>{_fmt(row['mean_quality_score'])}</td>{cells}</tr>")
     add("</table>")
     areas = calibration.mask_area_plot(doc["videos"])

@@ -140,6 +140,12 @@ def _key(video: str, stream: fmt.NegativeStream) -> dict[str, Any]:
     return {"video": video, "neg_type": stream.type, "strength": stream.strength, "stream": stream.stream}
 
 
+def round_of(meta: fmt.VideoMeta) -> dict[str, int]:
+    """``{"round": R}`` for a video generated with ``--round R`` (meta ``generator.round``), else ``{}``."""
+    value = meta.generator.get("round") if isinstance(meta.generator, dict) else None
+    return {"round": value} if isinstance(value, int) and not isinstance(value, bool) else {}
+
+
 def _unmeasured(video: str, stream: fmt.NegativeStream, failures: list[dict[str, Any]]) -> dict[str, Any]:
     return {**_key(video, stream), "verdict": NOT_MEASURED, "score": None, "note": "", "metrics": {},
             "quality_score": None, "band": None, "impure": [], "failures": list(failures), "passes": False}
@@ -184,7 +190,7 @@ def _audit_negative(
                      f"{len(same)} of {meta.num_frames} frames are identical to GT inside the hole "
                      f"(frames {shown}): not a negative")
         )
-    item: dict[str, Any] = {**_key(name, stream), "invariants": invariants}
+    item: dict[str, Any] = {**_key(name, stream), **round_of(meta), "invariants": invariants}
     if ref is None:
         item.update(verdict=NOT_MEASURED, score=None, note="empty hole", metrics={}, quality_score=None,
                     impure=[])

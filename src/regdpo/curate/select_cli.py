@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .. import format as fmt
-from ..cli_types import real
+from ..cli_types import integer, real
 from ..errors import FormatError, UsageError
+from .candidates import PICKS, pick_candidates, spread_summary
 from .select import DEFAULT_TARGET, Selection, SelectSettings, select, summarise
+from .weights import pair_weights
 
 SELECTION_FILE = fmt.SELECTION_FILE
 SCORE_FILE = "score.json"
@@ -40,6 +42,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pure_only", action="store_true", help="never pick a negative flagged impure by the audit")
     parser.add_argument("--no_fallback", action="store_true",
                         help="skip a clip without an eligible candidate (default: take the closest, noting why)")
+    parser.add_argument("--pick", choices=PICKS, default="target",
+                        help="which of several candidates of one negative (--inpaint_candidates) to keep: target = "
+                        "the one nearest --target inside the band, worst = the lowest quality score inside the band "
+                        "(outside it when none is in it) (default: %(default)s)")
+    parser.add_argument("--round", type=integer(0, None), default=None, metavar="R",
+                        help="consider only negatives generated with --round R (the audit records each video's round)")
+    parser.add_argument("--weights", action="store_true",
+                        help="write a pair_weight per selected negative into the selected manifest, from its "
+                        "quality score and reference margin (docs/negatives.md; train_region_reg_dpo.py "
+                        "--use_pair_weights uses it)")
+    parser.add_argument("--weight_alpha", type=real(), default=1.0, metavar="A",
+                        help="exponent of the quality term of --weights (0: margins only) (default: %(default)s)")
+    parser.add_argument("--weight_margin_scale", type=real(), default=1.0, metavar="S",
+                        help="reference-margin scale of --weights: a pair with margin S weighs 2 sigmoid(-1) = 0.54 "
+                        "of one with margin 0 (default: %(default)s)")
     parser.add_argument("--output", default=None, metavar="FILE",
                         help=f"selected manifest (default ROOT/{fmt.SELECTED_MANIFEST_FILE})")
     parser.add_argument("--summary", default=None, metavar="FILE",
@@ -97,6 +114,7 @@ def candidates_from(
             "impure": list(item.get("impure") or []),
             "valid": not item.get("failures") and item.get("quality_score") is not None,
             "ref_margin": margins.get((entry.name, stream)),
+            **({"round": item["round"]} if item.get("round") is not None else {}),
         })
     return out, ignored
 
@@ -112,13 +130,16 @@ def source_clip(entry: fmt.ManifestEntry) -> str:
 
 
 def selected_manifest(manifest: fmt.Manifest, selection: Selection) -> fmt.Manifest:
-    """The manifest's entries with only their selected streams (entries without any dropped)."""
-    chosen: dict[str, set[str]] = {}
+    """The manifest's entries with only their selected streams (entries without any dropped); a pick's
+    ``pair_weight`` (``--weights``) goes into its negative."""
+    chosen: dict[str, dict[str, Mapping[str, Any]]] = {}
     for p in selection.picks:
-        chosen.setdefault(p["video"], set()).add(p["stream"])
+        chosen.setdefault(p["video"], {})[p["stream"]] = p
     videos = []
     for entry in manifest.videos:
-        keep = [n for n in entry.negatives if n["stream"] in chosen.get(entry.name, ())]
+        picks = chosen.get(entry.name, {})
+        keep = [{**n, **({"pair_weight": picks[n["stream"]]["pair_weight"]} if "pair_weight" in picks[n["stream"]]
+                         else {})} for n in entry.negatives if n["stream"] in picks]
         if keep:
             videos.append(fmt.ManifestEntry(entry.name, entry.num_frames, entry.height, entry.width, [],
                                             entry.prompt, keep, entry.source_clip))
@@ -130,6 +151,10 @@ def configure_settings(args: argparse.Namespace) -> SelectSettings:
         raise UsageError(f"--target {args.target:g}: must be in [0, 1]")
     if args.max_ref_margin is not None and math.isnan(args.max_ref_margin):
         raise UsageError("--max_ref_margin: must be a number")
+    if not (args.weight_alpha >= 0 and math.isfinite(args.weight_alpha)):
+        raise UsageError(f"--weight_alpha {args.weight_alpha:g}: must be a finite number >= 0")
+    if not (args.weight_margin_scale > 0 and math.isfinite(args.weight_margin_scale)):
+        raise UsageError(f"--weight_margin_scale {args.weight_margin_scale:g}: must be a finite number > 0")
     return SelectSettings(target=args.target, secondary=args.secondary, max_ref_margin=args.max_ref_margin,
                           fallback=not args.no_fallback, pure_only=args.pure_only)
 
@@ -142,6 +167,11 @@ def _print_summary(summary: dict[str, Any], band: Sequence[float], out: Path, re
         print(f"  {t:<14}{c['candidates']:>11}{c['eligible']:>10}{c['primary']:>9}{c['secondary']:>11}")
     print("  per band: " + ", ".join(f"{b} {n}" for b, n in summary["per_band"].items()))
     print(f"  fallbacks: {len(summary['fallbacks'])}, skipped clips: {len(summary['skipped'])}")
+    drawn = summary.get("candidates_drawn")
+    if drawn:
+        spread = "n/a" if drawn["mean_spread"] is None else f"{drawn['mean_spread']:.3f} (max {drawn['max_spread']:.3f})"
+        print(f"  candidates: {drawn['groups']} groups of {drawn['candidates']} drawn negatives, one kept per group "
+              f"(--pick {drawn['pick']}); mean quality-score spread {spread}")
     for f in summary["fallbacks"][:10]:
         print(f"  FALLBACK {f['source_clip']}: {f['video']}/{f['stream']} ({f['quality_score']:.3f}): {f['reason']}")
     for s in summary["skipped"][:10]:
@@ -169,9 +199,29 @@ def run(args: argparse.Namespace) -> int:
     margins = read_margins(score_path) if score_path.is_file() else {}
     manifest = fmt.load_manifest(root, args.manifest)
     candidates, ignored = candidates_from(audit, manifest, margins)
+    other_rounds = 0
+    if args.round is not None:
+        mine = [c for c in candidates if c.get("round") == args.round]
+        other_rounds = len(candidates) - len(mine)
+        if candidates and not mine:
+            rounds = sorted({c.get("round") for c in candidates}, key=lambda r: (r is None, r or 0))
+            raise UsageError(f"--round {args.round}: no audited negative of that round in {audit_path} (rounds "
+                             f"there: {', '.join('none' if r is None else str(r) for r in rounds)}; audit again "
+                             "with this regdpo if the data records rounds)")
+        candidates = mine
+    candidates, groups = pick_candidates(candidates, args.pick, settings.target)
     selection = select(candidates, settings)
+    if args.weights:
+        for p, w in zip(selection.picks, pair_weights(selection.picks, settings.target, args.weight_alpha,
+                                                      args.weight_margin_scale)):
+            p["pair_weight"] = w
     summary = summarise(selection, candidates)
     summary["audit_items_not_in_manifest"] = ignored
+    if args.round is not None:
+        summary["round"] = args.round
+        summary["other_rounds_left_out"] = other_rounds
+    if groups:
+        summary["candidates_drawn"] = {**spread_summary(groups), "pick": args.pick}
     out = Path(args.output) if args.output else root / fmt.SELECTED_MANIFEST_FILE
     record_path = Path(args.summary) if args.summary else root / SELECTION_FILE
     chosen = selected_manifest(manifest, selection)
@@ -184,10 +234,17 @@ def run(args: argparse.Namespace) -> int:
         "band": audit.get("band"),
         "settings": settings.to_dict(),
         "considered": sorted({c["video"] for c in candidates}),
-        "picks": [{k: p[k] for k in ("source_clip", "video", "stream", "neg_type", "strength", "quality_score",
-                                     "band", "impure", "ref_margin", "role", "reason")} for p in selection.picks],
+        "picks": [{**{k: p[k] for k in ("source_clip", "video", "stream", "neg_type", "strength", "quality_score",
+                                        "band", "impure", "ref_margin", "role", "reason")},
+                   **{k: p[k] for k in ("round", "pair_weight") if k in p}} for p in selection.picks],
         "summary": summary,
     }
+    if groups:
+        record["candidate_groups"] = groups
+    if args.round is not None or args.weights:
+        record["settings"] = {**record["settings"], **({"round": args.round} if args.round is not None else {}),
+                              **({"weights": {"alpha": args.weight_alpha,
+                                              "margin_scale": args.weight_margin_scale}} if args.weights else {})}
     fmt.write_json_atomic(record_path, record)
     _print_summary(summary, audit.get("band") or (0, 1), out, record_path)
     return 0 if selection.picks else 1
