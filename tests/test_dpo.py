@@ -210,3 +210,29 @@ def test_implicit_acc_margin_is_zero_at_float_noise():
     ref = t([1.0, 1.2, 0.8])
     _, diag = dpo_loss(ref * (1 - 1e-5), ref * (1 + 1e-5), ref, ref, 10.0, form="logratio")
     assert diag["implicit_acc"].item() == 1.0 and diag["implicit_acc_margin"].item() == 0.0
+
+
+def test_pair_weights_scale_each_pairs_dpo_term():
+    mw = torch.tensor([1.0, 1.2, 0.9])
+    ml = torch.tensor([1.3, 1.0, 1.1])
+    rw = torch.tensor([1.05, 1.1, 1.0])
+    rl = torch.tensor([1.0, 1.05, 1.0])
+    w = torch.tensor([2.0, 0.5, 0.0])
+    _, plain = dpo_loss(mw, ml, rw, rl, 10.0, form="logratio")
+    _, weighted = dpo_loss(mw, ml, rw, rl, 10.0, form="logratio", pair_weights=w)
+    terms = [float(dpo_loss(mw[i:i + 1], ml[i:i + 1], rw[i:i + 1], rl[i:i + 1], 10.0, form="logratio")[1]["dpo_loss"])
+             for i in range(3)]
+    assert float(weighted["dpo_loss"]) == pytest.approx(sum(float(a) * b for a, b in zip(w, terms)) / 3, rel=1e-6)
+    assert float(plain["dpo_loss"]) == pytest.approx(sum(terms) / 3, rel=1e-6)
+    _, ones = dpo_loss(mw, ml, rw, rl, 10.0, form="logratio", pair_weights=torch.ones(3))
+    assert float(ones["dpo_loss"]) == float(plain["dpo_loss"])
+    same = torch.tensor([1.0, 1.0])  # policy == reference: mean(w) * ln 2
+    _, step0 = dpo_loss(same, same, same, same, 10.0, pair_weights=torch.tensor([1.5, 0.5]))
+    assert float(step0["dpo_loss"]) == pytest.approx(math.log(2))
+    mwg = mw.clone().requires_grad_(True)  # a zero weight: that pair's DPO term gives no gradient
+    loss, _ = dpo_loss(mwg, ml, rw, rl, 10.0, form="logratio", pair_weights=w)
+    loss.backward()
+    assert float(mwg.grad[2]) == 0.0 and float(mwg.grad[0]) != 0.0
+    for bad in (torch.tensor([1.0, -1.0, 1.0]), torch.tensor([1.0, float("nan"), 1.0]), torch.ones(2)):
+        with pytest.raises(ValueError, match="pair_weights"):
+            dpo_loss(mw, ml, rw, rl, 10.0, pair_weights=bad)

@@ -16,9 +16,11 @@ Terms (per pair; ``mse_*`` of the policy, ``ref_*`` of the frozen reference, ``w
       gap_w  = log(mse_w / ref_w)       gap_l = min(log(mse_l / ref_l), loser_clip)
       inside = -0.5 * beta * (gap_w - loser_weight * gap_l)
 
-- ``loss = mean(-logsigmoid(inside)) + sft_weight * mean(mse_w) + anchor_weight * mean(relu(gap_w))``.
+- ``loss = mean(pair_weight * -logsigmoid(inside)) + sft_weight * mean(mse_w) + anchor_weight * mean(relu(gap_w))``
+  (``pair_weight`` 1 per pair unless given: ``regdpo select --weights``, ``--use_pair_weights``).
 
-With policy == reference every gap is 0, ``inside`` is 0 and the DPO term is exactly ``ln 2``.
+With policy == reference every gap is 0, ``inside`` is 0 and the DPO term is exactly ``ln 2``
+(``mean(pair_weight) * ln 2`` with pair weights).
 ``loser_clip`` (``None``: no clip) caps the reward the policy can earn by making the loser worse.
 """
 
@@ -111,12 +113,15 @@ def region_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor) 
 
 def dpo_loss(model_w: torch.Tensor, model_l: torch.Tensor, ref_w: torch.Tensor, ref_l: torch.Tensor,
              beta: float, form: str = "diff", loser_clip: float | None = None, sft_weight: float = 0.0,
-             anchor_weight: float = 0.0, loser_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+             anchor_weight: float = 0.0, loser_weight: float = 1.0,
+             pair_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The Region-Reg-DPO loss and its diagnostics (see the module doc for the terms).
 
     Inputs: per-pair MSEs of any equal shape (usually ``[B]``); the reference ones carry no
-    gradient (they are detached here). Returns ``(loss, diagnostics)``: a float32 scalar with
-    gradient and a dict of detached float32 scalars, keys and definitions in ``DIAGNOSTICS``.
+    gradient (they are detached here). ``pair_weights`` (same shape, finite, >= 0; ``None``: 1 each)
+    scales each pair's DPO term (the mean is over pairs, not over the weights: a batch's DPO term is
+    ``mean(w * term)``). Returns ``(loss, diagnostics)``: a float32 scalar with gradient and a dict of
+    detached float32 scalars, keys and definitions in ``DIAGNOSTICS``.
     """
     if form not in LOSS_FORMS:
         raise ValueError(f"loss form must be one of {', '.join(LOSS_FORMS)}, got {form!r}")
@@ -136,7 +141,15 @@ def dpo_loss(model_w: torch.Tensor, model_l: torch.Tensor, ref_w: torch.Tensor, 
     if loser_clip is not None:
         gap_l = gap_l.clamp(max=float(loser_clip))
     inside = -0.5 * float(beta) * (gap_w - float(loser_weight) * gap_l)
-    dpo_term = -F.logsigmoid(inside).mean()
+    if pair_weights is None:
+        dpo_term = -F.logsigmoid(inside).mean()
+    else:
+        w = torch.as_tensor(pair_weights, dtype=torch.float32, device=inside.device).detach()
+        if tuple(w.shape) != tuple(inside.shape):
+            raise ValueError(f"pair_weights {tuple(w.shape)} must have the MSEs' shape {tuple(inside.shape)}")
+        if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            raise ValueError("pair_weights must be finite and >= 0")
+        dpo_term = (w * -F.logsigmoid(inside)).mean()
     sft_term = mw.mean()
     anchor_term = F.relu(gap_w).mean()
     loss = dpo_term + float(sft_weight) * sft_term + float(anchor_weight) * anchor_term

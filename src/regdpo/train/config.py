@@ -38,6 +38,8 @@ class DPOStepConfig:
     w_boundary: float = 0.75
     w_context: float = 0.05
     latent_sampling: str = "shared"
+    use_pair_weights: bool = False
+    """Scale each pair's DPO term by the batch's ``pair_weight`` (``regdpo select --weights``)."""
 
     def problems(self) -> list[str]:
         out = []

@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--w_context", type=real(0, MAX_WEIGHT), default=d.w_context)
     l.add_argument("--latent_sampling", choices=LATENT_SAMPLING, default=d.latent_sampling,
                    help="shared: one VAE posterior draw for both sides; mean: the posterior mean")
+    l.add_argument("--use_pair_weights", action="store_true",
+                   help="scale each pair's DPO term by its pair_weight (regdpo select --weights writes it into the "
+                   "selected manifest; 1.0 for pairs without one)")
     l.add_argument("--saturation_window", type=integer(1, MAX_STEPS), default=50,
                    help="steps over which implicit_acc_margin >= 0.98 and loser_dominant_ratio >= 0.95 raise the "
                    "saturation warning (default 50)")
@@ -111,7 +114,7 @@ def step_config(args: argparse.Namespace) -> DPOStepConfig:
     return DPOStepConfig(train_modules=args.train_modules, loss_form=args.loss_form, beta_dpo=beta, loser_clip=clip,
                          loser_weight=args.loser_weight, sft_weight=args.sft_weight, anchor_weight=args.anchor_weight,
                          w_hole=args.w_hole, w_boundary=args.w_boundary, w_context=args.w_context,
-                         latent_sampling=args.latent_sampling)
+                         latent_sampling=args.latent_sampling, use_pair_weights=args.use_pair_weights)
 
 
 def check_args(args: argparse.Namespace) -> DPOStepConfig:

@@ -63,6 +63,7 @@ class StepInputs:
     weights: torch.Tensor        # [B, F, 1, h, w] region weights (float32)
     batch_size: int
     num_frames: int
+    pair_weights: torch.Tensor | None = None  # [B] (float32), with ``use_pair_weights``; else None
 
 
 class DiffuEraserDPOStep:
@@ -155,8 +156,13 @@ class DiffuEraserDPOStep:
         c = self.config
         weights = region_weights(batch["mask_hole_latent"], batch["mask_boundary_latent"],
                                  batch["mask_context_latent"], c.w_hole, c.w_boundary, c.w_context)
+        pair_weights = None
+        if c.use_pair_weights:
+            pair_weights = torch.as_tensor([float(w) for w in batch.get("pair_weight", [1.0] * b)],
+                                           dtype=torch.float32, device=self.device).reshape(b)
         return StepInputs(noisy=noisy, target=target.float(), condition=condition, timesteps=t2,
-                          text=torch.cat([text, text]), weights=weights.to(self.device), batch_size=b, num_frames=f)
+                          text=torch.cat([text, text]), weights=weights.to(self.device), batch_size=b, num_frames=f,
+                          pair_weights=pair_weights)
 
     # ------------------------------------------------------------------ forward passes
     def _brushnet(self, x: StepInputs, module: Any, reference: bool):
@@ -217,7 +223,8 @@ class DiffuEraserDPOStep:
         mse_w, mse_l = self._mse(pred, x)
         ref_w, ref_l = self.reference_mse(x, residuals)
         return dpo_loss(mse_w, mse_l, ref_w, ref_l, c.beta_dpo, form=c.loss_form, loser_clip=c.loser_clip,
-                        sft_weight=c.sft_weight, anchor_weight=c.anchor_weight, loser_weight=c.loser_weight)
+                        sft_weight=c.sft_weight, anchor_weight=c.anchor_weight, loser_weight=c.loser_weight,
+                        pair_weights=x.pair_weights)
 
     def __call__(self, batch: dict[str, Any], generator: torch.Generator | None = None,
                  timesteps: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
