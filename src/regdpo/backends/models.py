@@ -121,7 +121,7 @@ class ModelsBackend(NegativeBackend):
     """ProPainter + DiffuEraser negatives (see the module doc). Load once, call ``generate`` per video."""
 
     name = "models"
-    supported_types = NEG_TYPES
+    supported_types = tuple(t for t in NEG_TYPES if t != "renoise")
 
     def __init__(self, config: ModelsConfig, reduction: MemoryReduction | None = None):
         """``reduction``: the settings of the out-of-memory retry (``generate(..., reduced=True)``), default
