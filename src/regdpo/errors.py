@@ -9,6 +9,12 @@ class FormatError(RegdpoError, ValueError):
     """The data on disk does not follow the format; the message names the file."""
 
 
+class JSONFileError(FormatError):
+    """A JSON file cannot be used: not a regular file, too large, not UTF-8 JSON, too deeply nested, a number
+    Python cannot hold, or a field of the wrong type or range (``regdpo.json_io``); the message names the file
+    (and the field)."""
+
+
 class FrameReadError(RegdpoError, IOError):
     """A frame or mask file is missing, corrupt or of the wrong kind; the message names it."""
 

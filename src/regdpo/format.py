@@ -35,6 +35,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import FormatError
 from .safe_read import open_input, read_input_text
+from .json_io import MAX_INDEX_BYTES, MAX_RECORD_BYTES, Fields
 
 FORMAT_VERSION = 2
 """Version of the layout and of the ``meta.json`` / ``manifest.json`` schemas written.
@@ -362,6 +363,8 @@ class VideoMeta:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: str | os.PathLike = "meta.json") -> "VideoMeta":
+        if not isinstance(data, Mapping):
+            raise FormatError(f"{path}: not a JSON object")
         version = _check_version(data, path, "", "regenerate the data or upgrade regdpo")
         required = ("name", "num_frames", "height", "width", "neg_types")
         missing = [k for k in required if k not in data]
@@ -370,6 +373,7 @@ class VideoMeta:
         check_video_name(data["name"], path)
         check_dimensions(data["num_frames"], data["height"], data["width"], str(path))
         streams = _read_streams(data, version, path)
+        check_meta_fields(Fields(data, str(path)), version)
         known = {f for f in cls.__dataclass_fields__}
         values = {k: v for k, v in data.items() if k in known}
         reduced, peak = values.get("reduced"), values.get("cuda_peak_memory_mb")
@@ -399,6 +403,49 @@ def _weight_of(negative: Any, where: Any) -> dict[str, float]:
         raise FormatError(f"{where}: pair_weight {w!r} of {negative.get('stream')!r} is not a number in "
                           f"({PAIR_WEIGHT_RANGE[0]:g}, {PAIR_WEIGHT_RANGE[1]:g}]")
     return {"pair_weight": float(w)}
+
+
+MAX_SEED = 2**64 - 1
+MAX_MASKS = 1_000_000
+MAX_ATTEMPTS = 1_000_000
+MAX_TEXT = 1 << 16
+"""Longest prompt, reason or path string a record may hold (characters)."""
+
+
+def check_meta_fields(f: Fields, version: int) -> None:
+    """The fields of a ``meta.json`` that readers use beyond name, sizes and streams (``VideoMeta.from_dict``
+    checks those): their types and ranges, ``JSONFileError`` naming the file and the field."""
+    f.string("prompt", "", max_len=MAX_TEXT)
+    f.integer("seed", 0, MAX_SEED, 0)
+    clip = f.string("source_clip", "", max_len=MAX_VIDEO_NAME)
+    if clip:
+        check_video_name(clip, f.where)
+    f.integer("mask_index", 0, MAX_MASKS, 0)
+    if f.obj("source", {}):
+        src = f.fields("source")
+        for key in ("dataset", "id", "path", "prompt_source"):  # identities compared and hashed on --resume
+            src.string(key, None, max_len=MAX_TEXT, nullable=True)
+        src.number("clip_fps", 0.0, 1e6, None, nullable=True)
+    if f.obj("generator", {}):
+        f.fields("generator").obj("backend_settings", {})
+    for key, value in (f.obj("timings", {}) or {}).items():
+        Fields({key: value}, f"{f.where}: timings").number(key, 0.0)
+    if version >= 2:
+        for k, neg in enumerate(f.objects("negatives", [])):
+            neg.array("segments", None, nullable=True)
+
+
+def check_failure_record(data: Any, path: str | os.PathLike) -> dict[str, Any]:
+    """A ``_failed/{video}.json`` record of the generator, its fields checked: ``name``, ``status``
+    (``failed`` / ``skipped``), ``reason``, ``attempts`` (1..``MAX_ATTEMPTS``), ``dataset``, ``path``."""
+    f = Fields(data, str(path))
+    f.string("name", max_len=4 * MAX_VIDEO_NAME)
+    f.string("status", choices=("failed", "skipped"))
+    f.string("reason", "", max_len=MAX_TEXT)
+    f.integer("attempts", 1, MAX_ATTEMPTS, 1)
+    for key in ("dataset", "path"):
+        f.string(key, None, max_len=MAX_TEXT, nullable=True)
+    return dict(data)
 
 
 @dataclass
@@ -467,6 +514,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: str | os.PathLike = MANIFEST_FILE) -> "Manifest":
+        if not isinstance(data, Mapping):
+            raise FormatError(f"{path}: not a JSON object")
         version = _check_version(data, path, "manifest ",
                                  f"rebuild it with `regdpo manifest` or upgrade regdpo")
         try:
@@ -474,10 +523,17 @@ class Manifest:
         except (KeyError, TypeError) as exc:
             raise FormatError(f"{path}: malformed 'videos' list ({exc})") from exc
         videos = []
-        for v in raw_videos:
+        for k, v in enumerate(raw_videos):
             if not isinstance(v, Mapping):
                 raise FormatError(f"{path}: malformed 'videos' list (an entry is not an object)")
-            where = f"{path}: video {v.get('name')!r}"
+            where = f"{path}: video {str(v.get('name'))[:MAX_VIDEO_NAME]!r}"
+            check_video_name(v.get("name"), path)
+            # (num_frames, height, width: checked by each reader per entry, so that DPODataset's skip_invalid
+            # drops one entry claiming 10**12 frames and keeps the others; `regdpo verify` refuses it)
+            entry = Fields(v, f"{path}: videos[{k}]")
+            entry.string("prompt", "", max_len=MAX_TEXT)
+            if entry.string("source_clip", "", max_len=MAX_VIDEO_NAME):
+                check_video_name(v["source_clip"], where)
             streams = _read_streams(v, version, where)
             known = {k: v[k] for k in ManifestEntry.__dataclass_fields__ if k in v and k != "negatives"}
             raw = v.get("negatives") if version >= 2 and isinstance(v.get("negatives"), list) else [{}] * len(streams)
@@ -487,7 +543,10 @@ class Manifest:
             except TypeError as exc:
                 raise FormatError(f"{path}: malformed 'videos' list ({exc})") from exc
             check_video_name(videos[-1].name, path)  # names become paths: checked on every read
-        return cls(videos, list(data.get("failed", [])), list(data.get("skipped", [])), FORMAT_VERSION)
+        listed = Fields(data, str(path))
+        failed = [dict(r.data) for r in listed.objects("failed", [])]
+        skipped = [dict(r.data) for r in listed.objects("skipped", [])]
+        return cls(videos, failed, skipped, FORMAT_VERSION)
 
 
 # --------------------------------------------------------------------------- json helpers
@@ -500,15 +559,13 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
     write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """The JSON value of ``path``; ``FormatError`` naming it when it is missing or not JSON, ``InputUnreadable``
-    when it is not a regular file (a FIFO never blocks: ``regdpo.safe_read``) or cannot be read."""
-    try:
-        return json.loads(read_input_text(path, "JSON file"))
-    except FileNotFoundError:
-        raise FormatError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: not valid JSON ({exc})") from exc
+def read_json(path: str | os.PathLike, max_bytes: int = MAX_INDEX_BYTES) -> Any:
+    """The content of a JSON file, through regdpo's one JSON reader (``regdpo.json_io``: bounded size and
+    nesting, numbers Python can hold; ``JSONFileError``, a ``FormatError``, naming it) and its one opener
+    (``regdpo.safe_read``: a FIFO never blocks; ``InputUnreadable`` when it is not a regular file)."""
+    from .json_io import read_json as read
+
+    return read(path, max_bytes)
 
 
 # --------------------------------------------------------------------------- reading
@@ -518,7 +575,7 @@ def read_video_meta(root: str | os.PathLike, name: str) -> VideoMeta:
     """``{root}/{name}/meta.json``; the name is checked first, and must be the one the record holds."""
     check_video_name(name)
     path = Path(root) / name / META_FILE
-    data = read_json(path)
+    data = read_json(path, MAX_RECORD_BYTES)
     if not isinstance(data, dict):
         raise FormatError(f"{path}: not a JSON object")
     meta = VideoMeta.from_dict(data, path=path)
@@ -565,7 +622,7 @@ def failure_records(root: str | os.PathLike) -> list[dict[str, Any]]:
     folder = Path(root) / FAILED_DIR
     if not folder.is_dir():
         return []
-    return [read_json(p) for p in sorted(folder.glob("*.json"))]
+    return [check_failure_record(read_json(p, MAX_RECORD_BYTES), p) for p in sorted(folder.glob("*.json"))]
 
 
 def format_checksums(digests: Mapping[str, str]) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
+import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -160,19 +161,64 @@ def video_folders(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if not p.name.startswith((".", "_")) and p.is_dir())
 
 
-def verify_dataset(root: Path, log=print) -> dict:
-    """Verify every video of ``root`` and the manifest's names; returns the report (``--json``)."""
-    reports, manifest_problems = [], []
-    names = video_folders(root)
-    manifest = root / fmt.MANIFEST_FILE
-    if manifest.is_file():
+def _check_index_files(root: Path, names: list[str]) -> list[Problem]:
+    """Problems of the dataset's JSON files besides the videos' own, read through the same readers (and the
+    same ``regdpo.json_io`` loader) as the commands that use them: the manifests (``manifest.json`` and the
+    filtered / selected ones; an entry must also agree with its video's ``meta.json``), the ``_failed/``
+    records, ``audit.json``, ``selection.json`` and ``score.json``."""
+    from .curate.prune import read_selection
+    from .curate.select_cli import SCORE_FILE, read_audit, read_margins
+
+    problems: list[Problem] = []
+    for manifest_name in (fmt.MANIFEST_FILE, fmt.FILTERED_MANIFEST_FILE, fmt.SELECTED_MANIFEST_FILE):
+        path = root / manifest_name
+        if not os.path.lexists(path):
+            continue
         try:
-            listed = [v.name for v in fmt.load_manifest(root).videos]
+            listed = fmt.load_manifest(root, path).videos
+        except (FormatError, OSError) as exc:  # OSError: an InputUnreadable (a FIFO, no permission)
+            problems.append(Problem("-", str(path), str(exc)))
+            continue
+        for entry in listed:
+            try:  # what DPODataset checks per entry (skip_invalid drops one that fails)
+                fmt.check_dimensions(entry.num_frames, entry.height, entry.width, f"{path}: video {entry.name}")
+            except FormatError as exc:
+                problems.append(Problem(entry.name, str(path), str(exc)))
+                continue
+            if entry.name not in names:
+                problems.append(Problem(entry.name, str(path), "lists a video whose folder is missing"))
+                continue
+            try:
+                meta = fmt.read_video_meta(root, entry.name)
+            except (FormatError, OSError):
+                continue  # reported with the video
+            if (entry.num_frames, entry.height, entry.width) != (meta.num_frames, meta.height, meta.width) or \
+                    set(entry.stream_names) - {s.stream for s in meta.streams}:
+                problems.append(Problem(entry.name, str(path), f"the entry ({entry.num_frames} frames of "
+                                        f"{entry.width}x{entry.height}, streams {entry.stream_names}) disagrees with "
+                                        f"{root / entry.name / fmt.META_FILE}; rebuild it with `regdpo manifest`"))
+    failed = root / fmt.FAILED_DIR
+    for path in sorted(failed.glob("*.json")) if failed.is_dir() and not failed.is_symlink() else []:
+        try:
+            fmt.check_failure_record(fmt.read_json(path, fmt.MAX_RECORD_BYTES), path)
         except (FormatError, OSError) as exc:
-            manifest_problems.append(Problem("-", str(manifest), str(exc)))
-        else:
-            for name in sorted(set(listed) - set(names)):
-                manifest_problems.append(Problem(name, str(manifest), "lists a video whose folder is missing"))
+            problems.append(Problem(path.stem, str(path), str(exc)))
+    for file_name, reader in ((fmt.AUDIT_JSON, read_audit), (fmt.SELECTION_FILE, read_selection),
+                              (SCORE_FILE, read_margins)):
+        path = root / file_name
+        if os.path.lexists(path):
+            try:
+                reader(path)
+            except (FormatError, OSError) as exc:
+                problems.append(Problem("-", str(path), str(exc)))
+    return problems
+
+
+def verify_dataset(root: Path, log=print) -> dict:
+    """Verify every video of ``root`` and the dataset's other JSON files; returns the report (``--json``)."""
+    reports = []
+    names = video_folders(root)
+    manifest_problems = _check_index_files(root, names)
     for line in manifest_problems:
         log(line.line())
     for name in names:

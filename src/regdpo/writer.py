@@ -330,8 +330,12 @@ def failure_file_name(name: str) -> str:
 
 
 def read_failure(root: str | os.PathLike, name: str) -> dict[str, Any] | None:
+    """The checked failure record of ``name`` (``format.check_failure_record``), None when there is none;
+    ``FormatError`` naming the file when it cannot be used."""
     path = Path(root) / fmt.FAILED_DIR / failure_file_name(name)
-    return fmt.read_json(path) if path.is_file() else None
+    if not os.path.lexists(path):
+        return None
+    return fmt.check_failure_record(fmt.read_json(path, fmt.MAX_RECORD_BYTES), path)
 
 
 def clear_failure(root: str | os.PathLike, name: str) -> None:
@@ -378,11 +382,9 @@ def _readable_failure_records(root: Path) -> list[dict[str, Any]]:
     records = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
         try:
-            record = fmt.read_json(path)
+            records.append(fmt.check_failure_record(fmt.read_json(path, fmt.MAX_RECORD_BYTES), path))
         except fmt.FormatError:
             continue
-        if isinstance(record, dict):
-            records.append(record)
     return records
 
 

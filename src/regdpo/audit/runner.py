@@ -244,6 +244,20 @@ def iter_audit(
         yield from pool.imap(_worker, tasks, chunksize=1)
 
 
+def _readable_entries(root: Path) -> list[fmt.ManifestEntry]:
+    """The complete videos of ``root`` whose ``meta.json`` reads; one that does not is named on stderr and left
+    out (it never stops the audit of the others)."""
+    import sys
+
+    entries = []
+    for name in fmt.complete_videos(root):
+        try:
+            entries.append(fmt.ManifestEntry.from_meta(fmt.read_video_meta(root, name)))
+        except RegdpoError as exc:
+            print(f"regdpo audit: warning: {exc}; video {name} not audited", file=sys.stderr)
+    return entries
+
+
 def select_entries(
     root: str | os.PathLike,
     manifest_path: str | os.PathLike | None = None,
@@ -261,9 +275,7 @@ def select_entries(
         manifest = fmt.load_manifest(root, manifest_path)
         source = str(manifest_path or root / fmt.MANIFEST_FILE)
     else:
-        manifest = fmt.Manifest(
-            videos=[fmt.ManifestEntry.from_meta(fmt.read_video_meta(root, n)) for n in fmt.complete_videos(root)]
-        )
+        manifest = fmt.Manifest(videos=_readable_entries(root))
         source = f"video folders under {root} (no {fmt.MANIFEST_FILE})"
     entries = list(manifest.videos)
     if videos:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from .. import format as fmt
 from ..errors import FormatError, UsageError
+from ..json_io import read_object, string_item
 from ..outputs import TRASH_PREFIX, clear_trash, owned_video
 from ..safe_read import read_input_text
 from .select_cli import SELECTION_FILE
@@ -58,17 +59,11 @@ def tree_bytes(path: Path) -> int:
 
 def read_selection(path: Path) -> tuple[list[str], dict[str, set[str]]]:
     """``(considered videos, video -> selected streams)`` from a ``selection.json``."""
-    data = fmt.read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("considered"), list) or not isinstance(
-            data.get("picks"), list):
-        raise FormatError(f"{path}: not a selection record of `regdpo select` (no 'considered' / 'picks')")
+    record = read_object(path)  # every field used checked, naming the file and the field
+    considered = record.array("considered", item=string_item)
     picked: dict[str, set[str]] = {}
-    try:
-        for p in data["picks"]:
-            picked.setdefault(str(p["video"]), set()).add(str(p["stream"]))
-    except (KeyError, TypeError):
-        raise FormatError(f"{path}: malformed 'picks' entry") from None
-    considered = [str(v) for v in data["considered"]]
+    for p in record.objects("picks"):
+        picked.setdefault(p.string("video"), set()).add(p.string("stream"))
     stray = sorted(set(picked) - set(considered))
     if stray:
         raise FormatError(f"{path}: picks video {stray[0]!r} that is not among 'considered'")

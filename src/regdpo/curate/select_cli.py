@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .. import format as fmt
+from ..audit.quality import BANDS
 from ..cli_types import integer, real
 from ..errors import FormatError, UsageError
+from ..json_io import Fields, read_object, string_item
 from .candidates import PICKS, pick_candidates, spread_summary
 from .select import DEFAULT_TARGET, Selection, SelectSettings, select, summarise
 from .weights import pair_weights
@@ -63,31 +65,37 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"selection record and summary (default ROOT/{SELECTION_FILE})")
 
 
-def _finite(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        raise FormatError(f"{what}: not a number ({value!r})") from None
-    if not math.isfinite(x):
-        raise FormatError(f"{what}: not finite ({value!r})")
-    return x
-
-
 def read_margins(path: Path) -> dict[tuple[str, str], float | None]:
     """``(video, stream) -> ref_margin`` from a score.json (SCHEMA 5)."""
-    data = fmt.read_json(path)
-    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
-        raise FormatError(f"{path}: no 'items' list (expected the output of `regdpo score`)")
     out: dict[tuple[str, str], float | None] = {}
-    for k, item in enumerate(data["items"]):
-        try:
-            key = (str(item["video"]), str(item.get("stream") or item["neg_type"]))
-        except (KeyError, TypeError):
-            raise FormatError(f"{path}: items[{k}] lacks 'video' or 'stream'") from None
-        out[key] = _finite(item.get("ref_margin"), f"{path}: items[{k}].ref_margin")
+    for item in read_object(path).objects("items"):  # each field used checked, naming file and field
+        stream = item.string("stream", None, nullable=True) or item.string("neg_type")
+        out[(item.string("video"), stream)] = item.number("ref_margin", default=None, nullable=True)
     return out
+
+
+def read_audit(path: Path) -> dict[str, Any]:
+    """An ``audit.json`` with the fields ``regdpo select`` uses checked (``video``, ``stream`` / ``neg_type``,
+    ``strength``, ``quality_score``, ``band``, ``impure``, ``failures`` of each item; ``band``)."""
+    audit = read_object(path)
+    if audit.has("band"):
+        audit.array("band", item=lambda v, where: Fields({"band": v}, where).number("band", 0.0, 1.0))
+        if len(audit.data["band"]) != 2:
+            raise audit.error("band", "must be two numbers LO HI")
+    for item in audit.objects("items"):
+        item.string("video")
+        item.string("neg_type", choices=fmt.NEG_TYPES)
+        item.string("stream", None, nullable=True)
+        item.number("strength", 0.0, 1.0, 1.0)
+        item.number("quality_score", 0.0, 1.0, None, nullable=True)
+        item.string("band", None, choices=BANDS, nullable=True)
+        item.array("impure", None, item=string_item, nullable=True)
+        item.array("failures", None, nullable=True)
+    data = dict(audit.data)
+    if data["items"] and "quality_score" not in data["items"][0]:
+        raise FormatError(f"{path}: items have no quality_score (audit_version "
+                          f"{data.get('audit_version')}); audit again with this regdpo")
+    return data
 
 
 def candidates_from(
@@ -187,12 +195,7 @@ def run(args: argparse.Namespace) -> int:
     audit_path = Path(args.audit) if args.audit else root / fmt.AUDIT_JSON
     if not audit_path.is_file():
         raise UsageError(f"{audit_path}: no audit; run `regdpo audit {root}` first")
-    audit = fmt.read_json(audit_path)
-    if not isinstance(audit, dict) or not isinstance(audit.get("items"), list):
-        raise FormatError(f"{audit_path}: no 'items' list (not an audit.json)")
-    if audit["items"] and "quality_score" not in audit["items"][0]:
-        raise FormatError(f"{audit_path}: items have no quality_score (audit_version "
-                          f"{audit.get('audit_version')}); audit again with this regdpo")
+    audit = read_audit(audit_path)
     score_path = Path(args.score) if args.score else root / SCORE_FILE
     if args.score and not score_path.is_file():
         raise UsageError(f"--score {score_path}: file not found")

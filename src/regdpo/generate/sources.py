@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import math
 import os
 import re
@@ -510,18 +509,17 @@ def load_captions(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--captions {path}: file not found")
+    from ..json_io import MAX_INDEX_BYTES, parse_json, read_bytes
+
     try:
-        text = read_input_text(path, "captions file", encoding="utf-8-sig")
+        text = read_bytes(path, MAX_INDEX_BYTES, "captions file").decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise FormatError(f"--captions {path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise FormatError(f"--captions {path}: cannot read ({exc.strerror or exc})") from None
+    except FormatError as exc:
+        raise FormatError(f"--captions {exc}") from None
     captions: dict[str, str] = {}
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise FormatError(f"--captions {path}: not valid JSON ({exc})") from exc
+        data = parse_json(text, f"--captions {path}")  # regdpo's one JSON reader: depth, huge numbers
         if isinstance(data, dict):
             items = data.items()
         elif isinstance(data, list) and all(isinstance(d, dict) for d in data):
