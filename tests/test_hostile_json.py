@@ -340,3 +340,19 @@ def test_hostile_audit_selection_and_score_files(data, capsys, tmp_path, what, c
     error_line(err, command, path)
     rc, out, err = run(["verify", data], capsys)
     assert rc == 1 and f"-: {path}: {path}" in out
+
+
+# --------------------------------------------------------------------------- a packed dataset's index
+
+
+@pytest.mark.parametrize("case", ["deep-100000", "huge-int", "nan", "not-utf8"])
+def test_a_hostile_packed_index_is_one_line(reference, tmp_path, capsys, case):
+    packed = tmp_path / "packed"
+    assert regdpo_main(["pack", str(reference), str(packed), "--no_progress"]) == 0
+    capsys.readouterr()
+    index = packed / "index.json"
+    write_hostile(index, GENERIC[case])
+    for argv, command in ((["verify", packed], "verify"), (["unpack", packed, tmp_path / "back", "--no_progress"],
+                                                           "unpack")):
+        rc, out, err = run(argv, capsys)
+        assert rc == 1 and str(index) in out + err, (out, err)

@@ -32,9 +32,10 @@ import numpy as np
 from . import format as fmt
 from . import packed_format as pf
 from .errors import FormatError, FrameReadError, RegdpoError, UsageError
+from .json_io import MAX_RECORD_BYTES, read_json
 from .progress import Progress, logger, plural
 from .safe_io import check_writable, open_new, real_dir, write_text_atomic
-from .safe_read import read_input_bytes, read_input_text
+from .safe_read import read_input_bytes
 
 cv2.setNumThreads(1)
 
@@ -327,10 +328,10 @@ def completed_shards(out: Path) -> list[dict[str, Any]]:
         record_path = out / pf.PACK_WORK_DIR / f"{name}.json"
         shard = out / name
         try:
-            record = json.loads(read_input_text(record_path, "pack record"))
+            record = read_json(record_path, MAX_RECORD_BYTES)  # regdpo's one JSON reader
             if shard.is_symlink() or shard.stat().st_size != record["bytes"]:
                 break
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError):  # (a FormatError is a ValueError)
             break
         done.append(record)
     return done

@@ -10,7 +10,6 @@ member); a damaged shard is one line. Exit 1 when anything is wrong.
 
 from __future__ import annotations
 
-import json
 import tarfile
 from pathlib import Path
 from typing import Any, Callable
@@ -20,8 +19,8 @@ import numpy as np
 from . import format as fmt
 from . import packed_format as pf
 from .errors import FormatError
+from .json_io import read_json
 from .progress import plural
-from .safe_read import read_input_bytes
 from .shard_io import HashingReader, PackedSample, iter_raw_samples, join, open_binary, read_index
 from .verify import _Bad, decode_png
 
@@ -159,6 +158,6 @@ def looks_packed(root: Path) -> bool:
     if not (path.is_file() or path.is_symlink() or path.exists()):  # a FIFO or a link there: reported below
         return False
     try:
-        return pf.is_packed(json.loads(read_input_bytes(path, "JSON file")))
-    except (OSError, ValueError):
+        return pf.is_packed(read_json(path))
+    except (OSError, ValueError):  # (a FormatError is a ValueError)
         return True  # an unreadable index.json: let the packed path report it

@@ -8,7 +8,6 @@ frames on demand (``cv2.imdecode``: BGR like ``regdpo.frames.decode_image``).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from typing import IO, Any, Iterator, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 from . import format as fmt
 from . import packed_format as pf
 from .errors import FormatError, FrameReadError, UsageError
+from .json_io import MAX_INDEX_BYTES, parse_json
 from .safe_read import open_input
 
 cv2.setNumThreads(1)
@@ -46,13 +46,14 @@ def read_index(location: str) -> dict[str, Any]:
     path = join(location, pf.INDEX_FILE)
     try:
         with open_binary(path) as fh:
-            data = json.loads(fh.read())
+            text = fh.read(MAX_INDEX_BYTES + 1)
+        if len(text) > MAX_INDEX_BYTES:
+            raise FormatError(f"{path}: more than the {MAX_INDEX_BYTES} bytes an index may hold")
+        data = parse_json(text, path)  # regdpo's one JSON reader: depth, huge numbers
     except FileNotFoundError:
         raise FormatError(f"{path}: not found (not a packed dataset: run `regdpo pack ROOT OUT`)") from None
     except OSError as exc:
         raise FormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{path}: not valid JSON ({exc})") from None
     return pf.check_index(data, path)
 
 
@@ -117,10 +118,7 @@ class PackedSample:
         data = raw.get(pf.CLIP_MEMBER)
         if data is None:
             raise FormatError(f"{where}: no {pf.CLIP_MEMBER} member")
-        try:
-            record = json.loads(data)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise FormatError(f"{where}: {pf.CLIP_MEMBER} is not valid JSON ({exc})") from None
+        record = parse_json(data, f"{where}: {pf.CLIP_MEMBER}")  # regdpo's one JSON reader
         record = pf.check_clip_record(record, where)
         if record.get("key") != key:
             raise FormatError(f"{where}: {pf.CLIP_MEMBER} records key {record.get('key')!r}")

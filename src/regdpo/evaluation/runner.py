@@ -28,10 +28,12 @@ import numpy as np
 from .. import format as fmt
 from ..backends.base import Clip
 from ..backends.memory import device_oom
+from ..errors import FormatError
 from ..frames import composite, write_rgb
+from ..json_io import MAX_RECORD_BYTES, read_object
 from ..progress import Progress
 from ..safe_io import real_dir, replacing
-from ..safe_read import read_input_text
+
 from ..seeding import derive_seed
 from .evalset import EvalClip, EvalSet
 from .metrics import ClipMetricProvider, NotMeasured, PixelMetrics, SetMetricProvider, split_values
@@ -100,17 +102,19 @@ class EvalRunner:
 
     def _done(self, model: EvalModel, clip: EvalClip) -> UnitResult | None:
         path = self.unit_path(model.name, clip.name)
-        try:
-            data = json.loads(read_input_text(path, "unit record"))
-        except (OSError, ValueError):
+        if not path.is_file():
             return None
-        if not isinstance(data, dict) or data.get("key_sha256") != _digest(self.unit_key(model, clip)):
+        try:  # regdpo's one JSON reader; a damaged unit (any field of the wrong type) is made again
+            unit = read_object(path, MAX_RECORD_BYTES)
+            if unit.string("key_sha256", None, nullable=True) != _digest(self.unit_key(model, clip)):
+                return None
+            values, not_measured, features = (dict(unit.obj(k, {})) for k in ("values", "not_measured", "features"))
+        except (FormatError, OSError):  # (OSError: an InputUnreadable, e.g. a FIFO there)
             return None
         if self.save_frames and not all((self.frames_dir(model.name, clip.name) / fmt.frame_name(i)).is_file()
                                         for i in range(clip.num_frames)):
             return None
-        return UnitResult(model.name, clip.name, dict(data.get("values", {})), dict(data.get("not_measured", {})),
-                          dict(data.get("features", {})))
+        return UnitResult(model.name, clip.name, values, not_measured, features)
 
     # ------------------------------------------------------------------ running
     def run(self) -> dict[tuple[str, str], UnitResult]:
