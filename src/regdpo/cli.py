@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evalset": ("regdpo.evaluation.evalset_cli", "freeze an evaluation set: clips and masks by source video, "
                 "split by scene, every file hashed (evalset.json)"),
     "eval": ("regdpo.evaluation.cli", "compare models on an eval set with paired statistics (eval.json, eval.html)"),
+    "export": ("regdpo.train.export", "a training checkpoint-N folder as DiffuEraser weights (unet_main/, brushnet/)"),
 }
 
 

@@ -320,7 +320,8 @@ def train(args: argparse.Namespace) -> int:
                               "see docs/training.md)")
                 warned = is_saturated
                 if global_step % args.checkpointing_steps == 0:
-                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+                    save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit,
+                                    models=names, train_modules=config.train_modules)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['implicit_acc']:.2f}",
                             ldr=f"{record['loser_dominant_ratio']:.2f}", lr=f"{record['lr']:.2e}")
@@ -331,7 +332,8 @@ def train(args: argparse.Namespace) -> int:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         saved = save_diffueraser_weights(output_dir, accelerator.unwrap_model(m.unet_main),
-                                         accelerator.unwrap_model(m.brushnet))
+                                         accelerator.unwrap_model(m.brushnet), source_path=args.diffueraser_path,
+                                         untouched=tuple(k for k in ("brushnet",) if not step.reference.covers(k)))
         accelerator.print(f"saved {saved['unet_main']} and {saved['brushnet']}")
     accelerator.end_training()
     return 0
@@ -355,13 +357,19 @@ def manifest_excluding_evalset(args: argparse.Namespace, accelerator: Any, outpu
     return str(path)
 
 
-def save_checkpoint(accelerator: Any, output_dir: Path, step: int, limit: int | None) -> Path:
+def save_checkpoint(accelerator: Any, output_dir: Path, step: int, limit: int | None,
+                    models: list[str] | None = None, train_modules: str | None = None) -> Path:
     """``accelerator.save_state`` into ``checkpoint-{step}`` (written under a temporary name, then
-    renamed, so a killed run never leaves a half checkpoint); keeps the newest ``limit``."""
+    renamed, so a killed run never leaves a half checkpoint); keeps the newest ``limit``. ``models``:
+    the prepared modules' names in order, recorded for ``regdpo export`` (``export.CHECKPOINT_INFO``)."""
     final = output_dir / f"checkpoint-{step}"
     partial = output_dir / f".checkpoint-{step}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     accelerator.save_state(str(partial))
+    if models is not None:
+        from .export import write_checkpoint_info
+
+        write_checkpoint_info(partial, models, str(train_modules))
     if final.exists():
         shutil.rmtree(final)
     partial.rename(final)

@@ -76,11 +76,46 @@ def load_modules(source: Any, *, base_model_path: str, vae_path: str, diffuerase
     return DiffuEraserModules(tokenizer, text_encoder, vae, brushnet, unet_main, noise_scheduler)
 
 
-def save_diffueraser_weights(output_dir: str | Path, unet_main: Any, brushnet: Any) -> dict[str, str]:
-    """Write ``output_dir/unet_main/`` and ``output_dir/brushnet/`` (diffusers ``save_pretrained``, fp32
-    safetensors): DiffuEraser's weight layout, loadable as ``--diffueraser_path``."""
+MODULE_FOLDERS = ("unet_main", "brushnet")
+"""The folders of DiffuEraser's weights that training writes (``--diffueraser_path`` holds both)."""
+
+
+def save_diffueraser_weights(output_dir: str | Path, unet_main: Any, brushnet: Any, *,
+                             source_path: str | Path | None = None, untouched: tuple[str, ...] = ()) -> dict[str, str]:
+    """Write ``output_dir/unet_main/`` and ``output_dir/brushnet/``: DiffuEraser's weight layout,
+    loadable as ``--diffueraser_path``.
+
+    A trained module is written with diffusers' ``save_pretrained`` (fp32 safetensors: the policy's
+    weights stay fp32 whatever ``--mixed_precision``; its frozen parameters are the loaded values).
+    A module named in ``untouched`` (nothing of it trained, e.g. BrushNet under ``--train_modules
+    motion``) is not re-serialised from memory, where mixed precision may have cast it: the files of
+    ``source_path/<module>`` are copied byte for byte, so it is exactly what was loaded.
+    """
     out = Path(output_dir)
-    paths = {"unet_main": out / "unet_main", "brushnet": out / "brushnet"}
-    unet_main.save_pretrained(str(paths["unet_main"]), safe_serialization=True)
-    brushnet.save_pretrained(str(paths["brushnet"]), safe_serialization=True)
+    paths = {key: out / key for key in MODULE_FOLDERS}
+    modules = {"unet_main": unet_main, "brushnet": brushnet}
+    for key in MODULE_FOLDERS:
+        if key in untouched:
+            if source_path is None:
+                raise ValueError(f"{key} is untouched: its source folder is needed to copy it")
+            copy_folder_files(Path(source_path) / key, paths[key])
+        else:
+            modules[key].save_pretrained(str(paths[key]), safe_serialization=True)
     return {k: str(v) for k, v in paths.items()}
+
+
+def copy_folder_files(src: Path, dst: Path) -> list[Path]:
+    """Copy every regular file of folder ``src`` (not its subfolders) into ``dst``, byte for byte, each
+    through a temporary name and a rename (``safe_io.replacing``); returns the written paths."""
+    import shutil
+
+    from ..safe_io import replacing
+
+    dst.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in sorted(src.iterdir()):
+        if f.is_file():
+            with replacing(dst / f.name) as tmp:
+                shutil.copyfile(f, tmp)
+            written.append(dst / f.name)
+    return written
