@@ -40,6 +40,43 @@ def test_ctrl_c_while_the_modules_load_is_one_line_exit_130(tmp_path, command):
     assert sorted(os.listdir(tmp_path / "out")) == []
 
 
+def wrapping_site(tmp_path, module):
+    """A ``sitecustomize`` that, when ``module`` is first imported, receives a real SIGINT and turns it into an
+    ``ImportError`` that keeps no trace of it (numpy's C-extension import does so: "PyCapsule_Import could not
+    import module datetime", the campaign's traceback of issue 18)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, signal, sys, time\n"
+        "class _Wrap:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name == {module!r}:\n"
+        "            try:\n"
+        "                os.kill(os.getpid(), signal.SIGINT)\n"
+        "                time.sleep(5)\n"
+        "            except KeyboardInterrupt:\n"
+        "                pass\n"
+        "            else:\n"
+        "                return None\n"
+        "            raise ImportError('PyCapsule_Import could not import module \"datetime\"')\n"
+        "sys.meta_path.insert(0, _Wrap())\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO / "src")])}
+
+
+@pytest.mark.parametrize("command", [
+    ["generate_dpo_negatives.py", "--output_dir", "out", "--no_progress"],
+    ["-m", "regdpo", "manifest", "out"],
+])
+def test_ctrl_c_that_a_library_import_turns_into_another_error_is_one_line_exit_130(tmp_path, command):
+    (tmp_path / "out").mkdir()
+    proc = subprocess.run([sys.executable, *[str(REPO / c) if c.endswith(".py") else c for c in command]],
+                          cwd=tmp_path, env=wrapping_site(tmp_path, "numpy"), capture_output=True, text=True,
+                          timeout=120)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 130 and proc.stderr.strip().endswith("interrupted"), (proc.returncode, proc.stderr)
+    assert sorted(os.listdir(tmp_path / "out")) == []
+
+
 def test_ctrl_c_while_the_generator_sets_up_is_one_line_exit_130(tmp_path, monkeypatch, capsys):
     from regdpo.generate import cli as generate_cli, sources
 
@@ -108,3 +145,41 @@ def test_an_out_of_space_error_naming_no_file_is_one_line(monkeypatch, capsys, t
     assert main(["manifest", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("regdpo manifest: error: out of disk space") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags, written", [([], "clip_a.mp4"), (["--gif", "--no-mp4"], "clip_a.gif")])
+def test_preview_on_a_full_disk_is_one_line_naming_the_file_exit_1(tmp_path, flags, written):
+    """Issue 18: ffmpeg killed by the file-size limit (or out of space) was an OSError naming no errno: a
+    traceback. Now one line naming the preview file, exit 1, no temporary left."""
+    import resource
+
+    from helpers import write_pair_dataset
+
+    root = write_pair_dataset(tmp_path / "data")
+    out = tmp_path / "prev"
+
+    def small_files_only():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2000, 2000))
+
+    proc = subprocess.run([sys.executable, "-m", "regdpo", "preview", str(root), "--out", str(out), *flags],
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO / "src")}, capture_output=True,
+                          text=True, timeout=300, preexec_fn=small_files_only)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode == 1
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"regdpo preview: error: {out / written}: File too large", proc.stderr
+    assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("status, stderr, errno_name", [
+    (-25, "", "EFBIG"), (1, "Error writing trailer: No space left on device", "ENOSPC"),
+    (1, "av_interleaved_write_frame(): Disk quota exceeded", "EDQUOT"), (1, "Unknown encoder", "EIO")])
+def test_an_ffmpeg_failure_is_an_os_error_naming_the_file(tmp_path, status, stderr, errno_name):
+    import errno
+
+    from regdpo.audit.media import ffmpeg_error
+    from regdpo.errors import out_of_space
+
+    exc = ffmpeg_error(tmp_path / "v.mp4", status, stderr)
+    assert exc.errno == getattr(errno, errno_name) and exc.filename == str(tmp_path / "v.mp4")
+    assert bool(out_of_space(exc)) == (errno_name != "EIO")

@@ -3,9 +3,16 @@
 import sys
 
 try:
+    from . import interrupts
+
+    interrupts.record_interrupts()
     from .cli import main
-except KeyboardInterrupt:  # Ctrl-C while Python loads the command: nothing has started
+except BaseException as exc:  # Ctrl-C while Python loads the command (perhaps wrapped by a library): nothing started
+    from .interrupts import exit_status, interrupt_behind
+
+    if interrupt_behind(exc) is None:
+        raise
     print("\nregdpo: interrupted", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(exit_status(interrupt_behind(exc)))
 
 sys.exit(main())

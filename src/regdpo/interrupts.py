@@ -12,8 +12,28 @@ from typing import Iterator
 from .errors import Terminated
 
 
+_received: list[int] = []
+"""The interrupting signals this process has received (see :func:`record_interrupts`)."""
+
+
 def _raise_terminated(signum, frame) -> None:
+    _received.append(signum)
     raise Terminated(f"terminated by signal {signum}")
+
+
+def _raise_interrupt(signum, frame) -> None:
+    _received.append(signum)
+    raise KeyboardInterrupt
+
+
+def record_interrupts() -> None:
+    """From now on a Ctrl-C (SIGINT) is remembered as well as raised, so that one a library turned into
+    another error (numpy's import makes it an ``ImportError`` naming no interrupt) is still recognised by
+    :func:`interrupt_behind`. Only where SIGINT has Python's default handler (a SIGINT ignored, as for a
+    background job, stays ignored) and in the main thread."""
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _raise_interrupt)
 
 
 @contextlib.contextmanager
@@ -36,3 +56,20 @@ EXIT_TERMINATED = 143
 
 def exit_status(exc: KeyboardInterrupt) -> int:
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+def interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM) behind ``exc``: ``exc`` itself, or a ``KeyboardInterrupt`` it was raised from or
+    while handling (numpy turns a Ctrl-C during the import of its C extension into an ``ImportError``); else
+    None. Lets a command say "interrupted" (exit 130) instead of a traceback however a library wraps it. An
+    error raised after this process received SIGINT or SIGTERM (:func:`record_interrupts`) counts as that
+    interrupt too: a library may replace it with an error that keeps no trace of it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    if _received:
+        return Terminated() if _received[-1] == signal.SIGTERM else KeyboardInterrupt()
+    return None

@@ -6,7 +6,9 @@ made by the ffmpeg binary that ships inside the ``imageio-ffmpeg`` wheel (no sys
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Sequence
@@ -165,8 +167,24 @@ def _run_ffmpeg(tmp: Path, path: Path, frames, fps, crf, pix_fmt, w, h) -> None:
     except BrokenPipeError:
         pass
     err = proc.stderr.read().decode("utf-8", "replace") if proc.stderr else ""
-    if proc.wait() != 0:
-        raise OSError(f"{path}: ffmpeg failed: {err.strip()[-400:]}")
+    status = proc.wait()
+    if status != 0:
+        raise ffmpeg_error(path, status, err)
+
+
+def ffmpeg_error(path: Path, status: int, stderr: str) -> OSError:
+    """The ``OSError`` naming ``path`` for an ffmpeg that ended with ``status``: out of space (ENOSPC / EDQUOT
+    in its message) and a file-size limit (killed by SIGXFSZ, or EFBIG in its message) as those errnos, so the
+    command says it in one line naming the file (exit 1), like every other write."""
+    text = stderr.strip()
+    if status == -getattr(signal, "SIGXFSZ", 25) or "File too large" in text:
+        return OSError(errno.EFBIG, "File too large", str(path))
+    if "No space left" in text:
+        return OSError(errno.ENOSPC, "No space left on device", str(path))
+    if "quota exceeded" in text.lower():
+        return OSError(errno.EDQUOT, "Disk quota exceeded", str(path))
+    reason = text.splitlines()[-1][-300:] if text else f"exit status {status}"
+    return OSError(errno.EIO, f"ffmpeg failed ({reason})", str(path))
 
 
 def write_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float) -> None:
@@ -176,5 +194,10 @@ def write_gif(path: str | os.PathLike, frames: Sequence[np.ndarray], fps: float)
     images = [Image.fromarray(f).quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE) for f in frames]
     path = Path(path)
     with replacing(path, ".gif") as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(round(1000 / fps)), loop=0)
+        try:
+            images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                           duration=int(round(1000 / fps)), loop=0)
+        except OSError as exc:  # a full disk: Pillow's write names no file
+            if exc.filename:
+                raise
+            raise OSError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path)) from exc
