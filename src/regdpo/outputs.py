@@ -129,6 +129,28 @@ def remove_outputs(root: Path) -> int:
     return moved
 
 
+ROOT_FILES = frozenset(_DERIVED_FILES) | {"score.json"}
+"""The files regdpo writes at a dataset's top (their temporaries are regdpo's to remove)."""
+
+
+def remove_leftover_temps(root: Path) -> list[str]:
+    """Remove the temporary files (``.{name}.{12 hex}.tmp``, ``regdpo.safe_io``) that a killed command left of
+    regdpo's own files: at the top of ``root`` those of its derived files (``.prune.json.*.tmp``,
+    ``.manifest.json.*.tmp``, ...), in ``_failed/`` those of failure records, in ``_preview/`` those of preview
+    media. Nothing else: no other name, no other folder, no link; a temporary whose writer still runs is locked
+    by it and left alone. Called by the commands that hold the dataset's lock (generate, prune, manifest).
+    Returns the removed files, relative to ``root``."""
+    from .safe_io import remove_stale_temps
+
+    removed = remove_stale_temps(root, ROOT_FILES.__contains__)
+    for folder, wanted in ((fmt.FAILED_DIR, lambda base: base.endswith(".json")),
+                           (fmt.PREVIEW_DIR, lambda base: Path(base).suffix in _PREVIEW_SUFFIXES)):
+        path = root / folder
+        if path.is_dir() and not path.is_symlink():
+            removed += [f"{folder}/{name}" for name in remove_stale_temps(path, wanted)]
+    return removed
+
+
 def clear_trash(root: Path) -> None:
     """Remove what an interrupted ``--overwrite`` left in its trash folders."""
     staging = root / fmt.STAGING_DIR

@@ -8,9 +8,16 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import stat
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: temporaries are not locked (remove_stale_temps then takes any)
+    fcntl = None  # type: ignore[assignment]
 
 from .errors import FormatError, OutputUnwritable, out_of_space
 
@@ -28,8 +35,34 @@ def open_nofollow(path: str | os.PathLike, mode: int = 0o644) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | NOFOLLOW | CLOEXEC, mode)
 
 
+TEMP_NAME = re.compile(r"^\.(?P<base>.+)\.[0-9a-f]{12}\.tmp(?:\.[a-z0-9]+)?$")
+"""The name of a temporary file of this module: ``.{name}.{12 hex digits}.tmp[.ext]`` (it becomes ``name``)."""
+
+
 def _temp_name(path: Path, suffix: str) -> Path:
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp{suffix}")
+
+
+def temp_base(name: str) -> str | None:
+    """The file a temporary file named ``name`` was to become (``TEMP_NAME``), else None."""
+    match = TEMP_NAME.match(name)
+    return match.group("base") if match else None
+
+
+def _open_held_temp(path: Path, suffix: str) -> tuple[Path, int]:
+    """A fresh temporary beside ``path``, created exclusively, and its descriptor, which holds an ``flock`` on it
+    until the caller closes it: while its writer lives, :func:`remove_stale_temps` never takes it. One that
+    the cleaner removed between its creation and the lock (no link left) is given up for another name."""
+    for _ in range(100):
+        tmp = _temp_name(path, suffix)
+        fd = open_new(tmp)
+        if fcntl is None:
+            return tmp, fd
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.fstat(fd).st_nlink > 0:
+            return tmp, fd
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "temporary files removed as fast as they are made", str(path))
 
 
 @contextlib.contextmanager
@@ -37,8 +70,7 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a fresh temporary path beside ``path`` (created empty, exclusively) for a writer that opens
     files by name (ffmpeg, Pillow); on success it replaces ``path``, on any error it is removed."""
     path = Path(path)
-    tmp = _temp_name(path, suffix)
-    os.close(open_new(tmp))
+    tmp, held = _open_held_temp(path, suffix)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -46,16 +78,17 @@ def replacing(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    finally:
+        os.close(held)
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = True) -> None:
     """Write ``data`` to ``path`` through an exclusive temporary file and ``os.replace``. An error of the
     write itself (a full disk, a file-size limit) names ``path``, so it reaches the user as one line."""
     path = Path(path)
-    tmp = _temp_name(path, "")
-    fd = open_new(tmp)
+    tmp, fd = _open_held_temp(path, "")
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb", closefd=False) as fh:
             fh.write(data)
             fh.flush()
             if fsync:
@@ -67,6 +100,45 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
         if isinstance(exc, OSError) and not exc.filename:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+    finally:
+        os.close(fd)  # the lock is held until the temporary is renamed (or removed)
+
+
+def remove_stale_temps(folder: str | os.PathLike, wanted: Callable[[str], bool]) -> list[str]:
+    """Remove, from ``folder`` only (not below), the temporary files of this module (``TEMP_NAME``) that a
+    killed process left, of the files ``wanted(name)`` accepts; returns their names. A temporary is taken only
+    when it is a plain file (never a link, a FIFO or a folder) whose ``flock`` is free: a living writer holds
+    it (``_open_held_temp``), so a command running beside is never robbed. Anything else is left alone."""
+    folder = Path(folder)
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        base = temp_base(name)
+        if base is None or not wanted(base):
+            continue
+        path = folder / name
+        try:
+            fd = os.open(path, os.O_RDONLY | NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | CLOEXEC)
+        except OSError:  # a link (ELOOP), gone meanwhile, refused
+            continue
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                continue
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:  # its writer is alive
+                    continue
+            os.unlink(path)
+            removed.append(name)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+    return removed
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, fsync: bool = True) -> None:

@@ -120,7 +120,8 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
 
 
 def clear_staging(root: str | os.PathLike, subdir: str | None = None) -> None:
-    """Remove what an interrupted run left in ``.staging/`` (never a finished video).
+    """Remove what an interrupted run left in ``.staging/`` (never a finished video), and the temporary files
+    a killed command left of regdpo's own files (``outputs.remove_leftover_temps``).
 
     ``subdir``: only that shard's part (other shards may be writing beside it), and the trash of an
     interrupted ``--overwrite``. The caller holds the run lock (``output_lock`` or ``idle_lock``).
@@ -129,6 +130,7 @@ def clear_staging(root: str | os.PathLike, subdir: str | None = None) -> None:
     if staging.is_symlink():
         raise FormatError(f"{staging} is a symbolic link; regdpo never writes through links (remove it)")
     outputs.clear_trash(Path(root))
+    outputs.remove_leftover_temps(Path(root))  # .manifest.json.*.tmp ... of a killed command (never a live one's)
     shutil.rmtree(staging / subdir if subdir else staging, ignore_errors=True)
 
 

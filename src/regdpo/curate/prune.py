@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from .. import format as fmt
 from ..errors import FormatError, UsageError
 from ..json_io import read_object, string_item
-from ..outputs import TRASH_PREFIX, clear_trash, owned_video
+from ..outputs import TRASH_PREFIX, clear_trash, owned_video, remove_leftover_temps
 from ..safe_read import read_input_text
 from .select_cli import SELECTION_FILE
 
@@ -217,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
     considered, picked = read_selection(sel_path)
     with output_lock(root):
         clear_trash(root)  # what an interrupted prune (or --overwrite) was deleting
+        if not args.dry_run:
+            remove_leftover_temps(root)  # its .prune.json.*.tmp, .manifest.json.*.tmp (never a live writer's)
         plans = [plan_video(root, name, picked.get(name, set())) for name in considered]
         if not args.dry_run:
             for plan in plans:
