@@ -8,6 +8,13 @@ rebuilds ``manifest.json`` once at the end and exits with the worst worker's sta
 SIGTERM stops every worker cleanly (each finishes writing what it has computed and exits); the
 folder then resumes with the same command and ``--resume``.
 
+Progress: on a terminal a tqdm bar; in a file or a pipe (a SLURM log) plain lines, one every 30 s at most
+(``regdpo.progress.Progress``), never carriage returns. The workers die with the launcher, even when it is
+killed with ``kill -9``: on Linux each worker asks the kernel for SIGTERM when its parent dies
+(``prctl(PR_SET_PDEATHSIG)``, through ctypes), which it handles like Ctrl-C (the video in progress is abandoned,
+``--resume`` finishes the folder). Before it starts any worker, the launcher names what still runs in the
+folder (a worker of an earlier launch, a generator: pid, start, command, from the run locks).
+
 When the launcher itself runs as one shard (flags, or a SLURM array / srun task / torchrun rank in
 the environment, see ``regdpo.generate.shards``), shard K of N is split again: worker g makes shard
 ``K + N * g`` of ``N * G``, which is exactly the videos of shard K.
@@ -25,11 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from tqdm import tqdm
-
 from . import format as fmt
 from .cli_types import real
 from .errors import UsageError
+from .progress import Progress
 from .safe_read import read_input_bytes
 from .writer import failure_file_name
 
@@ -119,10 +125,15 @@ def run(args: argparse.Namespace) -> int:
                                   config.video_root, config.assumed_fps)
     names = [s.name for s in generate_cli.work_list(config, discovered)]
 
+    shards = worker_shards(config.num_shards, config.shard_index, len(gpus))
+    still_running = running_in(root, shards)
+    if still_running:
+        raise UsageError(f"{root}: still running there: {'; '.join(still_running)}. A worker of an earlier launch "
+                         f"(or another generator) is writing into this folder: wait for it to finish or stop it "
+                         f"(kill PID), then run this command again")
     logs = root / fmt.LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)
-    workers = [_start(g, gpu, logs, gen_argv, shards) for g, (gpu, shards) in
-               enumerate(zip(gpus, worker_shards(config.num_shards, config.shard_index, len(gpus))))]
+    workers = [_start(g, gpu, logs, gen_argv, shard) for g, (gpu, shard) in enumerate(zip(gpus, shards))]
     stopped = _watch(workers, root, names, args)
     codes = [w.returncode for w in workers]
     manifest = rebuild_manifest(root)
@@ -138,6 +149,45 @@ def run(args: argparse.Namespace) -> int:
     return worst_status(codes)
 
 
+def running_in(root: Path, shards: Sequence[tuple[int, int]]) -> list[str]:
+    """What holds a run lock of ``root`` that the workers of ``shards`` need: a whole run's ``.lock`` or a shard's
+    ``.lock.shard-K-of-N`` (``"shard 1 of 2: pid 1234, since ...: regdpo generate ..."``); empty when free."""
+    from .writer import lock_holder
+
+    found = []
+    holder = lock_holder(root / fmt.LOCK_FILE)
+    if holder:
+        found.append(f"a generator without shards ({holder})")
+    for num_shards, shard_index in shards:
+        holder = lock_holder(root / f"{fmt.LOCK_FILE}.shard-{shard_index}-of-{num_shards}")
+        if holder:
+            found.append(f"shard {shard_index} of {num_shards} ({holder})")
+    return found
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int):
+    """A ``preexec_fn``: the child gets SIGTERM when the launcher dies (Linux ``prctl(PR_SET_PDEATHSIG)``), and
+    stops at once if the launcher died before that was set (then it is no longer its parent). Elsewhere a
+    no-op (see the module docstring)."""
+    def preexec() -> None:
+        if not sys.platform.startswith("linux"):
+            return
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def _start(index: int, gpu: str, logs: Path, gen_argv: list[str], shards: tuple[int, int]) -> Worker:
     num_shards, shard_index = shards
     # --resume: the launcher has checked the folder and made _logs/ in it; a worker continues what is there
@@ -150,7 +200,9 @@ def _start(index: int, gpu: str, logs: Path, gen_argv: list[str], shards: tuple[
     log = open(log_path, "a", buffering=1)
     log.write(f"# regdpo launch worker {index}: CUDA_VISIBLE_DEVICES={gpu} {' '.join(command)}\n")
     # own session: a Ctrl-C in the terminal reaches the launcher only, which stops the workers in order
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    # and a parent-death signal: killed with -9, the launcher takes its workers with it
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                               preexec_fn=_die_with_parent(os.getpid()))
     log.close()
     return Worker(index, gpu, log_path, process)
 
@@ -159,8 +211,7 @@ def _watch(workers: list[Worker], root: Path, names: list[str], args) -> int | N
     """Wait for every worker, showing progress; on a stop signal stop them all. Returns that signal or None."""
     received: list[int] = []
     previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in STOP_SIGNALS}
-    bar = tqdm(total=len(names), unit="video", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True,
-               desc="launch")
+    bar = Progress(len(names), "launch", "video", enabled=not args.no_progress)  # plain lines when not a terminal
     stop_sent = None
     try:
         while any(w.returncode is None for w in workers):
@@ -190,16 +241,15 @@ def _signal(worker: Worker, signum: int) -> None:
 
 
 def _progress(bar, workers: list[Worker], root: Path, names: list[str]) -> None:
-    if bar.disable:
+    if not bar.enabled:
         return
     done = sum((root / n / fmt.META_FILE).is_file() for n in names)
     failed = sum((root / fmt.FAILED_DIR / failure_file_name(n)).is_file() and not (root / n / fmt.META_FILE).is_file()
                  for n in names)
     running = sum(w.returncode is None for w in workers)
-    bar.n = done + failed
     bar.set_postfix_str(f"{done} written, {failed} failed or skipped, {running}/{len(workers)} workers running",
-                        refresh=False)
-    bar.refresh()
+                        refresh=True)
+    bar.advance_to(done + failed)
 
 
 def _last_line(path: Path) -> str:

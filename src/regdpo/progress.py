@@ -97,6 +97,11 @@ class Progress:
         elif self.enabled and time.monotonic() - self._last_line >= self.interval_s and self.count < self.total:
             self._line()
 
+    def advance_to(self, count: int) -> None:
+        """``update`` up to ``count`` done units (a count read from elsewhere, e.g. files on disk)."""
+        if count > self.count:
+            self.update(count - self.count)
+
     def close(self) -> None:
         if self._closed:
             return

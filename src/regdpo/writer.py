@@ -20,7 +20,7 @@ import numpy as np
 
 from . import format as fmt
 from . import outputs
-from .errors import FormatError, OutputUnwritable, UsageError
+from .errors import FormatError, OutputUnwritable, RegdpoError, UsageError
 from .safe_io import real_dir
 from .safe_read import open_input
 from .frames import composite, write_mask, write_rgb
@@ -103,6 +103,8 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
                 continue
             try:
                 fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                if exclusive:
+                    _record_holder(handle)
             except BlockingIOError:
                 holder = "another regdpo generator is writing into this folder"
                 if shard is not None and name != fmt.LOCK_FILE:
@@ -117,6 +119,43 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
     finally:
         for handle in handles:
             handle.close()  # closing releases the lock
+
+
+def _record_holder(handle) -> None:
+    """Write who holds an exclusive run lock into its file (pid, start time, command), for ``lock_holder``."""
+    import sys
+    import time
+
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()} {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} {' '.join(sys.argv)[:500]}\n")
+        handle.flush()
+    except OSError:  # a full disk: the lock holds all the same
+        pass
+
+
+def lock_holder(path: str | os.PathLike) -> str | None:
+    """Who holds the run lock file ``path`` now ("pid 1234, since 2026-12-06 20:51:00: regdpo generate ..."), or
+    None when nobody does (the file may remain: a lock dies with its process)."""
+    path = Path(path)
+    if fcntl is None or path.is_symlink() or not path.is_file():
+        return None
+    try:
+        with open_lock_file(path) as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                pid, _, rest = handle.readline(1000).strip().partition(" ")
+                day, _, rest = rest.partition(" ")
+                clock, _, command = rest.partition(" ")
+                if not pid.isdigit():
+                    return "a process that did not say which"
+                return f"pid {pid}, since {day} {clock} UTC: {command}"
+            return None
+    except (OSError, RegdpoError):
+        return None
 
 
 def clear_staging(root: str | os.PathLike, subdir: str | None = None) -> None:
