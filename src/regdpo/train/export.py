@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, UsageError
+from ..safe_read import read_input_text
 
 CHECKPOINT_INFO = "regdpo_checkpoint.json"
 PREPARE_ORDER = ("unet_main", "brushnet")  # the training script's accelerator.prepare order
@@ -50,7 +51,7 @@ def checkpoint_models(checkpoint: Path) -> dict[str, Path]:
     info = checkpoint / CHECKPOINT_INFO
     if info.is_file():
         try:
-            names = json.loads(info.read_text())["models"]
+            names = json.loads(read_input_text(info, "checkpoint record"))["models"]
             if not (isinstance(names, list) and names and all(n in PREPARE_ORDER for n in names)):
                 raise ValueError(f"models must be a non-empty list of {', '.join(PREPARE_ORDER)}")
         except (ValueError, KeyError, TypeError) as exc:
