@@ -179,6 +179,8 @@ class DPODataset(torch.utils.data.Dataset):
       ``center_crop`` (False), ``min_hole_coverage`` (0.5), ``full_frame`` (False), ``random_flip`` (False), ``random_reverse`` (False),
       ``default_prompt`` (``"clean background"``, for videos without prompt), ``dataset_seed``
       (``None``: see the module docstring), ``skip_invalid`` (False).
+    - ``dpo_shards``: read a packed dataset (``regdpo pack``) instead: the constructor returns a
+      ``regdpo.packed_dataset.PackedDPODataset`` (an ``IterableDataset`` with the same items).
 
     ``tokenizer``: a Hugging Face style tokenizer (``model_max_length``, called with
     ``max_length``/``padding``/``truncation``/``return_tensors="pt"``, returns ``input_ids``).
