@@ -185,3 +185,26 @@ def test_damaged_samples_are_skipped_counted_and_the_epoch_goes_on(data, tmp_pat
     assert any(pf.shard_name(1) in r.getMessage() for r in caplog.records)
     assert "Traceback" not in caplog.text
     assert sorted(p.name for p in damaged.iterdir()) == sorted(p.name for p in packed.iterdir())  # nothing written
+
+
+def test_a_packed_selection_reads_as_the_folder_reader_of_that_manifest(data, tmp_path):
+    """A selected manifest (fewer negatives, pair weights, videos out of name order) packed and read back."""
+    root, _ = data
+    manifest = json.loads((root / "manifest.json").read_text())
+    for k, video in enumerate(manifest["videos"]):
+        video["negatives"] = [dict(n, pair_weight=0.5 + k) for n in video["negatives"] if k % 2 or n["type"] == "blur"]
+        video["neg_types"] = sorted({n["type"] for n in video["negatives"]})
+    manifest["videos"] = manifest["videos"][::-1]
+    selected = tmp_path / "manifest.selected.json"
+    selected.write_text(json.dumps(manifest))
+    packed = tmp_path / "packed"
+    assert regdpo_main(["pack", str(root), str(packed), "--manifest", str(selected), "--no_progress"]) == 0
+    folder = DPODataset(args(root, manifest=str(selected)), FakeTokenizer())
+    shards = DPODataset(args(root, packed), FakeTokenizer())
+    items = list(shards)
+    assert len(items) == len(folder) == 12
+    index_of = {(p.video, p.neg_type, p.neg_strength): i for i, p in enumerate(folder.pairs)}
+    for item in items:
+        want = folder[index_of[pair_id(item)]]
+        assert item["pair_weight"] == want["pair_weight"] != 1.0 and item["stream"] == want["stream"]
+        assert all(torch.equal(v, item[k]) for k, v in want.items() if isinstance(v, torch.Tensor))

@@ -146,7 +146,8 @@ def _gt_matches(root: Path, meta: fmt.VideoMeta, clip: _Clip) -> bool:
     return True
 
 
-def _pack_entry(root: Path, entry: fmt.ManifestEntry, index: int, clip: _Clip) -> tuple[dict[str, Any], dict[str, bytes]]:
+def _pack_entry(root: Path, entry: fmt.ManifestEntry, index: int, clip: _Clip, order: int = 0
+                ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The clip-record entry and the members (mask bytes, negative crops) of one mask entry; ``_Skip`` /
     ``FormatError`` / ``FrameReadError`` naming the file when it cannot be packed losslessly."""
     meta = fmt.read_video_meta(root, entry.name)
@@ -182,7 +183,8 @@ def _pack_entry(root: Path, entry: fmt.ManifestEntry, index: int, clip: _Clip) -
             if (np.any(patch != pf.crop(gt, box), axis=-1) & ~pf.crop(hole, box)).any():
                 raise _Skip(f"{path} differs from the GT outside the hole (not a regdpo negative; run regdpo verify)")
             members[pf.crop_member(index, stream.stream, t)] = _encode_png(patch, str(path))
-    return {"meta": meta.to_dict(), "boxes": boxes}, members
+    negatives = [dict(n) for n in entry.negatives]  # the manifest's: with pair_weight when it gives one
+    return {"meta": meta.to_dict(), "boxes": boxes, "negatives": negatives, "order": order}, members
 
 
 @dataclass
@@ -198,7 +200,8 @@ class Sample:
         return sum(len(v) for v in self.members.values())
 
 
-def build_samples(root: Path, plan: ClipPlan, first_key: int, failed: list[dict[str, str]]) -> Iterator[Sample]:
+def build_samples(root: Path, plan: ClipPlan, first_key: int, failed: list[dict[str, str]],
+                  order: dict[str, int] | None = None) -> Iterator[Sample]:
     """The samples of one source clip (one, unless an entry's GT differs from the clip's: then it gets its own).
     Entries that cannot be packed are appended to ``failed`` (``{name, reason}``) and logged."""
     pending = list(plan.entries)
@@ -218,7 +221,7 @@ def build_samples(root: Path, plan: ClipPlan, first_key: int, failed: list[dict[
                         root, fmt.read_video_meta(root, entry.name), clip):
                     later.append(entry)
                     continue
-                rec, mem = _pack_entry(root, entry, len(record_entries), clip)
+                rec, mem = _pack_entry(root, entry, len(record_entries), clip, (order or {}).get(entry.name, 0))
             except (RegdpoError, OSError) as exc:
                 reason = str(exc) if isinstance(exc, RegdpoError) else f"{exc.filename}: {exc.strerror or exc}"
                 logger.warning("skipped %s: %s", entry.name, reason)
@@ -377,6 +380,7 @@ def pack(root: Path, out: Path, manifest_path: Path | None = None, shard_size: i
     todo = [ClipPlan(p.source_clip, [e for e in p.entries if e.name not in done_videos]) for p in plans]
     todo = [p for p in todo if p.entries]
     failed: list[dict[str, str]] = []
+    order = {e.name: i for i, e in enumerate(manifest.videos)}  # the folder reader's pair order follows it
 
     writer: ShardWriter | None = None
     started = time.monotonic()
@@ -384,7 +388,7 @@ def pack(root: Path, out: Path, manifest_path: Path | None = None, shard_size: i
     try:
         for plan in todo:
             before = len(failed)
-            for sample in build_samples(root, plan, next_key, failed):
+            for sample in build_samples(root, plan, next_key, failed, order):
                 if writer is not None and writer.samples and writer.payload + sample.nbytes > shard_size:
                     records.append(writer.commit())
                     writer = None

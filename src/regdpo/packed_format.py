@@ -162,6 +162,15 @@ def check_clip_record(data: Any, where: str) -> dict[str, Any]:
         boxes = entry.get("boxes")
         if not isinstance(boxes, list) or len(boxes) != num_frames:
             raise FormatError(f"{where}: entry {meta.name}: 'boxes' must list one box (or null) per frame")
+        negatives = entry.get("negatives", [s.to_dict() for s in meta.streams])
+        try:
+            listed = sorted(fmt.NegativeStream.from_dict(n).stream for n in negatives)
+            for n in negatives:
+                fmt._weight_of(n, f"{where}: entry {meta.name}")  # the one check of a pair_weight
+        except (TypeError, ValueError) as exc:
+            raise FormatError(f"{where}: entry {meta.name}: malformed 'negatives' ({exc})") from None
+        if listed != sorted(s.stream for s in meta.streams):
+            raise FormatError(f"{where}: entry {meta.name}: 'negatives' and its meta.json list other streams")
         entry["video"] = meta
         entry["boxes"] = [check_box(b, height, width, f"{where}: entry {meta.name}") for b in boxes]
     return data
@@ -182,7 +191,8 @@ def index_sample(record: Mapping[str, Any]) -> dict[str, Any]:
     entries = []
     for entry in record["entries"]:
         meta = entry["video"] if "video" in entry else fmt.VideoMeta.from_dict(entry["meta"])
-        entries.append({"name": meta.name, "prompt": meta.prompt, "negatives": [s.to_dict() for s in meta.streams]})
+        negatives = entry.get("negatives") or [s.to_dict() for s in meta.streams]
+        entries.append({"name": meta.name, "prompt": meta.prompt, "negatives": negatives, "order": entry.get("order", 0)})
     return {"key": record["key"], "source_clip": record["source_clip"], "num_frames": record["num_frames"],
             "height": record["height"], "width": record["width"], "entries": entries,
             "pairs": sum(len(e["negatives"]) for e in entries)}

@@ -38,20 +38,23 @@ class PackedPair:
 
 def index_pairs(index: Mapping[str, Any], neg_types: Sequence[str] | None = None) -> list[PackedPair]:
     """Every pair of ``index`` (of ``neg_types`` only, when given), sorted by ``pair_index``: the folder
-    reader's order (video name, then types as in ``NEG_TYPES``, strength descending)."""
+    reader's order over the packed manifest (its videos in their ``order``, each video's streams in
+    canonical order, ``regdpo.format.sort_streams``)."""
     found = []
     for shard in index["shards"]:
         for sample in shard["samples"]:
             for k, entry in enumerate(sample["entries"]):
+                weights = {n["stream"]: float(n.get("pair_weight", 1.0)) for n in entry["negatives"]}
                 streams = fmt.sort_streams(fmt.NegativeStream.from_dict(n) for n in entry["negatives"])
-                for s in streams:
+                for rank, s in enumerate(streams):
                     if neg_types is not None and s.type not in neg_types:
                         continue
                     pair = PairIndexEntry(entry["name"], s.type, sample["num_frames"], sample["height"],
-                                          sample["width"], entry["prompt"], s.strength, s.stream)
-                    found.append((shard["name"], sample["key"], k, pair))
-    found.sort(key=lambda f: (f[3].video, fmt.NEG_TYPES.index(f[3].neg_type), -f[3].neg_strength))
-    return [PackedPair(i, shard, key, k, pair) for i, (shard, key, k, pair) in enumerate(found)]
+                                          sample["width"], entry["prompt"], s.strength, s.stream,
+                                          weights.get(s.stream, 1.0))
+                    found.append(((entry.get("order", 0), entry["name"], rank), shard["name"], sample["key"], k, pair))
+    found.sort(key=lambda f: f[0])
+    return [PackedPair(i, shard, key, k, pair) for i, (_, shard, key, k, pair) in enumerate(found)]
 
 
 def rank_shards(shards: Sequence[str], rank: int, world: int) -> list[str]:
