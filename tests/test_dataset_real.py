@@ -52,7 +52,7 @@ def bmx_root(tmp_path_factory):
 
 def args_for(root, **kw):
     return SimpleNamespace(dpo_data_root=str(root), nframes=22, resolution=kw.pop("resolution", 128),
-                           proportion_empty_prompts=0, boundary_dilation=7, **kw)
+                           proportion_empty_prompts=0, boundary_dilation=7, max_upscale=2, **kw)  # 320 on 240: 1.33x
 
 
 def test_real_frames_crop_only(bmx_root):

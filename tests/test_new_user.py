@@ -137,3 +137,39 @@ def test_prune_on_a_read_only_dataset_is_a_data_error(tmp_path, monkeypatch, cap
     assert regdpo_main(["prune", str(root), *(["--dry-run"] if dry_run else [])]) == 1
     line = one_line(capsys.readouterr().err, "regdpo prune: error: ")
     assert str(root) in line and os.strerror(code) in line
+
+
+# --------------------------------------------------------------------------- item 8: no silent upscaling
+
+
+def test_training_refuses_to_enlarge_a_dataset_beyond_the_generators_max_upscale(tmp_path):
+    import argparse
+
+    from regdpo.dataset import DEFAULT_MAX_UPSCALE, DPODataset
+    from regdpo.errors import UsageError
+    from regdpo.generate.config import GenerateConfig
+    from regdpo.train.loop import build_parser
+    from helpers import FakeTokenizer
+
+    assert DEFAULT_MAX_UPSCALE == GenerateConfig.max_upscale  # one policy
+    root = tmp_path / "d"
+    write_pair_dataset(root, videos=(("small", 6),), size=64)
+    write_pair_dataset(root, videos=(("big", 6),), size=128, seed=1)
+
+    def ds(**kw):
+        return DPODataset(argparse.Namespace(dpo_data_root=str(root), nframes=4, resolution=128, **kw),
+                          FakeTokenizer())
+
+    with pytest.raises(UsageError) as exc:
+        ds()
+    text = str(exc.value)
+    assert "resolution 128 enlarges 1 video(s) more than max_upscale 1.25" in text and "small, stored 64x64, 2.00x" \
+        in text and "train at resolution 80 or lower" in text and "max_upscale 2" in text
+    assert {p.video for p in ds(max_upscale=2).pairs} == {"small", "big"}
+    with pytest.warns(UserWarning, match="small: 2.00x upscale"):
+        assert {p.video for p in ds(skip_invalid=True).pairs} == {"big"}
+    assert {p.video for p in DPODataset(argparse.Namespace(dpo_data_root=str(root), nframes=4, resolution=80),
+                                        FakeTokenizer()).pairs} == {"small", "big"}  # 1.25x: the limit itself
+    args = build_parser().parse_args(["--base_model_name_or_path", "a", "--vae_path", "b", "--diffueraser_path", "c",
+                                      "--dpo_data_root", "d"])
+    assert args.max_upscale == DEFAULT_MAX_UPSCALE

@@ -271,3 +271,37 @@ def test_score_writes_schema_5_and_is_deterministic(tiny, tmp_path):
     subset = {(i["video"], i["stream"]): i["ref_margin"] for i in json.loads(out.read_text())["items"]}
     full = {(i["video"], i["stream"]): i["ref_margin"] for i in score["items"]}
     assert subset and all(full[k] == v for k, v in subset.items())  # independent of the subset scored
+
+
+def test_script_skips_and_counts_a_frame_damaged_after_the_build(tiny, tmp_path):
+    """A frame damaged after the dataset was built: with --skip_invalid the pair is passed over, named once in
+    one line and counted (metrics.jsonl skipped_pairs, the summary); without it the run stops with one line
+    naming the file (also from a DataLoader worker), never the worker's traceback."""
+    import shutil
+
+    data = tmp_path / "dpo_data"
+    shutil.copytree(tiny.data, data)
+    bad = data / "clip_b" / "blur" / "00003.png"
+    p = tiny.paths
+    cmd = [sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"), "--base_model_name_or_path",
+           p["base_model_path"], "--vae_path", p["vae_path"], "--diffueraser_path", p["diffueraser_path"],
+           "--dpo_data_root", str(data), "--nframes", str(NFRAMES), "--resolution", str(SIZE),
+           "--train_batch_size", "1", "--seed", "7", "--max_train_steps", "4", "--dataloader_num_workers", "1"]
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
+    if DE_REPO:
+        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
+    # damaged after the build: its header and end marker pass the build-time checks, its body does not decode
+    bad.write_bytes(bad.read_bytes()[:60] + b"\0" * 200 + bad.read_bytes()[-12:])
+    proc = subprocess.run([*cmd, "--output_dir", str(tmp_path / "skip"), "--skip_invalid"], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if "skipped the unreadable pair" in line]
+    assert len(warnings) == 1 and str(bad) in warnings[0] and len(warnings[0]) < 400, proc.stderr[-2000:]
+    lines = [json.loads(s) for s in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["skipped_pairs"] == 1
+    assert "skipped 1 unreadable pair(s)" in proc.stdout + proc.stderr
+    proc = subprocess.run([*cmd, "--output_dir", str(tmp_path / "stop")], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("train_region_reg_dpo.py: error:")]
+    assert len(errors) == 1 and str(bad) in errors[0] and len(errors[0]) < 400, errors

@@ -58,6 +58,7 @@ caller is never overwritten.
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -68,7 +69,7 @@ import torch
 
 from . import format as fmt
 from .crops import DEFAULT_MIN_HOLE_COVERAGE
-from .errors import FormatError, UsageError
+from .errors import FormatError, FrameReadError, RegdpoError, UsageError
 from .frames import decode_image
 from .items import (DEFAULT_PROMPT, VAE_SCALE, Augmentation, ItemBuilder, ItemOptions, PairIndexEntry,
                     full_frame_size, masks_latent, plan_augmentation, region_masks, resized_size)
@@ -155,6 +156,18 @@ def dataset_seed(args: Any) -> int | None:
     return None if seed is None else _int_option(args, "dataset_seed", seed, 0)
 
 
+DEFAULT_MAX_UPSCALE = 1.25
+"""Most a stored video is enlarged to ``resolution`` (``args.max_upscale``): the generator's ``--max_upscale``
+default, one policy for both (an enlarged GT is a soft winner the model learns to prefer)."""
+
+
+def upscale_of(height: int, width: int, resolution: int, full_frame: bool = False) -> float:
+    """How much an item at ``resolution`` enlarges a stored ``height x width`` video (the larger of the two
+    axes' factors; <= 1: no enlargement)."""
+    rh, rw = (full_frame_size if full_frame else resized_size)(height, width, resolution)
+    return max(rh / height, rw / width)
+
+
 def check_tokenizer(tokenizer: Any) -> Callable[..., Any]:
     if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "model_max_length"):
         raise UsageError("DPODataset needs a tokenizer (callable, with model_max_length), e.g. CLIPTokenizer")
@@ -178,7 +191,8 @@ class DPODataset(torch.utils.data.Dataset):
       root's ``manifest.json``; else a file with the same schema, e.g. audit-filtered),
       ``center_crop`` (False), ``min_hole_coverage`` (0.5), ``full_frame`` (False), ``random_flip`` (False), ``random_reverse`` (False),
       ``default_prompt`` (``"clean background"``, for videos without prompt), ``dataset_seed``
-      (``None``: see the module docstring), ``skip_invalid`` (False).
+      (``None``: see the module docstring), ``skip_invalid`` (False), ``max_upscale`` (1.25, the
+      generator's: a ``resolution`` enlarging a video more is refused, see ``_refuse_upscaling``).
     - ``dpo_shards``: read a packed dataset (``regdpo pack``) instead: the constructor returns a
       ``regdpo.packed_dataset.PackedDPODataset`` (an ``IterableDataset`` with the same items).
 
@@ -191,7 +205,9 @@ class DPODataset(torch.utils.data.Dataset):
     (``regdpo.format.validate_video_streams``) and drops invalid or too-short videos with a
     warning that lists them. Whatever is not checked up front is checked per item: a
     missing or corrupt frame raises ``FrameReadError`` naming the file, a frame of the
-    wrong size ``FormatError`` naming it.
+    wrong size ``FormatError`` naming it. With ``skip_invalid``, such a pair (damaged after the dataset was
+    built) is passed over for the next one and the item says so in ``"skipped"`` (see ``__getitem__``;
+    ``train_region_reg_dpo.py --skip_invalid`` reports and counts them).
     """
 
     def __new__(cls, args: Any = None, tokenizer: Any = None):
@@ -211,6 +227,9 @@ class DPODataset(torch.utils.data.Dataset):
         self.seed = dataset_seed(args)
         self.neg_types = _parse_neg_types(getattr(args, "neg_types", None))
         self.skip_invalid = bool(_opt(args, "skip_invalid", False))
+        self.max_upscale = float(_opt(args, "max_upscale", DEFAULT_MAX_UPSCALE))
+        if not (self.max_upscale >= 1.0 and math.isfinite(self.max_upscale)):
+            raise UsageError(f"args.max_upscale must be a number >= 1, got {self.max_upscale}")
         manifest_path = getattr(args, "manifest", None)
         self.manifest_path = Path(manifest_path) if manifest_path else self.root / fmt.MANIFEST_FILE
         self.tokenizer = check_tokenizer(tokenizer)
@@ -234,6 +253,7 @@ class DPODataset(torch.utils.data.Dataset):
                 selected.append((entry, streams))
 
         problems: list[tuple[str, str]] = []  # (video, reason)
+        enlarged: list[tuple[float, fmt.ManifestEntry]] = []  # (factor, entry) beyond max_upscale
         for entry, streams in selected:
             names = [s.stream for s in streams]
             reason = self._cheap_problem(entry, names)
@@ -244,6 +264,9 @@ class DPODataset(torch.utils.data.Dataset):
                     reason = str(exc)
             if reason is not None:
                 problems.append((entry.name, reason))
+            elif (factor := upscale_of(entry.height, entry.width, self.resolution, self.full_frame)) > self.max_upscale:
+                enlarged.append((factor, entry))
+        self._refuse_upscaling(enlarged, problems)
 
         if problems:
             reasons = [r for _, r in problems]
@@ -268,6 +291,24 @@ class DPODataset(torch.utils.data.Dataset):
             what = f" of type(s) {', '.join(self.neg_types)}" if self.neg_types else ""
             raise UsageError(f"no (video, negative) pairs{what} to train on in {self.manifest_path}")
         return pairs
+
+    def _refuse_upscaling(self, enlarged: list[tuple[float, fmt.ManifestEntry]],
+                          problems: list[tuple[str, str]]) -> None:
+        """The generator's ``--max_upscale`` policy: videos stored too small for ``resolution`` are refused
+        (``UsageError`` with the figure), or with ``skip_invalid`` dropped (added to ``problems``, warned)."""
+        if not enlarged:
+            return
+        factor, worst = max(enlarged, key=lambda fe: (fe[0], fe[1].name))
+        short = min(min(e.height, e.width) for _, e in enlarged)
+        fits = VAE_SCALE * math.floor(short * self.max_upscale / VAE_SCALE)
+        what = (f"resolution {self.resolution} enlarges {len(enlarged)} video(s) more than max_upscale "
+                f"{self.max_upscale:g} (most: {worst.name}, stored {worst.width}x{worst.height}, {factor:.2f}x; an "
+                f"enlarged GT is a soft winner)")
+        if not self.skip_invalid:
+            raise UsageError(f"{what}: train at resolution {fits} or lower, or allow it with max_upscale "
+                             f"{math.ceil(factor * 100) / 100:g} (train_region_reg_dpo.py --max_upscale)")
+        problems.extend((e.name, f"video {e.name}: {f:.2f}x upscale, more than max_upscale {self.max_upscale:g}")
+                        for f, e in enlarged)
 
     def _cheap_problem(self, entry: fmt.ManifestEntry, streams: Sequence[str]) -> str | None:
         """Problems found from the manifest and a few ``stat`` calls, or ``None``."""
@@ -332,9 +373,29 @@ class DPODataset(torch.utils.data.Dataset):
 
     # -- items
     def __getitem__(self, index: int) -> dict[str, Any]:
+        """Item ``index``. With ``skip_invalid``, a pair whose files cannot be read now (damaged after the
+        dataset was built) is passed over for the next one (``index + 1``, ...) and the item carries
+        ``"skipped"``: ``[{"pair": "video/stream", "reason": one line naming the file}]`` of the pairs passed
+        over (empty mostly), for the training loop to report and count."""
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for DPODataset of {len(self)} items")
         index %= len(self)
+        if not self.skip_invalid:
+            return self._item(index)
+        skipped: list[dict[str, str]] = []
+        for offset in range(len(self)):
+            at = (index + offset) % len(self)
+            try:
+                item = self._item(at)
+            except RegdpoError as exc:  # an unreadable or wrong frame (FrameReadError, FormatError)
+                pair = self.pairs[at]
+                skipped.append({"pair": f"{pair.video}/{pair.stream}", "reason": " ".join(str(exc).split())[:500]})
+                continue
+            item["skipped"] = skipped
+            return item
+        raise FrameReadError(f"no pair of {self.manifest_path} can be read (first: {skipped[0]['reason']})")
+
+    def _item(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
         return self.builder.build(pair, self._source(pair), self._rng(index))
 

@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--boundary_dilation", type=integer(1, MAX_SIDE), default=7, help="boundary ring kernel (odd; default 7)")
     g.add_argument("--random_flip", action="store_true", help="random horizontal flip (both sides alike)")
     g.add_argument("--dataloader_num_workers", type=integer(0, MAX_WORKERS), default=0)
+    g.add_argument("--max_upscale", type=real(1, 100), default=1.25, metavar="X",
+                   help="refuse to train at a --resolution that enlarges a stored video more than X times (an "
+                   "enlarged GT is a soft winner; the generator's policy and default, 1.25)")
+    g.add_argument("--skip_invalid", action="store_true",
+                   help="pass over a pair whose files cannot be read (damaged after the dataset was built): "
+                   "reported once in one line naming the file, counted in metrics.jsonl (skipped_pairs)")
     o = p.add_argument_group("optimisation")
     o.add_argument("--train_modules", choices=TRAIN_MODULES, default=d.train_modules,
                    help="motion: the motion modules (DiffuEraser's stage 2); spatial: BrushNet and the 2-D UNet "
@@ -177,8 +183,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return train(args)
-    except RegdpoError as exc:  # one line, whatever the message holds
-        print(f"train_region_reg_dpo.py: error: {' '.join(str(exc).split())}", file=sys.stderr)
+    except RegdpoError as exc:  # one line, whatever the message holds (a DataLoader worker's traceback too)
+        from .skips import close_progress_bars, one_line_error
+
+        close_progress_bars()  # the error on a line of its own, not after the bar's text
+        print(f"train_region_reg_dpo.py: error: {one_line_error(exc)}", file=sys.stderr)
         return exit_code(exc)
     except OSError as exc:  # the file system refused (read-only, no permission): a data error naming the path
         if not exc.filename:
@@ -199,6 +208,7 @@ def train(args: argparse.Namespace) -> int:
     from ..dataset import DPODataset, collate_fn
     from ..dpo import diagnostics_to_floats
     from .modes import enable_gradient_checkpointing
+    from .skips import SkippedPairs
     from .step import DiffuEraserDPOStep
     from .weights import load_modules, save_diffueraser_weights
 
@@ -232,6 +242,7 @@ def train(args: argparse.Namespace) -> int:
     data_args = argparse.Namespace(dpo_data_root=args.dpo_data_root, manifest=args.manifest, nframes=args.nframes,
                                    resolution=args.resolution, boundary_dilation=args.boundary_dilation,
                                    neg_types=args.neg_types, random_flip=args.random_flip,
+                                   skip_invalid=args.skip_invalid, max_upscale=args.max_upscale,
                                    dataset_seed=args.seed if args.seed is not None else 0)
     if args.exclude_evalset:
         data_args.manifest = manifest_excluding_evalset(args, accelerator, output_dir)
@@ -270,6 +281,7 @@ def train(args: argparse.Namespace) -> int:
         (output_dir / "training_args.json").write_text(json.dumps(
             {**vars(args), "step_config": config.to_dict()}, indent=2, sort_keys=True, default=str))
     metrics_path = output_dir / METRICS_FILE
+    skips = SkippedPairs()
     history: list[dict[str, float]] = []
     warned = False
     bar = tqdm(total=args.max_train_steps, initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process)
@@ -285,6 +297,8 @@ def train(args: argparse.Namespace) -> int:
         batches = accelerator.skip_first_batches(loader, skip) if skip else loader
         skip = 0
         for batch in batches:
+            for line in skips.add(batch):  # (--skip_invalid) each damaged pair once, one line naming the file
+                bar.write(f"train_region_reg_dpo.py: warning: {line}", file=sys.stderr)
             with accelerator.accumulate(*accumulate_over):
                 loss, diag = step(batch, generator)
                 accelerator.backward(loss)
@@ -310,6 +324,8 @@ def train(args: argparse.Namespace) -> int:
             history.append(record)
             is_saturated = saturated(history, args.saturation_window)
             record["saturated"] = is_saturated
+            if args.skip_invalid:
+                record["skipped_pairs"] = len(skips)
             if accelerator.is_main_process:
                 with metrics_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
@@ -329,6 +345,9 @@ def train(args: argparse.Namespace) -> int:
                 break
         epoch += 1
     bar.close()
+    if args.skip_invalid:
+        accelerator.print(f"skipped {len(skips)} unreadable pair(s) (--skip_invalid: each named above; "
+                          f"metrics.jsonl 'skipped_pairs')")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         saved = save_diffueraser_weights(output_dir, accelerator.unwrap_model(m.unet_main),
