@@ -10,7 +10,15 @@ as the output folder, several sizes; needs root and ``mount``, else that class i
 ``manifest.json``, lock, ``.staging``, ``_preview``, ``_failed``, audit files) pointing to a sentinel folder;
 traversal and odd names (``../../x``, ``/etc``, absolute paths, NUL, newline) in ``manifest.json``,
 ``meta.json``, ``selection.json``, ``audit.json`` fed to ``DPODataset``, ``audit``, ``preview``, ``verify``,
-``manifest``, ``select``, ``prune`` and ``generate --resume``.
+``manifest``, ``select``, ``prune`` and ``generate --resume``. Issue 18: a named pipe, socket, device link or
+link loop named like a frame or a video file in ``--video_root`` (``special_source``: the run ends, the good
+video is written, each bad one recorded as failed with one line; repaired, ``--resume``) or in place of a
+frame, ``meta.json``, checksums, manifest, audit, selection or failure record of a finished dataset under
+``audit``, ``verify``, ``preview``, ``DPODataset`` (with and without ``skip_invalid``), ``generate --resume``,
+``manifest``, ``select``, ``prune`` (``special_dataset``: each ends within 120 s, no traceback); ``regdpo
+preview`` on a full tmpfs or under ``ulimit -f`` (``preview_disk``: one line naming the file); SIGINT / SIGTERM
+in the first 0.4 s of ``regdpo manifest``, while its modules load (``manifest_startup``); ``regdpo launch``
+with two CPU workers killed with -9 (``launch_kill``: no worker may outlive it by 15 s; then ``--resume``).
 
 Oracle after each case (after recovering: ``--resume``, a rerun, freeing space): the dataset's files equal
 the reference's byte for byte (``meta.json`` minus ``timings``; run locks ignored; derived reports a case
@@ -48,6 +56,7 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / ".." / "shared" / "data"
+"""The fixtures (``--data`` overrides: a worktree elsewhere than beside ``shared/``)."""
 GEN = [sys.executable, str(REPO / "generate_dpo_negatives.py")]
 REG = [sys.executable, "-m", "regdpo"]
 LOCK = ".lock"
@@ -73,12 +82,12 @@ class Tok:
         ids = [49406] + [100 + len(w) for w in text.split()][: max_length - 2] + [49407]
         return {"input_ids": torch.tensor([ids + [49407] * (max_length - len(ids))])}
 a = argparse.Namespace(dpo_data_root=sys.argv[1], nframes=12, resolution=128, proportion_empty_prompts=0,
-                       boundary_dilation=7)
+                       boundary_dilation=7, skip_invalid=len(sys.argv) > 2 and sys.argv[2] == "skip_invalid")
 try:
     ds = DPODataset(a, Tok())
     for i in range(0, len(ds), max(1, len(ds) // 4)):
         ds[i]
-except (RegdpoError, ValueError) as e:
+except (RegdpoError, ValueError, OSError) as e:
     print(f"DPODataset: error: {e}", file=sys.stderr)
     sys.exit(1)
 print(json.dumps(sorted({p.video for p in ds.pairs})))
@@ -118,6 +127,8 @@ def output_files(root: Path, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
                 continue
             if path.is_symlink():
                 out[rel] = ("link", os.readlink(path))
+            elif not path.is_file():  # a FIFO, a socket: never opened (it would block the campaign)
+                out[rel] = ("special", os.lstat(path).st_mode)
             elif name == META:
                 try:
                     meta = json.loads(path.read_text())
@@ -146,6 +157,8 @@ def tree_hash(root: Path, skip: tuple[Path, ...] = ()) -> str:
             path = os.path.join(dirpath, name)
             if os.path.islink(path):
                 h.update(f"L {name} {os.readlink(path)}\n".encode())
+            elif not os.path.isfile(path):  # a FIFO, a socket: never opened
+                h.update(f"S {name} {os.lstat(path).st_mode}\n".encode())
             else:
                 with open(path, "rb") as fh:
                     h.update(f"F {name} ".encode() + hashlib.sha256(fh.read()).digest())
@@ -356,8 +369,14 @@ class Campaign:
 
     # -- case list, deterministic given the seed
     KINDS = ("generate", "resume", "overwrite", "manifest_concurrent", "manifest_kill", "shards", "prune",
-             "select", "disk_tmpfs", "ulimit_f", "symlink", "traversal")
-    WEIGHTS = (12, 7, 10, 8, 6, 10, 5, 3, 9, 8, 12, 10)
+             "select", "disk_tmpfs", "ulimit_f", "symlink", "traversal",
+             "special_source", "special_dataset", "preview_disk", "manifest_startup", "launch_kill")
+    WEIGHTS = (12, 7, 10, 8, 6, 10, 5, 3, 9, 8, 12, 10, 8, 14, 5, 5, 5)
+    SPECIAL_KINDS = ("fifo", "socket", "device", "self_link", "link_loop")
+    SPECIAL_PLACES = ("gt_frame", "mask_frame", "neg_frame", "meta_json", "checksums", "manifest_json", "audit_json",
+                      "selection", "failed_record")
+    SPECIAL_COMMANDS = ("audit", "verify", "preview", "dataset", "dataset_skip", "gen_resume", "manifest", "select",
+                        "prune")
     LINK_PLACES = ("video_dir", "stream_dir", "gt_frame", "meta_json", "checksums", "manifest_json", "lock",
                    "lock_manifest", "staging", "staging_shard", "preview_dir", "preview_file", "failed_dir",
                    "audit_json", "selection", "prune_report")
@@ -396,6 +415,18 @@ class Campaign:
         if kind == "symlink":
             return {"place": r.choice(self.LINK_PLACES), "command": r.choice(self.LINK_COMMANDS),
                     "dangling": r.random() < 0.3, "video": r.choice(self.videos)}
+        if kind == "special_source":
+            return {"special": r.choice(self.SPECIAL_KINDS), "where": r.choice(("frame", "video_file", "both"))}
+        if kind == "special_dataset":
+            return {"special": r.choice(self.SPECIAL_KINDS), "place": r.choice(self.SPECIAL_PLACES),
+                    "command": r.choice(self.SPECIAL_COMMANDS), "video": r.choice(self.videos)}
+        if kind == "preview_disk":
+            return {"how": r.choice(("ulimit_f", "tmpfs")), "limit_kib": int(r.uniform(1, 120)),
+                    "gif": r.random() < 0.3}
+        if kind == "manifest_startup":
+            return {"delay": round(r.uniform(0.0, 0.4), 3), "signal": r.choice(("INT", "INT", "TERM"))}
+        if kind == "launch_kill":
+            return {"delay": round(r.uniform(0.05, 0.6), 3)}
         if kind == "traversal":
             return {"file": r.choice(self.NAME_FILES), "name": r.choice(BAD_NAMES), "command": r.choice(self.NAME_COMMANDS),
                     "video": r.choice(self.videos)}
@@ -651,12 +682,13 @@ class Campaign:
         c.check_dataset(self.audited_files, exclude=DERIVED_REPORTS)
 
     # ---- planted links
-    def _command(self, c: Case, command: str, label: str, expect: set[int]) -> int:
+    def _command(self, c: Case, command: str, label: str, expect: set[int], timeout: float = 300) -> int:
         cmds = {"gen_resume": GEN + gen_flags(c.out, "--resume"), "gen_overwrite": GEN + gen_flags(c.out, "--overwrite"),
                 "gen_shard": GEN + gen_flags(c.out, "--num_shards", "2", "--shard_index", "0"),
-                "dataset": [sys.executable, "-c", DATASET_SCRIPT, str(c.out)]}
+                "dataset": [sys.executable, "-c", DATASET_SCRIPT, str(c.out)],
+                "dataset_skip": [sys.executable, "-c", DATASET_SCRIPT, str(c.out), "skip_invalid"]}
         cmd = cmds.get(command) or REG + [command, str(c.out)]
-        return c.run(cmd, label, expect=expect)
+        return c.run(cmd, label, expect=expect, timeout=timeout)
 
     def case_symlink(self, c: Case, place, command, dangling, video):
         self._copy(self.ref_audited, c.out)
@@ -717,7 +749,7 @@ class Campaign:
             c.run(REG + ["prune", str(c.out)], "prune")
             c.check_dataset(self.pruned_files, exclude=("prune.json",))
         else:
-            if command != "dataset":
+            if command not in ("dataset", "dataset_skip"):
                 c.run(REG + [command, str(c.out)], command)
             c.check_dataset(self.audited_files, exclude=DERIVED_REPORTS)
 
@@ -764,6 +796,187 @@ class Campaign:
         self._recover(c, command)
 
 
+    # ---- special files (issue 18): a FIFO, socket, device, link loop where a frame, video or JSON file belongs
+    @functools.cached_property
+    def special_src(self) -> Path:
+        """A clean ``--video_root``: two frame folders (copies of the DAVIS fixtures) and an MJPG video file."""
+        import cv2
+
+        root = self.work / "ref" / "special_src"
+        for name, seq in (("tennis", "tennis"), ("bmx", "bmx-trees")):
+            shutil.copytree(DATA / "DAVIS" / "JPEGImages" / "480p" / seq, root / name)
+        frames = sorted((root / "bmx").iterdir())
+        writer = cv2.VideoWriter(str(root / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 24.0, (320, 180))
+        for f in frames:
+            writer.write(cv2.resize(cv2.imread(str(f)), (320, 180), interpolation=cv2.INTER_AREA))
+        writer.release()
+        return root
+
+    @staticmethod
+    def special_flags(root: Path, out: Path) -> list[str]:
+        return ["--video_root", str(root), "--output_dir", str(out), "--nframes", "12", "--resolution", "128",
+                "--seed", "5", "--assumed_fps", "24", "--no_progress"]
+
+    def special_root(self) -> Path:
+        """A fresh copy of ``special_src`` at one fixed path (``meta.json`` records the source's path, so the
+        reference and every case read their sources there)."""
+        root = self.work / "special_root"
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(self.special_src, root)
+        return root
+
+    @functools.cached_property
+    def special_files(self) -> dict[str, Any]:
+        """The uninterrupted run on ``special_src``."""
+        out = self.work / "ref" / "special"
+        KNOWN_ROOTS.append(str(out))
+        self._ref_run(GEN + self.special_flags(self.special_root(), out))
+        return output_files(out)
+
+    def case_special_source(self, c: Case, special, where):
+        """A special file named like a frame (in a frame folder) or like a video file in --video_root: the run
+        ends, the good video is written, each bad one is recorded as failed with one line; repaired, --resume."""
+        self.special_files  # noqa: B018 (the reference first)
+        root = self.special_root()  # outside the case folder (whose content outside the dataset must not change)
+        planted = []
+        if where in ("frame", "both"):  # a frame the clip reads (the reference's meta.json says which)
+            used = json.loads((self.work / "ref" / "special" / "video_bmx" / META).read_text())["source"]
+            planted.append((root / "bmx" / f"{used['source_frames'][3]}.jpg", "video_bmx"))
+        if where in ("video_file", "both"):
+            planted.append((root / "clip.avi", "video_clip"))
+        for path, _ in planted:
+            path.unlink()
+            make_special(path, special)
+        flags = self.special_flags(root, c.out)
+        c.run(GEN + flags, f"generate ({special} as {where})", expect={1}, timeout=120)
+        stdout = c.runs[-1]["stdout"]
+        for path, name in planted:
+            if not (c.out / "_failed" / f"{name}.json").is_file():
+                c.problems.append(f"{name} ({special} at {path.name}) not recorded as failed")
+            lines = [l for l in stdout.splitlines() if l.strip().startswith(f"FAILED {name}:")]
+            if len(lines) != 1:
+                c.problems.append(f"{name}: {len(lines)} FAILED lines, expected one: {stdout[-500:]}")
+        if not (c.out / "video_tennis" / META).is_file():
+            c.problems.append("the good video was not written")
+        for path, _ in planted:  # repaired: the real file back, --resume makes the failed videos
+            remove_special(path)
+            shutil.copy2(self.special_src / path.relative_to(root), path)
+        c.run(GEN + flags + ["--resume"], "resume")
+        c.check_dataset(self.special_files)
+
+    def case_special_dataset(self, c: Case, special, place, command, video):
+        """A special file where a finished dataset holds a frame or a JSON file, under a reader: it ends (no
+        hang, no traceback); then the file is restored and the command run again."""
+        self._copy(self.ref_audited, c.out)
+        v = c.out / video
+        neg = next(s for s in sorted(p.name for p in v.iterdir() if p.is_dir()) if s not in ("gt_frames", "masks"))
+        path = {"gt_frame": v / "gt_frames" / "00001.png", "mask_frame": v / "masks" / "00000.png",
+                "neg_frame": v / neg / "00002.png", "meta_json": v / META, "checksums": v / "checksums.sha256",
+                "manifest_json": c.out / "manifest.json", "audit_json": c.out / "audit.json",
+                "selection": c.out / "manifest.selected.json",
+                "failed_record": c.out / "_failed" / f"{video}.json"}[place]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() or path.is_symlink():
+            path.unlink()
+        make_special(path, special)
+        self._command(c, command, f"{command} ({special} at {place})", {0, 1, 2}, timeout=120)
+        remove_special(path)
+        original = self.ref_audited / path.relative_to(c.out)
+        if original.is_file():
+            shutil.copy2(original, path)
+        elif not any(path.parent.iterdir()):
+            path.parent.rmdir()
+        self._recover(c, command)
+
+    def case_preview_disk(self, c: Case, how, limit_kib, gif):
+        """`regdpo preview` on a full disk (a small tmpfs as _preview/) or under `ulimit -f`: one line naming the
+        file, exit 1, no temporary left; then it works."""
+        self._copy(self.ref_audited, c.out)
+        cmd = REG + ["preview", str(c.out)] + (["--gif"] if gif else [])
+        preexec = None
+        if how == "tmpfs":
+            self._mount(c, c.out / "_preview", limit_kib * 1024)
+        else:
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit_kib * 1024, limit_kib * 1024))
+        rc = c.run(cmd, f"preview ({how} {limit_kib} KiB)", expect={0, 1}, preexec=preexec)
+        last = (c.runs[-1]["stderr_tail"].strip().splitlines() or [""])[-1]
+        if rc == 1 and not (last.startswith(f"regdpo preview: error: {c.out / '_preview'}/")
+                            and last.endswith((": File too large", ": No space left on device"))):
+            c.problems.append(f"preview on a full disk: last line {last!r}")
+        self._no_temp_files(c, c.out)
+        if how == "tmpfs":
+            subprocess.run(["mount", "-o", "remount,size=256m", c.params["mounted"][-1]], check=True)
+        c.run(cmd, "preview")
+        c.check_dataset(self.audited_files, exclude=DERIVED_REPORTS)
+
+    def case_manifest_startup(self, c: Case, delay, signal):
+        """Ctrl-C (or SIGTERM) while `regdpo manifest` is still starting (its modules loading)."""
+        self._copy(self.ref, c.out)
+        c.run(REG + ["manifest", str(c.out)], f"manifest ({signal} at {delay} s)", fault=(signal, delay))
+        c.run(REG + ["manifest", str(c.out)], "manifest")
+        c.check_dataset(self.ref_files)
+
+    def case_launch_kill(self, c: Case, delay):
+        """`regdpo launch` (two CPU workers) killed with -9: its workers must stop with it; then --resume."""
+        cmd = REG + ["launch", "--gpus", "0,1", "--no_progress", "--"] + gen_flags(c.out)
+        c.finish(c.start(cmd), "launch (kill -9)", {0}, fault=("KILL", delay * self.t_gen))
+        deadline = time.monotonic() + 15
+        while generators_writing_into(c.out) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = generators_writing_into(c.out)
+        if left:
+            c.problems.append(f"{len(left)} worker(s) still running 15 s after the launcher was killed with -9")
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        c.run(cmd + ["--resume"], "relaunch --resume")
+        c.check_dataset(self.ref_files, exclude=("_logs",))
+
+
+def make_special(path: Path, special: str) -> None:
+    """A named pipe, a socket, a link to a character device, a link to itself or a two-link loop at ``path``."""
+    if special == "fifo":
+        os.mkfifo(path)
+    elif special == "socket":
+        import socket
+
+        cwd = os.getcwd()
+        os.chdir(path.parent)  # a socket's path is limited to ~100 bytes: bound by its name
+        try:
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(path.name)
+        finally:
+            os.chdir(cwd)
+    elif special == "device":
+        path.symlink_to("/dev/zero")
+    elif special == "self_link":
+        path.symlink_to(path.name)
+    else:
+        path.with_name(path.name + ".loop").symlink_to(path.name)
+        path.symlink_to(path.name + ".loop")
+
+
+def remove_special(path: Path) -> None:
+    for p in (path, path.with_name(path.name + ".loop")):
+        if p.exists() or p.is_symlink() or os.path.lexists(p):
+            p.unlink()
+
+
+def generators_writing_into(out: Path) -> list[int]:
+    """Pids of the `regdpo generate` processes whose command line names ``out`` (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"generate" in argv and os.fsencode(str(out)) in argv:
+                pids.append(int(entry.name))
+    return pids
+
+
 class SkipCase(Exception):
     """A case that cannot run here (no tmpfs): counted apart, never as survived."""
 
@@ -788,6 +1001,7 @@ def summarise(cases: list[Case]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global DATA
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", type=int, default=200, help="number of cases (default 200)")
     parser.add_argument("--quick", action="store_true", help="one case of each kind (a minute or two)")
@@ -797,7 +1011,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="FILE", help="also write the summary and every case's record here")
     parser.add_argument("--workdir", help="where the cases run (default: a temporary folder, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the case folders of failed cases")
+    parser.add_argument("--data", type=Path, default=None, help=f"the fixtures (default: {DATA})")
     args = parser.parse_args(argv)
+    if args.data is not None:
+        DATA = args.data.resolve()
     if not DATA.is_dir():
         print(f"fault campaign: the real-video fixtures are not at {DATA}", file=sys.stderr)
         return 2

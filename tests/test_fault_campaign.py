@@ -93,10 +93,12 @@ def test_a_short_fault_campaign_loses_nothing_and_writes_nothing_outside(tmp_pat
     """kill -9 / SIGTERM / SIGINT of generate and --overwrite and regdpo manifest, a full tmpfs (when root can
     mount one; skipped otherwise), a planted link, a traversal name: each recovered and equal to the reference."""
     report = tmp_path / "campaign.json"
-    kinds = ["generate", "overwrite", "manifest_kill", "disk_tmpfs", "symlink", "traversal"]
+    kinds = ["generate", "overwrite", "manifest_kill", "disk_tmpfs", "symlink", "traversal",
+             "special_source", "special_dataset", "manifest_startup"]  # the last three: issue 18
     proc = subprocess.run([sys.executable, str(REPO / "bench" / "fault_campaign.py"), "--quick", "--seed", "3",
-                           "--kinds", *kinds, "--json", str(report), "--workdir", str(tmp_path / "work")],
-                          cwd=REPO, capture_output=True, text=True, timeout=500)
+                           "--kinds", *kinds, "--json", str(report), "--workdir", str(tmp_path / "work"),
+                           "--data", str(DATA)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
     assert report.is_file(), proc.stdout + proc.stderr
     summary = json.loads(report.read_text())
     total = summary["total"]
@@ -104,7 +106,7 @@ def test_a_short_fault_campaign_loses_nothing_and_writes_nothing_outside(tmp_pat
     assert proc.returncode == 0 and not failed, (proc.stdout[-3000:], failed)
     assert total["cases"] + total["skipped"] == len(kinds) and total["cases"] >= len(kinds) - 1
     assert total["lost"] == total["written_outside"] == total["tracebacks"] == 0
-    assert sorted(os.listdir(tmp_path / "work")) == ["ref"]  # the case folders of survived cases are removed
+    assert sorted(os.listdir(tmp_path / "work")) == ["ref", "special_root"]  # survived cases' folders are removed
 
 
 @pytest.mark.parametrize("command", ["manifest", "audit"])

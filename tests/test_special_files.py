@@ -274,6 +274,7 @@ def test_generate_resume_meets_a_fifo_in_the_dataset_and_ends(tmp_path):
     argv = ["generate", "--video_root", str(src), "--output_dir", str(out), "--assumed_fps", "24", *SMALL]
     assert cli(*argv).returncode == 0
     fifo = out / "video_one" / "gt_frames" / "00001.png"
+    frame = fifo.read_bytes()
     fifo.unlink()
     os.mkfifo(fifo)
     try:
@@ -283,6 +284,11 @@ def test_generate_resume_meets_a_fifo_in_the_dataset_and_ends(tmp_path):
     assert "Traceback" not in proc.stderr + proc.stdout
     assert proc.returncode == 1 and "FAILED video_one" in proc.stdout, proc.stdout + proc.stderr
     assert "1 already done" in proc.stdout, proc.stdout
+    fifo.unlink()  # repaired: the video is complete again, and its failure record is not left behind
+    fifo.write_bytes(frame)
+    proc = cli(*argv, "--resume")
+    assert proc.returncode == 0 and "2 already done" in proc.stdout, proc.stdout + proc.stderr
+    assert not (out / "_failed" / "video_one.json").exists()
 
 
 # --------------------------------------------------------------------------- a stuck reader never holds Ctrl-C

@@ -600,6 +600,8 @@ class VideoStages:
         if work.outcome is not None:
             if work.log_line:
                 self.log(work.log_line)
+            if work.outcome.status == "done":  # complete (again): an earlier run's failure record of it is stale
+                clear_failure(self.config.output_dir, work.source.name)
             return work.outcome
         t0 = time.perf_counter()
         if work.error is None:
