@@ -199,6 +199,29 @@ def test_gt_stand_in_scores_maximal_and_wins_every_clip_blurred_gt_loses_every_c
         assert (s["losses"], s["wins"], s["verdict"]) == (3, 0, "worse"), spec.name
 
 
+def test_every_model_gets_the_same_seed_per_clip(evalset_dir, tmp_path):
+    evalset = es.load_evalset(evalset_dir)
+    clips = evalset.split("test")
+    seen: dict[str, list] = {"a": [], "b": []}
+
+    class Recording:
+        def __init__(self, name):
+            self.name = name
+
+        def inpaint(self, clip):
+            seen[self.name].append((clip.name, clip.seed))
+            return clip.frames.copy()
+
+        def close(self):
+            pass
+
+    models = [EvalModel(n, n, {"n": n}, lambda n=n: Recording(n)) for n in ("a", "b")]
+    EvalRunner(evalset, clips, models, tmp_path / "o", seed=5, progress=False).run()
+    assert seen["a"] == seen["b"] and len({s for _, s in seen["a"]}) == len(clips)
+    EvalRunner(evalset, clips, models, tmp_path / "o2", seed=6, progress=False).run()
+    assert seen["a"][len(clips):] != seen["a"][:len(clips)]  # --seed changes them
+
+
 def test_a_clip_that_fails_fails_alone_and_is_reported(evalset_dir, tmp_path):
     evalset = es.load_evalset(evalset_dir)
     clips = evalset.split("test")

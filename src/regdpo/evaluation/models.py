@@ -146,4 +146,8 @@ def build_models(args: argparse.Namespace) -> list[EvalModel]:
     pairs = parse_model_flags(args.model)
     if args.backend == "classical":
         return [classical_model(n, s) for n, s in pairs]
-    return [models_model(args, n, s) for n, s in pairs]
+    models = [models_model(args, n, s) for n, s in pairs]
+    from ..backends.models import resolve_device
+
+    resolve_device(models_config_for(args, pairs[0][1]).device)  # a device torch cannot use: one line, now
+    return models
