@@ -14,6 +14,11 @@ It prints, for one clip:
   blur and for the flicker prior, and flicker made by one full-clip run per segment seed;
 - resident memory (and CUDA memory) after each video, to show it does not grow.
 
+``--candidates N`` measures instead the on-policy candidates (``regdpo generate --inpaint_candidates N``):
+one ``generate`` drawing N inpaint candidates (one ProPainter run shared, N DiffuEraser runs) against N
+one-candidate ``generate`` calls (N ProPainter runs, N DiffuEraser runs), and whether DiffuEraser's
+pipeline takes two videos (two seeds of one clip) in one call, the batching N candidates would need.
+
 Needs a DiffuEraser checkout (``--diffueraser_repo`` or ``$REGDPO_DIFFUERASER_REPO``) and the
 ``[models]`` extra with a working torchvision. Example::
 
@@ -108,6 +113,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--videos", type=int, default=3, help="videos for the memory check")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--candidates", type=int, default=0, metavar="N",
+                        help="measure N inpaint candidates in one call against N one-candidate calls (only that)")
     add_arguments(parser)
     args = parser.parse_args(argv)
     config = ModelsConfig.from_args(args)
@@ -146,6 +153,11 @@ def main(argv=None) -> int:
     instrument(backend, timer)
 
     clip = make_clip(args.frames, args.size, seed=1)
+    if args.candidates:
+        bench_candidates(backend, clip, args.candidates, args.repeats, torch)
+        backend.close()
+        tmp.cleanup()
+        return 0
     types = ("hallucination", "blur", "flicker")
     print(f"clip: {args.frames} frames, {args.size}x{args.size}, hole {clip.hole.mean():.0%} of pixels; "
           f"settings: {config.pcm_ckpt}, window {config.diffueraser_nframes}, "
@@ -204,6 +216,45 @@ def main(argv=None) -> int:
     backend.close()
     tmp.cleanup()
     return 0
+
+
+def bench_candidates(backend, clip: Clip, n: int, repeats: int, torch) -> None:
+    """N inpaint candidates in one ``generate`` vs N one-candidate ``generate`` calls; a two-video pipeline call."""
+    from dataclasses import replace
+
+    backend.generate(clip, ["inpaint"])  # warm-up
+    shared, separate = [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = backend.generate(clip, ["inpaint"], candidates={"inpaint": n})
+        shared.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for k in range(n):  # what N runs of the generator would do: ProPainter again each time
+            backend.generate(replace(clip, seed=clip.seed + k), ["inpaint"])
+        separate.append(time.perf_counter() - t0)
+    one, many = float(np.mean(shared)), float(np.mean(separate))
+    pp = result.timings.get("propainter", 0.0)
+    print(f"
+{n} inpaint candidates of one {clip.num_frames}-frame clip (mean of {repeats}):")
+    print(f"  one generate(candidates={n}): {one:.2f} s (ProPainter {pp:.2f} s once, {n} DiffuEraser runs)")
+    print(f"  {n} one-candidate generate calls: {many:.2f} s ({n} ProPainter runs, {n} DiffuEraser runs)")
+    print(f"  speed-up of the shared run: {many / one:.2f}x")
+    de = backend.diffueraser
+    from PIL import Image
+
+    masks = [Image.fromarray(np.where(h, np.uint8(255), np.uint8(0)), "L") for h in clip.hole]
+    masked = [Image.fromarray(np.where(h[..., None], np.uint8(0), f)) for f, h in zip(clip.frames, clip.hole)]
+    lat = (clip.num_frames * 2, de.latent_channels, clip.frames.shape[1] // de.scale, clip.frames.shape[2] // de.scale)
+    try:
+        with torch.inference_mode():
+            de.pipeline(num_frames=min(de.nframes, clip.num_frames), prompt=["", ""], images=masked, masks=masks,
+                        num_inference_steps=de.steps, generator=torch.Generator().manual_seed(0), guidance_scale=0.0,
+                        latents=torch.randn(lat, dtype=de.dtype, device=de.device), output_type="np")
+        verdict = "ran (check its output before relying on it)"
+    except Exception as exc:  # the finding is the exception
+        verdict = f"fails: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+    print(f"  two seeds of one clip in one DiffuEraser pipeline call (prompt batch 2): {verdict}")
+    print("  so the N DiffuEraser runs are not batched: the pipeline denoises one video per call")
 
 
 if __name__ == "__main__":

@@ -289,3 +289,39 @@ def test_use_pair_weights_flag_reaches_the_step_config():
     base = ["--base_model_name_or_path", "b", "--vae_path", "v", "--diffueraser_path", "d", "--dpo_data_root", "r"]
     assert step_config(build_parser().parse_args(base)).use_pair_weights is False
     assert step_config(build_parser().parse_args(base + ["--use_pair_weights"])).use_pair_weights is True
+
+
+# --------------------------------------------------------------------------- models backend, pure parts
+
+
+def test_renoise_timesteps_scale_the_standard_schedule():
+    from regdpo.backends.models import renoise_timesteps
+
+    assert renoise_timesteps([999, 499], 1.0) == [999, 499]
+    assert renoise_timesteps([999, 499], 0.5) == [500, 250]
+    assert renoise_timesteps([999, 759, 499, 259], 0.25) == [250, 190, 125, 65]
+    assert renoise_timesteps([999, 499], 0.001) == [1, 0]
+    assert renoise_timesteps([999, 499], 0.0) == [0]
+    with pytest.raises(ValueError):
+        renoise_timesteps([999, 499], 1.5)
+
+
+def test_inpaint_candidate_seeds_keep_candidate_zero():
+    from regdpo.backends.models import inpaint_candidate_seed, inpaint_seed
+
+    seeds = [inpaint_candidate_seed(123, k) for k in range(4)]
+    assert seeds[0] == inpaint_seed(123) and len(set(seeds)) == 4
+
+
+def test_weights_digest_names_the_loaded_files_and_changes_with_them(tmp_path):
+    from regdpo.backends.models_diffueraser import weights_digest
+
+    for folder in ("brushnet", "unet_main", "other"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "w.safetensors").write_bytes(folder.encode())
+    files, digest = weights_digest(tmp_path)
+    assert files == ["brushnet/w.safetensors", "unet_main/w.safetensors"]
+    (tmp_path / "other" / "w.safetensors").write_bytes(b"x")  # not loaded: not hashed
+    assert weights_digest(tmp_path)[1] == digest
+    (tmp_path / "unet_main" / "w.safetensors").write_bytes(b"trained")
+    assert weights_digest(tmp_path)[1] != digest

@@ -272,13 +272,13 @@ def renoise_fill(frames: np.ndarray, fill: np.ndarray, sigma: float) -> np.ndarr
 
 
 INPAINT_DRAW_MAX_DRIFT = 24.0
-"""Classical inpaint candidates: the largest colour drift (grey levels, per channel) a draw adds in the hole."""
+"""Classical inpaint candidates: the largest RMS colour drift (grey levels, per channel) a draw adds in the hole."""
 
 
 def inpaint_draw(frames: np.ndarray, hole: np.ndarray, seed: int, radius: int = 3) -> tuple[np.ndarray, dict[str, Any]]:
     """One seeded draw of the classical inpaint fill (a candidate ``k >= 1``): each hole pixel takes its
     colour from the nearest frame at least ``lag`` frames away where it is visible (any nearer one if none),
-    Telea for the rest, plus a smooth colour drift (a low-passed random field, amplitude up to
+    Telea for the rest, plus a smooth colour drift (a low-passed random field of RMS up to
     ``INPAINT_DRAW_MAX_DRIFT`` grey levels) inside the hole. Returns (uint8 ``[T, H, W, 3]``, the draw)."""
     rng = np.random.default_rng(seed)
     num, height, width = hole.shape
@@ -304,7 +304,7 @@ def inpaint_draw(frames: np.ndarray, hole: np.ndarray, seed: int, radius: int = 
             out[t][remaining] = filled[remaining]
     field = rng.standard_normal((height, width, 3)).astype(np.float32)
     field = cv2.GaussianBlur(field, (0, 0), sigmaX=max(1.0, min(height, width) / 8), borderType=cv2.BORDER_REFLECT)
-    field *= amplitude / (float(np.abs(field).max()) + 1e-6)
+    field *= amplitude / (float(np.sqrt(np.mean(np.square(field)))) + 1e-6)  # RMS = amplitude
     drifted = np.clip(np.round(out.astype(np.float32) + field[None]), 0, 255).astype(np.uint8)
     np.copyto(out, drifted, where=hole[..., None])
     return out, {"lag": lag, "drift_grey_levels": round(amplitude, 3)}

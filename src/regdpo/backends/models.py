@@ -9,6 +9,13 @@
                     segment boundary (``--flicker_scheme``, see ``flicker_plan``).
 - ``inpaint``       DiffuEraser's standard inference: the ProPainter prior and one seed over the
                     whole clip (an on-policy negative: the model's own result; only when asked).
+                    ``--inpaint_candidates N``: N such runs with their own seeds (candidate 0 with the
+                    one-candidate seed), sharing the ProPainter run; one DiffuEraser call each (see
+                    ``docs/models.md``: DiffuEraser's pipeline denoises one video per call).
+- ``renoise``       the GT's latents noised to a level and denoised by DiffuEraser from there, with
+                    the mask condition, inpaint's seed and its number of steps (``renoise_timesteps``):
+                    the pair differs only where the model fails to restore the GT (LocalDPO, DenseDPO).
+                    Strength 1.0 is ``inpaint`` itself (from pure noise; the same frames).
 
 Per video, ProPainter runs once (its result is the blur negative and the flicker and inpaint
 prior) and DiffuEraser runs once for hallucination, once for inpaint and once per flicker segment; nothing is decoded or
@@ -28,9 +35,9 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import UsageError
-from ..format import NEG_TYPES, check_neg_type
+from ..format import NEG_TYPES, check_neg_type, stream_name
 from ..seeding import derive_seed
-from .base import BackendResult, Clip, NegativeBackend, plan_segments, requested_streams
+from .base import BackendResult, Clip, NegativeBackend, candidate_count, plan_segments, requested_streams
 from .models_config import MemoryReduction, ModelsConfig, oom_reduction
 
 # ---------------------------------------------------------------------- pure helpers
@@ -44,6 +51,26 @@ def hallucination_seed(video_seed: int) -> int:
 def inpaint_seed(video_seed: int) -> int:
     """Seed of the inpaint run of a video (DiffuEraser's standard inference)."""
     return derive_seed(video_seed, "models", "inpaint")
+
+
+def inpaint_candidate_seed(video_seed: int, candidate: int) -> int:
+    """Seed of inpaint candidate ``k`` (``--inpaint_candidates``): candidate 0 is the one-candidate run's."""
+    return inpaint_seed(video_seed) if candidate == 0 else derive_seed(video_seed, "models", "inpaint", candidate)
+
+
+def renoise_timesteps(standard: Sequence[int], strength: float) -> list[int]:
+    """The denoising timesteps of a renoise run at ``strength`` in [0, 1): the standard inference's
+    (descending, e.g. PCM 2-step TCD ``[999, 499]``) scaled by ``strength`` and rounded, repeats dropped, so
+    the GT's latents are noised to the first of them (``0.5``: ``[500, 250]``) and denoised in the same
+    number of steps where they stay distinct (0: ``[0]``, one step from the clean latents)."""
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"renoise strength must be in [0, 1], got {strength}")
+    out: list[int] = []
+    for t in standard:
+        value = int(round(float(t) * float(strength)))
+        if not out or value < out[-1]:
+            out.append(value)
+    return out
 
 
 def flicker_shared_seed(video_seed: int) -> int:
@@ -121,7 +148,8 @@ class ModelsBackend(NegativeBackend):
     """ProPainter + DiffuEraser negatives (see the module doc). Load once, call ``generate`` per video."""
 
     name = "models"
-    supported_types = tuple(t for t in NEG_TYPES if t != "renoise")
+    supported_types = NEG_TYPES
+    supports_candidates = True
 
     def __init__(self, config: ModelsConfig, reduction: MemoryReduction | None = None):
         """``reduction``: the settings of the out-of-memory retry (``generate(..., reduced=True)``), default
@@ -177,6 +205,8 @@ class ModelsBackend(NegativeBackend):
             "diffueraser_use_prompt": bool(c.diffueraser_use_prompt),
             "flicker_scheme": c.flicker_scheme,
             "flicker_segments": int(c.flicker_segments),
+            "diffueraser_weights": {"sha256": self.diffueraser.weights_sha256,
+                                    "files": self.diffueraser.weights_files},
             "propainter": asdict(self.propainter_settings),
             "paths": {k: getattr(c, k) for k in ("base_model_path", "vae_path", "diffueraser_path",
                                                  "propainter_model_dir", "pcm_weights_path", "diffueraser_repo")},
@@ -184,9 +214,11 @@ class ModelsBackend(NegativeBackend):
         }
 
     def generate(self, clip: Clip, neg_types: Sequence[str],
-                 strengths: Mapping[str, Sequence[float]] | None = None, *, reduced: bool = False) -> BackendResult:
+                 strengths: Mapping[str, Sequence[float]] | None = None, *, reduced: bool = False,
+                 candidates: Mapping[str, int] | None = None) -> BackendResult:
         """The negatives of ``clip``. ``reduced``: at the reduced settings (``MemoryReduction``; the generator's
-        retry after a CUDA out-of-memory error), recorded in ``BackendResult.reduced``."""
+        retry after a CUDA out-of-memory error), recorded in ``BackendResult.reduced``. ``candidates``:
+        ``{"inpaint": N}`` draws N inpaint negatives (streams ``inpaint``, ``inpaint_c1``, ...)."""
         torch = self._torch
         requests = requested_streams(neg_types, strengths)
         frames, hole = clip.frames, clip.hole
@@ -203,7 +235,9 @@ class ModelsBackend(NegativeBackend):
         pp, nframes, changes = self._run_settings(reduced, width, height)
         ratio0 = pp.resize_ratio
         needs_prior = any(t in ("flicker", "inpaint") or (t == "blur" and blur_ratio(ratio0, s) == ratio0)
-                          or (t == "hallucination" and s < 1.0) for t, s, _ in requests)
+                          or (t == "hallucination" and s < 1.0) or (t == "renoise" and s >= 1.0)
+                          for t, s, _ in requests)
+        inpainted: dict[str, Any] = {}  # candidate 0's frames and run, when made (renoise at 1.0 is it)
         try:
             with torch.inference_mode():
                 prior = None
@@ -258,17 +292,34 @@ class ModelsBackend(NegativeBackend):
                             clip, prior, prompt, strength, common, nframes)
                     elif neg_type == "inpaint":
                         assert prior is not None
-                        seed = inpaint_seed(clip.seed)
-                        out, run = self.diffueraser.run(frames, hole, prior, seed, prompt, nframes=nframes)
-                        result.negatives[stream] = out
-                        result.info[stream] = {
-                            **common,
-                            "method": "DiffuEraser's standard inference: ProPainter prior, one seed, whole clip",
-                            "seed": seed,
-                            "window": run.window,
-                            "key_frames": run.key_frames,
-                            "diffueraser_runs": 1,
-                        }
+                        for k in range(candidate_count(candidates, "inpaint")):
+                            t0 = time.perf_counter()
+                            name = stream_name("inpaint", strength, k)
+                            result.negatives[name], result.info[name] = self._inpaint(clip, prior, prompt, k, common,
+                                                                                      nframes, inpainted)
+                            if k:
+                                timings[name] = time.perf_counter() - t0
+                    elif neg_type == "renoise":
+                        if strength >= 1.0:  # from pure noise: inpaint's run, the same frames
+                            assert prior is not None
+                            out, info = self._inpaint(clip, prior, prompt, 0, common, nframes, inpainted)
+                            info = {**info, "same_as": "inpaint"}
+                        else:
+                            seed = inpaint_seed(clip.seed)
+                            steps = renoise_timesteps(self.diffueraser.standard_timesteps, strength)
+                            out, run = self.diffueraser.run(frames, hole, None, seed, prompt, nframes=nframes,
+                                                            renoise_timesteps=steps)
+                            info = {
+                                **common,
+                                "method": "the GT's latents noised to the first timestep and denoised by DiffuEraser "
+                                          "with the mask condition, inpaint's seed and as many steps",
+                                "seed": seed,
+                                "timesteps": steps,
+                                "window": run.window,
+                                "key_frames": run.key_frames,
+                                "diffueraser_runs": 1,
+                            }
+                        result.negatives[stream], result.info[stream] = out, info
                     if neg_type != "blur" or stream != neg_type:
                         timings[stream] = time.perf_counter() - t0
                 if cuda:
@@ -299,6 +350,26 @@ class ModelsBackend(NegativeBackend):
             changes.pop("propainter_resize_ratio", None)
         nframes = int(changes.get("diffueraser_nframes", [0, self.config.diffueraser_nframes])[1])
         return pp, nframes, changes
+
+    def _inpaint(self, clip: Clip, prior: np.ndarray, prompt: str, candidate: int, common: dict[str, Any],
+                 nframes: int, made: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Inpaint candidate ``candidate``: DiffuEraser's standard inference with its seed (candidate 0's
+        frames kept in ``made`` for renoise at strength 1.0, which is the same run)."""
+        if candidate == 0 and "frames" in made:
+            return made["frames"], dict(made["info"])
+        seed = inpaint_candidate_seed(clip.seed, candidate)
+        out, run = self.diffueraser.run(clip.frames, clip.hole, prior, seed, prompt, nframes=nframes)
+        info = {
+            **common,
+            "method": "DiffuEraser's standard inference: ProPainter prior, one seed, whole clip",
+            "seed": seed,
+            "window": run.window,
+            "key_frames": run.key_frames,
+            "diffueraser_runs": 1,
+        }
+        if candidate == 0:
+            made.update(frames=out, info=info)
+        return out, info
 
     def _flicker(self, clip: Clip, prior: np.ndarray, prompt: str, strength: float,
                  common: dict[str, Any], nframes: int) -> tuple[np.ndarray, dict[str, Any]]:

@@ -15,6 +15,10 @@ latents, following the steps ``forward()`` takes inside:
   Gaussian noise tiled over the clip, as forward() makes it.
   Without a prior: full-length unit Gaussian latents ``[T, 4, H/8, W/8]`` from the seeded
   generator (no VAE scaling: the scheduler's ``init_noise_sigma`` is 1).
+* renoise (``renoise_timesteps``): the start latents are the GT's VAE latents noised to the first
+  of those timesteps by the PCM scheduler's own forward process (``scheduler.add_noise``, the DDPM
+  formula), with the same seeded noise window the standard start uses, and the pipeline denoises
+  over exactly those timesteps (its ``timesteps`` argument) instead of the standard schedule.
 * clips longer than ``2 * nframes`` first get DiffuEraser's key-frame pass on ``nframes``
   evenly spaced frames, whose results then count as known (mask cleared) in the main pass.
 * each denoising call covers ``min(nframes, T)`` frames; the pipeline slides that window.
@@ -130,6 +134,11 @@ class DiffuEraserRunner:
                 )
         self.pcm_file = str(Path(pcm_weights_path) / PCM_MODE / weight_name)
         self.steps = steps
+        schedule = type(self.pipeline.scheduler).from_config(self.pipeline.scheduler.config)
+        schedule.set_timesteps(steps)
+        self.standard_timesteps = [int(t) for t in schedule.timesteps]
+        """The standard inference's timesteps (descending), e.g. ``[999, 499]`` for the 2-step PCM."""
+        self.weights_files, self.weights_sha256 = weights_digest(diffueraser_path)
         self.guidance_scale = 0.0  # DiffuEraser always runs PCM without classifier-free guidance
         self.vae = vae
         self.scale = 2 ** (len(vae.config.block_out_channels) - 1)
@@ -151,20 +160,28 @@ class DiffuEraserRunner:
         return torch.cat(latents) * self.vae.config.scaling_factor
 
     def _denoise(self, masked: list[Image.Image], masks: list[Image.Image], latents: torch.Tensor,
-                 window: int, generator: torch.Generator, prompt: str):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # diffusers deprecation notes inside the pipeline
-            out = self.pipeline(
-                num_frames=window, prompt=prompt, images=masked, masks=masks,
-                num_inference_steps=self.steps, generator=generator, guidance_scale=self.guidance_scale,
-                latents=latents, output_type="np",
-            )
+                 window: int, generator: torch.Generator, prompt: str, timesteps: list[int] | None = None):
+        from diffusers.utils import logging as diffusers_logging
+
+        level = diffusers_logging.get_verbosity()
+        if timesteps is not None:  # a renoise schedule: the scheduler warns it does not start at 999
+            diffusers_logging.set_verbosity_error()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # diffusers deprecation notes inside the pipeline
+                out = self.pipeline(
+                    num_frames=window, prompt=prompt, images=masked, masks=masks,
+                    num_inference_steps=None if timesteps is not None else self.steps, timesteps=timesteps,
+                    generator=generator, guidance_scale=self.guidance_scale, latents=latents, output_type="np",
+                )
+        finally:
+            diffusers_logging.set_verbosity(level)
         return to_uint8(np.asarray(out.frames)), out.latents
 
     # ------------------------------------------------------------------ run
     def run(self, frames: np.ndarray, hole: np.ndarray, prior: np.ndarray | None, seed: int,
             prompt: str = "", *, fresh_share: float = 0.0, shared_noise: tuple[int, float] | None = None,
-            nframes: int | None = None) -> tuple[np.ndarray, DiffuEraserRun]:
+            nframes: int | None = None, renoise_timesteps: list[int] | None = None) -> tuple[np.ndarray, DiffuEraserRun]:
         """DiffuEraser on a clip: raw ``uint8 [T, H, W, 3]`` output (not composited) and run details.
 
         ``prior`` is ProPainter's result (``uint8 [T, H, W, 3]``) or ``None`` for a pure-noise start.
@@ -174,6 +191,8 @@ class DiffuEraserRunner:
         window is ``mix_unit(noise of seed0, own noise, weight)``, so two runs that share ``seed0`` have
         noises of correlation ``1 - weight`` (the flicker strength). ``nframes``: the denoising window
         instead of the runner's (the backend's reduced settings after an out-of-memory error).
+        ``renoise_timesteps`` (with ``prior=None``): the GT ``frames``' latents noised to the first of these
+        timesteps and denoised over them (the renoise negative; module doc).
         """
         num, height, width = hole.shape
         if height % self.scale or width % self.scale:
@@ -189,9 +208,22 @@ class DiffuEraserRunner:
         cuda = list(range(torch.cuda.device_count())) if self.device.type == "cuda" else []
         t0 = torch.tensor([0], device=self.device).long()
         fresh = None
+        schedule = None
         with torch.random.fork_rng(devices=cuda, device_type="cuda"):
             torch.manual_seed(int(seed))  # VAE sample() uses the global RNG
-            if prior is not None:
+            if renoise_timesteps is not None:
+                if prior is not None or fresh_share or shared_noise is not None:
+                    raise ValueError("renoise starts from the GT: no prior, fresh share or shared noise")
+                schedule = [int(t) for t in renoise_timesteps]
+                noise_window = randn_tensor((window, *lat_shape), generator=generator, device=self.device,
+                                            dtype=self.dtype)
+                noise = tile_window(noise_window, num)
+                clean = self._encode(frames)
+                level = torch.tensor([schedule[0]], device=self.device).long()
+
+                def noised(latents: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+                    return self.pipeline.scheduler.add_noise(latents, eps, level)
+            elif prior is not None:
                 noise_window = randn_tensor((window, *lat_shape), generator=generator, device=self.device,
                                             dtype=self.dtype)
                 if shared_noise is not None:
@@ -207,7 +239,9 @@ class DiffuEraserRunner:
                 clean = None
             keys = key_frame_indices(num, window)
             if keys:
-                if clean is not None:
+                if schedule is not None:
+                    start = noised(clean[keys].contiguous(), noise_window)
+                elif clean is not None:
                     # contiguous like forward()'s torch.stack (the VAE may return channels-last latents,
                     # and the memory format changes fp16 rounding)
                     start = self.noise_scheduler.add_noise(clean[keys].contiguous(), noise_window, t0)
@@ -216,17 +250,43 @@ class DiffuEraserRunner:
                 else:
                     start = noise[keys]
                 key_images, key_latents = self._denoise([masked[i] for i in keys], [masks[i] for i in keys],
-                                                        start, window, generator, prompt)
+                                                        start, window, generator, prompt, schedule)
                 for j, i in enumerate(keys):
                     masked[i] = Image.fromarray(key_images[j])
                     masks[i] = black
                     if clean is not None:
                         clean[i] = key_latents[j]
-            start = self.noise_scheduler.add_noise(clean, noise, t0) if clean is not None else noise
+            if schedule is not None:
+                start = noised(clean, noise)
+            else:
+                start = self.noise_scheduler.add_noise(clean, noise, t0) if clean is not None else noise
             if clean is not None and fresh is not None:
                 start = mix_unit(start, fresh, fresh_share)
-            images, _ = self._denoise(masked, masks, start, window, generator, prompt)
+            images, _ = self._denoise(masked, masks, start, window, generator, prompt, schedule)
         return images[:num], DiffuEraserRun(int(seed), num, window, prior is not None, keys)
+
+
+WEIGHT_FOLDERS = ("brushnet", "unet_main")
+"""The folders of ``--diffueraser_path`` the runner loads (train_region_reg_dpo.py writes both)."""
+
+
+def weights_digest(diffueraser_path: str | Path) -> tuple[list[str], str]:
+    """``(files, sha256)``: the files under ``brushnet/`` and ``unet_main/`` of a DiffuEraser weights folder
+    (relative paths, sorted) and the SHA-256 of ``path NUL sha256(file) NUL`` over them: which weights made a
+    negative (meta ``generator.backend_settings.diffueraser_weights``), the same for a copy of the folder."""
+    import hashlib
+
+    root = Path(diffueraser_path)
+    files = sorted(p.relative_to(root).as_posix() for folder in WEIGHT_FOLDERS for p in (root / folder).rglob("*")
+                   if p.is_file())
+    total = hashlib.sha256()
+    for rel in files:
+        digest = hashlib.sha256()
+        with open(root / rel, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 22), b""):
+                digest.update(chunk)
+        total.update(rel.encode() + b"\0" + digest.hexdigest().encode() + b"\0")
+    return files, total.hexdigest()
 
 
 def _base_scheduler_config(base_model_path: str) -> dict[str, Any]:
