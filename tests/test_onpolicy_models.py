@@ -114,12 +114,12 @@ def test_renoise_denoises_the_noised_gt_latents_over_the_scaled_schedule(backend
     correlations = []
     for call, strength in zip(calls, (0.3, 0.8)):
         generator = torch.Generator().manual_seed(seed)
-        with torch.random.fork_rng():
+        with torch.random.fork_rng(), torch.inference_mode():
             torch.manual_seed(seed)
             window = randn_tensor((FRAMES, *lat_shape), generator=generator, dtype=runner.dtype)
             clean = runner._encode(clip.frames)
-        level = torch.tensor([renoise_timesteps([999, 499], strength)[0]])
-        expected = pipeline.scheduler.add_noise(clean, tile_window(window, FRAMES), level)
+            level = torch.tensor([renoise_timesteps([999, 499], strength)[0]])
+            expected = pipeline.scheduler.add_noise(clean, tile_window(window, FRAMES), level)
         assert torch.equal(call["latents"], expected)
         correlations.append(float(torch.corrcoef(torch.stack([call["latents"].flatten(), clean.flatten()]))[0, 1]))
     assert correlations[0] > correlations[1]  # strength 0.3 starts nearer the GT than 0.8

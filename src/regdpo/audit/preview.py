@@ -86,7 +86,7 @@ def tiles_for_frame(
     (``negatives`` maps stream names, ``blur`` or ``blur_s0.50``, to clips)."""
     suffix = f" f{t}" if frame_label else ""
     frames: list[tuple[np.ndarray, str]] = [(gt[t], "GT" + suffix), (media.overlay_hole(gt[t], hole[t]), "GT + hole")]
-    for stream in fmt.sort_streams(fmt.NegativeStream(*fmt.parse_stream(s)) for s in negatives):
+    for stream in fmt.sort_streams(fmt.parse_negative(s) for s in negatives):
         label = stream.stream
         seg = _segment_of(meta, t, stream.stream) if stream.type == "flicker" else None
         if seg is not None:

@@ -100,12 +100,12 @@ def write_synthetic_video(
     """Write one entry; ``negatives`` maps stream names (``blur``, ``blur_s0.50``) to frames; those
     listed in ``raw`` are written as given (not composited)."""
     t, h, w = hole.shape
-    parsed = {k: fmt.parse_stream(k) for k in negatives}
+    parsed = {k: fmt.parse_negative(k) for k in negatives}
     info: dict[str, dict] = {k: {"method": "synthetic"} for k in negatives}
-    for k, (neg_type, _) in parsed.items():
-        if segments is not None and neg_type == "flicker":
+    for k, parsed_stream in parsed.items():
+        if segments is not None and parsed_stream.type == "flicker":
             info[k]["segments"] = [list(s) for s in segments]
-    streams = [fmt.NegativeStream(*v) for v in parsed.values()]
+    streams = list(parsed.values())
     meta = fmt.VideoMeta(
         name=name, num_frames=t, height=h, width=w, neg_types=fmt.types_of(streams),
         source={"dataset": "synthetic"}, generator={"backend": "synthetic"},
@@ -116,8 +116,9 @@ def write_synthetic_video(
         writer.write_gt(gt)
         writer.write_masks(hole)
         for stream, frames in negatives.items():
-            neg_type, strength = parsed[stream]
-            writer.write_negative(neg_type, frames, already_composited=stream in raw, strength=strength)
+            s = parsed[stream]
+            writer.write_negative(s.type, frames, already_composited=stream in raw, strength=s.strength,
+                                  candidate=s.candidate)
         return writer.commit(meta)
 
 

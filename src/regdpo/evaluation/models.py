@@ -77,12 +77,14 @@ class ClassicalInpainter:
     def __init__(self, stream: str):
         from ..backends.classical import ClassicalBackend
 
-        self.neg_type, self.strength = fmt.parse_stream(stream)
+        parsed = fmt.parse_negative(stream)
+        self.neg_type, self.strength, self.candidate = parsed.type, parsed.strength, parsed.candidate
         self.stream = stream
         self.backend = ClassicalBackend()
 
     def inpaint(self, clip: Clip) -> np.ndarray:
-        result = self.backend.generate(clip, [self.neg_type], {self.neg_type: [self.strength]})
+        candidates = {self.neg_type: self.candidate + 1} if self.candidate else None  # inpaint_c1: a seeded draw
+        result = self.backend.generate(clip, [self.neg_type], {self.neg_type: [self.strength]}, candidates=candidates)
         return result.negatives[self.stream]
 
     def close(self) -> None:
