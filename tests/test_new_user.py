@@ -173,3 +173,49 @@ def test_training_refuses_to_enlarge_a_dataset_beyond_the_generators_max_upscale
     args = build_parser().parse_args(["--base_model_name_or_path", "a", "--vae_path", "b", "--diffueraser_path", "c",
                                       "--dpo_data_root", "d"])
     assert args.max_upscale == DEFAULT_MAX_UPSCALE
+
+
+# --------------------------------------------------------------------------- item 10: the models backend
+
+
+def test_a_models_setting_that_can_never_work_is_one_line_before_any_video(tmp_path, capsys):
+    from regdpo.backends.models_config import ModelsConfig
+    from regdpo.errors import UsageError
+
+    out = tmp_path / "out"
+    argv = ["generate", "--backend", "models", "--resolution", "128", "--nframes", "6", "--output_dir", str(out),
+            "--no_progress"]
+    assert regdpo_main(argv) == 2  # before the weights are even looked for, nothing made
+    line = one_line(capsys.readouterr().err, "regdpo generate: error: --propainter_resize_ratio 0.6 at --resolution "
+                    "128: ProPainter would work at 72 px")
+    assert "RAFT needs at least 128" in line and "--propainter_resize_ratio 1 or more, or --resolution 216" in line
+    assert not (out / fmt.FAILED_DIR).exists() and not list(out.glob("*/meta.json"))
+    ModelsConfig(propainter_resize_ratio=0.6).check_resolution(216)  # 129 px: works
+    ModelsConfig(propainter_resize_ratio=1.0).check_resolution(128)
+    with pytest.raises(UsageError, match="--resolution 224 or more"):
+        ModelsConfig(propainter_resize_ratio=0.58).check_resolution(216)
+
+
+def test_training_without_the_diffueraser_code_names_the_flag_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("accelerate") is None:
+        pytest.skip("accelerate (the [models] extra) is not installed")
+    if importlib.util.find_spec("diffueraser") is not None:
+        pytest.skip("the DiffuEraser code is on sys.path here")
+    from regdpo.backends.models_source import import_source
+    from regdpo.errors import UsageError
+    from regdpo.train import loop
+
+    with pytest.raises(UsageError) as exc:
+        import_source(None)
+    assert "--diffueraser_repo" in str(exc.value) and "pip install" not in str(exc.value)
+    monkeypatch.delenv("REGDPO_DIFFUERASER_REPO", raising=False)
+    monkeypatch.setattr(loop, "check_args", lambda args: loop.step_config(args))  # (no weights here) flags pass
+    out = tmp_path / "run"
+    rc = loop.main(["--base_model_name_or_path", str(tmp_path), "--vae_path", str(tmp_path), "--diffueraser_path",
+                    str(tmp_path), "--dpo_data_root", str(tmp_path), "--output_dir", str(out)])
+    assert rc == 2
+    line = one_line(capsys.readouterr().err, "train_region_reg_dpo.py: error: the DiffuEraser code was not found")
+    assert "--diffueraser_repo PATH" in line and "pip install" not in line
+    assert not out.exists()  # no empty output folder left behind

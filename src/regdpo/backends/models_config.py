@@ -210,6 +210,29 @@ class ModelsConfig:
             problems.append(f"--device {device!r}: use cuda, cuda:N, cpu or auto")
         return problems
 
+    def check_resolution(self, resolution: int) -> None:
+        """Refuse, before any video, settings that can never work at ``--resolution`` (every clip's short
+        side): ProPainter's working size (``--propainter_resize_ratio`` x the short side) below RAFT's minimum
+        (``models_propainter.MIN_SIDE``). One-line ``UsageError`` naming both flags and what would work."""
+        import math
+
+        from .models_propainter import MIN_SIDE, processing_size
+
+        ratio = float(self.propainter_resize_ratio)
+        side = min(processing_size(resolution, resolution, ratio))
+        if side >= MIN_SIDE:
+            return
+        need_ratio = math.ceil(MIN_SIDE / resolution * 100) / 100
+        while min(processing_size(resolution, resolution, need_ratio)) < MIN_SIDE:
+            need_ratio = round(need_ratio + 0.01, 2)
+        need_resolution = 8 * math.ceil(MIN_SIDE / ratio / 8)
+        while min(processing_size(need_resolution, need_resolution, ratio)) < MIN_SIDE:
+            need_resolution += 8
+        raise UsageError(
+            f"--propainter_resize_ratio {ratio:g} at --resolution {resolution}: ProPainter would work at {side} px "
+            f"on every clip's short side, RAFT needs at least {MIN_SIDE}; use --propainter_resize_ratio "
+            f"{need_ratio:g} or more, or --resolution {need_resolution} or more")
+
     def check(self) -> None:
         """Raise ``UsageError`` listing everything that is missing or invalid."""
         problems = self.flag_problems() + self.missing()

@@ -24,6 +24,10 @@ INSTALL_HINT = (
 )
 
 
+CHECKOUT_PACKAGES = ("diffueraser", "libs", "propainter")
+"""The top-level packages of a DiffuEraser checkout (a missing one means: no checkout, not a library)."""
+
+
 @dataclass(frozen=True)
 class DiffuEraserSource:
     """The classes the backend drives, as imported from the user's checkout."""
@@ -66,6 +70,13 @@ def import_source(repo: str | None) -> DiffuEraserSource:
             flow = importlib.import_module("propainter.model.recurrent_flow_completion")
             inpainter = importlib.import_module("propainter.model.propainter")
     except ImportError as exc:
+        missing = (getattr(exc, "name", None) or "").split(".")[0]
+        if not repo and missing in CHECKOUT_PACKAGES:  # the checkout itself is absent, not a library
+            raise UsageError(
+                f"the DiffuEraser code was not found (no module {missing!r}): give its checkout with "
+                f"--diffueraser_repo PATH (or $REGDPO_DIFFUERASER_REPO), a clone of "
+                f"github.com/lixiaowen-xw/DiffuEraser"
+            ) from None
         raise UsageError(
             f"cannot import the DiffuEraser code from {where}: {exc}. It was written for "
             f"diffusers 0.29.2, transformers 4.41.1 and peft 0.13.2: {INSTALL_HINT}"

@@ -284,6 +284,7 @@ def build_backend(args: argparse.Namespace, config: GenerateConfig) -> NegativeB
     models = models_config.ModelsConfig.from_args(args)
     models.device = config.device
     models.flicker_segments = config.flicker_segments
+    models.check_resolution(config.resolution)  # a setting that can never work: once, before any video
     models.check()
     try:
         from ..backends.models import ModelsBackend
@@ -303,6 +304,7 @@ def build_ray_engine(args: argparse.Namespace, config: GenerateConfig):
     import_ray()  # a clear usage error when Ray is not installed
     if config.backend == "models":
         models = models_config.ModelsConfig.from_args(args)
+        models.check_resolution(config.resolution)
         models.check()
     gpus = config.gpus_per_worker
     if gpus is None:

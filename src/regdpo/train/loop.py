@@ -181,6 +181,7 @@ def find_checkpoint(output_dir: Path, spec: str) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    fresh = not os.path.lexists(args.output_dir)  # made by this run: removed again if it stops with it empty
     try:
         return train(args)
     except RegdpoError as exc:  # one line, whatever the message holds (a DataLoader worker's traceback too)
@@ -194,6 +195,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"train_region_reg_dpo.py: error: {os_error_line(exc)}", file=sys.stderr)
         return DATA_EXIT
+    finally:
+        if fresh:
+            try:
+                os.rmdir(args.output_dir)  # only when empty: a run that stopped before writing leaves nothing
+            except OSError:
+                pass
 
 
 def train(args: argparse.Namespace) -> int:
