@@ -22,7 +22,7 @@ from regdpo.evaluation.runner import EvalRunner
 from regdpo.evaluation.stats import compare
 from regdpo.frames import read_rgb, write_rgb
 
-from helpers import DATA, needs_data, tree_files
+from helpers import DATA, FakeTokenizer, needs_data, tree_files
 
 SIZE = dict(nframes=6, height=48, width=64)
 SOURCES = 5
@@ -352,6 +352,22 @@ def test_trainer_data_selection_drops_eval_sources(evalset_dir, video_root, tmp_
                                       "--dpo_data_root", str(out), "--exclude_evalset", str(tmp_path / "none")])
     with pytest.raises(Exception, match="--exclude_evalset .*no evalset.json"):
         check_args(args)
+    # the training loop's own step: the kept manifest in the run folder, what DPODataset then trains on
+    from types import SimpleNamespace
+
+    from regdpo.dataset import DPODataset
+    from regdpo.train.loop import manifest_excluding_evalset
+
+    printed = []
+    accelerator = SimpleNamespace(is_main_process=True, print=printed.append, wait_for_everyone=lambda: None)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    args.exclude_evalset = str(evalset_dir)
+    path = manifest_excluding_evalset(args, accelerator, run_dir)
+    assert path == str(run_dir / "manifest.train.json") and "excluded 4 video(s)" in printed[0]
+    data = DPODataset(SimpleNamespace(dpo_data_root=str(out), manifest=path, nframes=4, resolution=48),
+                      FakeTokenizer())
+    assert {p.video for p in data.pairs} == {v.name for v in manifest.videos}
 
 
 # --------------------------------------------------------------------------- fixtures and the report

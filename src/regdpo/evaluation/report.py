@@ -49,42 +49,52 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def table_rows(doc: dict[str, Any]) -> list[list[str]]:
-    """The summary table: per metric the mean of each model, then per comparison the mean delta, its 95 %
-    interval, W/T/L and the verdict."""
+def means_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """Per metric (with its better direction) the mean of each model over the clips it was measured on."""
     names = [m["name"] for m in doc["models"]]
-    header = ["metric", *[f"{n} (mean)" for n in names]]
-    for c in doc["comparisons"]:
-        header += [f"{c['model']}-{c['baseline']}", "95% CI", "W/T/L", "verdict"]
-    rows = [header]
+    rows = [["metric", *[f"{n} (mean)" for n in names]]]
     for spec in doc["metrics"]:
-        m = spec["name"]
-        arrow = "up" if spec["higher_is_better"] else "down"
-        row = [f"{m} ({arrow})"]
+        row = [f"{spec['name']} ({'up' if spec['higher_is_better'] else 'down'})"]
         for n in names:
-            entry = doc["summary"][n].get(m, {})
+            entry = doc["summary"][n].get(spec["name"], {})
             row.append(_fmt(entry.get("mean", entry.get("value"))))
-        for c in doc["comparisons"]:
-            s = c["metrics"].get(m, {})
-            ci = s.get("ci95")
-            row += [_fmt(s.get("mean_delta", s.get("delta"))),
-                    f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "-",
-                    f"{s.get('wins', '-')}/{s.get('ties', '-')}/{s.get('losses', '-')}" if "wins" in s else "-",
-                    s.get("verdict", "-")]
         rows.append(row)
     return rows
 
 
-def print_table(doc: dict[str, Any], stream: IO[str]) -> None:
-    rows = table_rows(doc)
+def comparison_rows(doc: dict[str, Any], comparison: dict[str, Any]) -> list[list[str]]:
+    """Per metric the paired statistics of one comparison: mean delta, 95 % interval, P(delta > 0), W/T/L,
+    verdict."""
+    rows = [["metric", f"mean delta ({comparison['model']} - {comparison['baseline']})", "95% CI", "P(delta>0)",
+             "W/T/L", "n", "verdict"]]
+    for spec in doc["metrics"]:
+        s = comparison["metrics"].get(spec["name"], {})
+        ci = s.get("ci95")
+        rows.append([f"{spec['name']} ({'up' if spec['higher_is_better'] else 'down'})",
+                     _fmt(s.get("mean_delta", s.get("delta"))),
+                     f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else "-",
+                     _fmt(s.get("p_delta_gt_0"), 3) if "p_delta_gt_0" in s else "-",
+                     f"{s['wins']}/{s['ties']}/{s['losses']}" if "wins" in s else "-",
+                     str(s.get("n", "-")), s.get("verdict", "-")])
+    return rows
+
+
+def _print_rows(rows: list[list[str]], stream: IO[str]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    n = len(doc["clips"])
-    print(f"split {doc['split']}: {n} clip(s), {len(doc['models'])} model(s), baseline {doc['models'][0]['name']}",
-          file=stream)
     for k, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=stream)
         if k == 0:
             print("  ".join("-" * w for w in widths), file=stream)
+
+
+def print_table(doc: dict[str, Any], stream: IO[str]) -> None:
+    n = len(doc["clips"])
+    print(f"split {doc['split']}: {n} clip(s), {len(doc['models'])} model(s), baseline {doc['models'][0]['name']}",
+          file=stream)
+    _print_rows(means_rows(doc), stream)
+    for comparison in doc["comparisons"]:
+        print(f"\n{comparison['model']} vs {comparison['baseline']}:", file=stream)
+        _print_rows(comparison_rows(doc, comparison), stream)
 
 
 # --------------------------------------------------------------------------- html
@@ -153,6 +163,18 @@ def _side_by_side(out: Path, evalset: EvalSet, clip: EvalClip, baseline: str, mo
     return _png_uri(np.concatenate([panels[0], gap, panels[1], gap, panels[2]], axis=1))
 
 
+def _html_table(rows: list[list[str]]) -> str:
+    esc = html.escape
+    out = ["<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr>"]
+    for row in rows[1:]:
+        cells = []
+        for c in row:
+            cls = " class='better'" if c == "better" else " class='worse'" if c == "worse" else ""
+            cells.append(f"<td{cls}>{esc(c)}</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    return "".join(out) + "</table>"
+
+
 def render_html(doc: dict[str, Any], out: Path, evalset: EvalSet) -> str:
     esc = html.escape
     parts = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>regdpo eval</title><style>",
@@ -167,22 +189,14 @@ def render_html(doc: dict[str, Any], out: Path, evalset: EvalSet) -> str:
              f"{doc['evalset']['protocol'].get('nframes')} frames, {esc(str(doc['evalset']['protocol'].get('masks')))} "
              f"masks. Baseline: <b>{esc(doc['models'][0]['name'])}</b>. Paired bootstrap: "
              f"{doc['bootstrap']['resamples']} resamples, seed {doc['bootstrap']['seed']}.</p>",
-             "<h2>Results</h2><table>"]
-    rows = table_rows(doc)
-    parts.append("<tr>" + "".join(f"<th>{esc(c)}</th>" for c in rows[0]) + "</tr>")
-    for row in rows[1:]:
-        cells = []
-        for c in row:
-            cls = " class='better'" if c == "better" else " class='worse'" if c == "worse" else ""
-            cells.append(f"<td{cls}>{esc(c)}</td>")
-        parts.append("<tr>" + "".join(cells) + "</tr>")
-    parts.append("</table>")
+             "<h2>Results</h2>", _html_table(means_rows(doc))]
     if doc["failed"]:
         parts.append("<h2>Failed</h2><ul>" + "".join(
             f"<li>{esc(f['model'])} / {esc(f['clip'])}: {esc(f['error'])}</li>" for f in doc["failed"]) + "</ul>")
     clips = {c.name: c for c in evalset.clips}
     for comparison in doc["comparisons"]:
         parts.append(f"<h2>{esc(comparison['model'])} vs {esc(comparison['baseline'])}</h2>")
+        parts.append(_html_table(comparison_rows(doc, comparison)))
         plot = _delta_plot(comparison, doc["metrics"])
         if plot:
             parts.append(f"<img class='delta-plot' alt='per-clip deltas' src='{plot}'>")
