@@ -219,3 +219,68 @@ def test_training_without_the_diffueraser_code_names_the_flag_and_leaves_no_fold
     line = one_line(capsys.readouterr().err, "train_region_reg_dpo.py: error: the DiffuEraser code was not found")
     assert "--diffueraser_repo PATH" in line and "pip install" not in line
     assert not out.exists()  # no empty output folder left behind
+
+
+# --------------------------------------------------------------------------- item 11: launch on CPUs, skips
+
+
+def test_a_skipped_source_is_reported_and_counted_once_with_masks_per_clip(tmp_path, capsys):
+    out = tmp_path / "dpo"
+    argv = ["generate", "--output_dir", str(out), "--resolution", "200", "--nframes", "6", "--neg_types", "blur",
+            "--masks_per_clip", "3", "--seed", "2", "--no_progress"]
+    assert regdpo_main(argv) == 0
+    captured = capsys.readouterr()
+    # sample_carphone_pristine (176x144) would need a 1.39x upscale: skipped, as one source of 3 entries
+    skipped_lines = [line for line in captured.err.splitlines() if "skipped sample_carphone" in line]
+    assert len(skipped_lines) == 1 and "(a source of 3 --masks_per_clip entries" in skipped_lines[0], captured.err
+    assert "9 videos -> " in captured.out and "6 written, 0 already done, 1 source skipped (3 --masks_per_clip " \
+        "entries), 0 failed" in captured.out, captured.out
+    assert [line for line in captured.out.splitlines() if line.strip().startswith("skipped ")] == [
+        f"  skipped sample_carphone_pristine: {skipped_lines[0].split(': ', 2)[-1].split(' (a source')[0]}"]
+    assert sorted(p.name for p in (out / fmt.FAILED_DIR).iterdir()) == ["sample_carphone_pristine.json"]
+    manifest = fmt.load_manifest(out)
+    assert len(manifest.skipped) == 1 and manifest.skipped[0]["entries"] == 3 and len(manifest.videos) == 6
+    assert regdpo_main([*argv, "--resume"]) == 0  # and again on --resume: once
+    captured = capsys.readouterr()
+    assert len([line for line in captured.err.splitlines() if "skipped sample_carphone" in line]) == 1
+    assert "6 already done, 1 source skipped (3 --masks_per_clip entries)" in captured.out
+
+
+def test_launch_runs_cpu_workers_named_as_such(tmp_path, capsys):
+    out, whole = tmp_path / "launched", tmp_path / "whole"
+    flags = ["--output_dir", str(out), "--resolution", "64", "--nframes", "6", "--neg_types", "blur", "--seed", "3"]
+    proc = subprocess.run([sys.executable, "-m", "regdpo", "launch", "--cpu_workers", "2", "--no_progress", "--",
+                           *flags], capture_output=True, text=True, timeout=600, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    assert proc.returncode == 0, proc.stderr
+    assert "GPU" not in proc.stdout + proc.stderr
+    summary = [line for line in proc.stdout.splitlines() if line.startswith("CPU worker ")]
+    assert [line.split(":")[0] for line in summary] == ["CPU worker 0", "CPU worker 1"]
+    assert all(": exit 0, log " in line for line in summary)
+    for k in (0, 1):
+        header = (out / fmt.LOGS_DIR / f"worker-{k}.log").read_text().splitlines()[0]
+        assert header.startswith(f"# regdpo launch CPU worker {k}: CUDA_VISIBLE_DEVICES='' ") and \
+            f"--num_shards 2 --shard_index {k}" in header
+    assert regdpo_main(["generate", *[f if f != str(out) else str(whole) for f in flags], "--no_progress"]) == 0
+    from helpers import dataset_contents
+
+    launched = {k: v for k, v in dataset_contents(out).items() if not k.startswith(fmt.LOGS_DIR)}
+    assert launched == dataset_contents(whole)  # the bytes of one process
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["launch", "--gpus", "0", "--cpu_workers", "2", "--"], "not allowed with argument"),
+    (["launch", "--"], "one of the arguments --gpus --cpu_workers is required"),
+    (["launch", "--cpu_workers", "0", "--"], "--cpu_workers"),
+])
+def test_launch_needs_gpus_or_cpu_workers(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        regdpo_main(argv)
+    assert exc.value.code == 2 and message in one_line(capsys.readouterr().err, "regdpo launch: error:")
+
+
+def test_cpu_workers_refuse_a_gpu_device(tmp_path, capsys):
+    assert regdpo_main(["launch", "--cpu_workers", "2", "--", "--output_dir", str(tmp_path / "o"), "--device",
+                        "cuda"]) == 2
+    assert "--cpu_workers run on the CPU" in one_line(capsys.readouterr().err, "regdpo launch: error:")
+    assert not (tmp_path / "o").exists()

@@ -18,6 +18,9 @@ folder (a worker of an earlier launch, a generator: pid, start, command, from th
 When the launcher itself runs as one shard (flags, or a SLURM array / srun task / torchrun rank in
 the environment, see ``regdpo.generate.shards``), shard K of N is split again: worker g makes shard
 ``K + N * g`` of ``N * G``, which is exactly the videos of shard K.
+
+CPU mode: ``regdpo launch --cpu_workers N -- <generate flags>`` starts N workers that see no GPU
+(``CUDA_VISIBLE_DEVICES=""``), named ``CPU worker k`` in the log and the summary; the rest is the same.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import format as fmt
-from .cli_types import real
+from .cli_types import MAX_WORKERS, integer, real
 from .errors import UsageError
 from .progress import Progress
 from .safe_read import read_input_bytes
@@ -44,8 +47,12 @@ POLL_S = 0.5
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--gpus", required=True, help="comma-separated GPU ids, one worker each, e.g. 0,1,2,3 "
-                        "(each worker sees its GPU as cuda:0 through CUDA_VISIBLE_DEVICES)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--gpus", help="comma-separated GPU ids, one worker each, e.g. 0,1,2,3 "
+                       "(each worker sees its GPU as cuda:0 through CUDA_VISIBLE_DEVICES)")
+    where.add_argument("--cpu_workers", type=integer(1, MAX_WORKERS), metavar="N",
+                       help="N workers on the CPU instead (they see no GPU: CUDA_VISIBLE_DEVICES=''), e.g. the "
+                       "classical backend on a machine without GPUs")
     parser.add_argument("--stop_timeout", type=real(0.0, 7 * 86400.0), default=120.0, metavar="S",
                         help="on Ctrl-C / SIGTERM, "
                         "seconds a worker gets to finish writing before it is killed (default: %(default)s)")
@@ -81,13 +88,18 @@ def worst_status(codes: Sequence[int]) -> int:
 @dataclass
 class Worker:
     index: int
-    gpu: str
+    gpu: str  # "" for a CPU worker (--cpu_workers)
     log_path: Path
     process: subprocess.Popen
 
     @property
     def returncode(self) -> int | None:
         return self.process.poll()
+
+    @property
+    def label(self) -> str:
+        """``worker 0 (GPU 3)``, or ``CPU worker 0``."""
+        return f"worker {self.index} (GPU {self.gpu})" if self.gpu else f"CPU worker {self.index}"
 
 
 def _generate_args(args: argparse.Namespace) -> list[str]:
@@ -104,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from .writer import rebuild_manifest
     from .cli import normalize_flag_spelling
 
-    gpus = parse_gpus(args.gpus)
+    gpus = parse_gpus(args.gpus) if args.gpus is not None else [""] * args.cpu_workers  # "": a CPU worker
     gen_argv = _generate_args(args)
     parser = generate_cli.build_parser()
     parser.prog = "regdpo launch: generate flag"
@@ -113,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
     if gen_args.overwrite:
         raise UsageError("--overwrite: the workers run side by side in one folder; delete the folder first, then "
                          "launch (or --resume to finish it)")
+    if not gpus[0] and gen_args.device not in (None, "auto", "cpu"):
+        raise UsageError(f"--device {gen_args.device}: --cpu_workers run on the CPU (they see no GPU); drop --device "
+                         f"or give the GPUs with --gpus")
     if gen_args.device not in (None, "cuda", "auto", "cpu"):
         raise UsageError(f"--device {gen_args.device}: each worker sees its GPU as cuda:0 (CUDA_VISIBLE_DEVICES); "
                          f"give the GPUs with --gpus instead")
@@ -123,7 +138,9 @@ def run(args: argparse.Namespace) -> int:
     root = config.output_dir
     discovered = discover_sources(config.davis_root, config.davis_split, config.ytvos_root, config.ytvos_split,
                                   config.video_root, config.assumed_fps)
-    names = [s.name for s in generate_cli.work_list(config, discovered)]
+    entries = generate_cli.work_list(config, discovered)
+    names = [s.name for s in entries]
+    clip_of = {s.name: s.clip_name for s in entries if s.mask_index}  # a skipped source's record is entry 0's
 
     shards = worker_shards(config.num_shards, config.shard_index, len(gpus))
     still_running = running_in(root, shards)
@@ -134,12 +151,12 @@ def run(args: argparse.Namespace) -> int:
     logs = root / fmt.LOGS_DIR
     logs.mkdir(parents=True, exist_ok=True)
     workers = [_start(g, gpu, logs, gen_argv, shard) for g, (gpu, shard) in enumerate(zip(gpus, shards))]
-    stopped = _watch(workers, root, names, args)
+    stopped = _watch(workers, root, names, args, clip_of)
     codes = [w.returncode for w in workers]
     manifest = rebuild_manifest(root)
     d = manifest.to_dict()
     for w, code in zip(workers, codes):
-        print(f"worker {w.index} (GPU {w.gpu}): exit {code}, log {w.log_path}" + _last_line(w.log_path))
+        print(f"{w.label}: exit {code}, log {w.log_path}" + _last_line(w.log_path))
     print(f"manifest: {root / fmt.MANIFEST_FILE} ({d['num_videos']} videos, {d['num_pairs']} pairs, "
           f"{len(d.get('failed', []))} failed)")
     if stopped is not None:
@@ -195,10 +212,11 @@ def _start(index: int, gpu: str, logs: Path, gen_argv: list[str], shards: tuple[
     command = [sys.executable, "-m", "regdpo", "generate", *gen_argv, "--num_shards", str(num_shards),
                "--shard_index", str(shard_index), "--resume", "--no_progress", "--no_manifest"]
     env = {k: v for k, v in os.environ.items() if k != "LOCAL_RANK"}  # the worker's GPU is its cuda:0
-    env["CUDA_VISIBLE_DEVICES"] = gpu
+    env["CUDA_VISIBLE_DEVICES"] = gpu  # "" (a CPU worker): no GPU visible
     log_path = logs / f"worker-{index}.log"
     log = open(log_path, "a", buffering=1)
-    log.write(f"# regdpo launch worker {index}: CUDA_VISIBLE_DEVICES={gpu} {' '.join(command)}\n")
+    label = f"worker {index}" if gpu else f"CPU worker {index}"
+    log.write(f"# regdpo launch {label}: CUDA_VISIBLE_DEVICES={gpu or chr(39) * 2} {' '.join(command)}\n")
     # own session: a Ctrl-C in the terminal reaches the launcher only, which stops the workers in order
     # and a parent-death signal: killed with -9, the launcher takes its workers with it
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -207,7 +225,7 @@ def _start(index: int, gpu: str, logs: Path, gen_argv: list[str], shards: tuple[
     return Worker(index, gpu, log_path, process)
 
 
-def _watch(workers: list[Worker], root: Path, names: list[str], args) -> int | None:
+def _watch(workers: list[Worker], root: Path, names: list[str], args, clip_of: dict[str, str] | None = None) -> int | None:
     """Wait for every worker, showing progress; on a stop signal stop them all. Returns that signal or None."""
     received: list[int] = []
     previous = {s: signal.signal(s, lambda signum, frame: received.append(signum)) for s in STOP_SIGNALS}
@@ -222,9 +240,9 @@ def _watch(workers: list[Worker], root: Path, names: list[str], args) -> int | N
             if stop_sent is not None and time.monotonic() - stop_sent > args.stop_timeout:
                 for w in workers:
                     _signal(w, signal.SIGKILL)  # committed videos are safe; staging is cleared next run
-            _progress(bar, workers, root, names)
+            _progress(bar, workers, root, names, clip_of)
             time.sleep(POLL_S)
-        _progress(bar, workers, root, names)
+        _progress(bar, workers, root, names, clip_of)
     finally:
         bar.close()
         for s, handler in previous.items():
@@ -240,12 +258,16 @@ def _signal(worker: Worker, signum: int) -> None:
             pass
 
 
-def _progress(bar, workers: list[Worker], root: Path, names: list[str]) -> None:
+def _progress(bar, workers: list[Worker], root: Path, names: list[str], clip_of: dict[str, str] | None = None) -> None:
     if not bar.enabled:
         return
+    clip_of = clip_of or {}
+
+    def recorded(name: str) -> bool:  # (a skipped source's --masks_per_clip entries share entry 0's record)
+        return any((root / fmt.FAILED_DIR / failure_file_name(n)).is_file() for n in {name, clip_of.get(name, name)})
+
     done = sum((root / n / fmt.META_FILE).is_file() for n in names)
-    failed = sum((root / fmt.FAILED_DIR / failure_file_name(n)).is_file() and not (root / n / fmt.META_FILE).is_file()
-                 for n in names)
+    failed = sum(recorded(n) and not (root / n / fmt.META_FILE).is_file() for n in names)
     running = sum(w.returncode is None for w in workers)
     bar.set_postfix_str(f"{done} written, {failed} failed or skipped, {running}/{len(workers)} workers running",
                         refresh=True)

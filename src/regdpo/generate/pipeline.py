@@ -151,6 +151,7 @@ class VideoOutcome:
     seconds: float = 0.0
     attempts: int = 0
     reduced: bool = False  # written at the backend's reduced settings, after running out of device memory
+    clip: str = ""  # the source clip of a --masks_per_clip entry (a skip is the source's: counted once per clip)
 
 
 @dataclass
@@ -168,12 +169,25 @@ class RunSummary:
     def num_failed(self) -> int:
         return self.count("failed") + self.count("gave_up")
 
+    def skipped_sources(self) -> list[VideoOutcome]:
+        """One skipped outcome per source clip: a skip is the source's (too short, too small, no frames), so its
+        ``--masks_per_clip`` entries count as one source, not K videos."""
+        seen: dict[str, VideoOutcome] = {}
+        for o in self.outcomes:
+            if o.status == "skipped":
+                seen.setdefault(o.clip or o.name, o)
+        return list(seen.values())
+
     def lines(self, max_listed: int = 20) -> list[str]:
         written = [o for o in self.outcomes if o.status == "written"]
         per_video = f", {np.mean([o.seconds for o in written]):.1f} s per written video" if written else ""
+        skipped = self.skipped_sources()
+        entries = self.count("skipped")
+        shown_skipped = f"{len(skipped)} skipped" if entries == len(skipped) else \
+            f"{plural(len(skipped), 'source')} skipped ({entries} --masks_per_clip entries)"
         out = [
             f"{plural(len(self.outcomes), 'video')} -> {self.output_dir}: {len(written)} written, "
-            f"{self.count('done')} already done, {self.count('skipped')} skipped, {self.num_failed} failed "
+            f"{self.count('done')} already done, {shown_skipped}, {self.num_failed} failed "
             f"({self.seconds:.1f} s{per_video})"
         ]
         reduced = [o.name for o in written if o.reduced]
@@ -181,7 +195,7 @@ class RunSummary:
             out.append(f"  {plural(len(reduced), 'video')} written at reduced settings after running out of GPU "
                        f"memory (meta.json 'reduced'): {', '.join(reduced[:max_listed])}"
                        f"{', ...' if len(reduced) > max_listed else ''}")
-        problems = [o for o in self.outcomes if o.status in ("skipped", "failed", "gave_up")]
+        problems = [o for o in self.outcomes if o.status in ("failed", "gave_up") or o in skipped]
         for o in problems[:max_listed]:
             label = {"skipped": "skipped", "failed": "FAILED", "gave_up": "FAILED (no more attempts)"}[o.status]
             out.append(f"  {label} {o.name}: {o.reason}")
@@ -203,6 +217,7 @@ class RunSummary:
 
 
 class SkipVideo(Exception):
+    # (every reason is the source clip's, shared by its --masks_per_clip entries: recorded and logged once)
     """A permanent reason not to make this video (too short, no frames)."""
 
 
@@ -636,10 +651,16 @@ class VideoStages:
             clear_failure(root, name)
             return VideoOutcome(name, "written", seconds=work.seconds, attempts=work.attempts,
                                 reduced=work.reduced)
-        if isinstance(exc, SkipVideo):
-            record_failure(root, name, "skipped", str(exc), dataset=source.dataset, path=str(source.path))
-            self.log(f"skipped {name}: {exc}")
-            return VideoOutcome(name, "skipped", str(exc), work.seconds)
+        if isinstance(exc, SkipVideo):  # the source's reason: one record and one line per source clip
+            entries = self.config.masks_per_clip
+            if source.mask_index == 0:
+                record_failure(root, name, "skipped", str(exc), dataset=source.dataset, path=str(source.path),
+                               **({"entries": entries} if entries > 1 else {}))
+                self.log(f"skipped {name}: {exc}" + (f" (a source of {entries} --masks_per_clip entries, skipped "
+                                                     f"together)" if entries > 1 else ""))
+            else:  # entry k >= 1: the record of entry 0 (its source clip) says it
+                clear_failure(root, name)
+            return VideoOutcome(name, "skipped", str(exc), work.seconds, clip=source.clip_name)
         if out_of_space(exc):  # a run-level condition: stop, spend no attempt (the writer removed its files)
             raise disk_full(root, exc) from exc
         reason = f"{type(exc).__name__}: {exc}"  # per-video isolation: record, log with the name, go on
