@@ -165,7 +165,7 @@ def test_a_fifo_frame_and_a_self_link_video_fail_alone_the_good_video_is_written
     assert "2 written, 1 already done" in proc.stdout, proc.stdout
 
 
-@pytest.mark.parametrize("layout", ["two_link_loop", "folder_loop", "socket_video", "device_video"])
+@pytest.mark.parametrize("layout", ["two_link_loop", "folder_loop", "socket_video", "device_video", "folder_link_loop"])
 def test_other_special_sources_fail_alone(tmp_path, layout, capsys):
     from regdpo.cli import main as regdpo_main
 
@@ -185,9 +185,12 @@ def test_other_special_sources_fail_alone(tmp_path, layout, capsys):
         sock.bind(str(src / "sock.mp4"))
         sock.close()
         bad = ["video_sock"]
-    else:
+    elif layout == "device_video":
         os.symlink("/dev/zero", src / "zero.mp4")
         bad = ["video_zero"]
+    else:  # a frame folder's link that loops: a source, failing alone (not silently dropped)
+        os.symlink("clips", src / "clips")
+        bad = ["video_clips"]
     out = tmp_path / "out"
     argv = ["generate", "--video_root", str(src), "--output_dir", str(out), "--assumed_fps", "24", *SMALL]
     assert within(LIMIT_S, regdpo_main, argv) == 1

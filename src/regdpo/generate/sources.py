@@ -239,11 +239,26 @@ def discover_video_root(root: str | Path, assumed_fps: float) -> list[VideoSourc
         elif p.suffix.lower() in VIDEO_EXTS:
             out.append(VideoSource(name=safe_name("video", p.stem), dataset="video", source_id=p.stem, path=p,
                                    kind="video_file", layout="video_file", native_fps=None))
+        elif _is_link_loop(p):  # a frame folder's link gone round in a loop: that source fails alone, named
+            out.append(VideoSource(name=safe_name("video", p.name), dataset="video", source_id=p.name, path=p,
+                                   kind="frames", layout="frame_folder", native_fps=float(assumed_fps),
+                                   fps_assumed=True))
     if not out:
         raise UsageError(
             f"--video_root {root}: no videos found (expected {', '.join(VIDEO_EXTS)} files or folders of frames)"
         )
     return out
+
+
+def _is_link_loop(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link that leads round in a loop (``ELOOP``)."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def is_regdpo_dataset(folder: Path) -> bool:
