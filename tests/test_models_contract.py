@@ -66,6 +66,20 @@ def make_clip(seed: int = 11, frames: int = FRAMES) -> Clip:
 
 
 @pytest.fixture(scope="module")
+def fp16_backend(tiny_paths):
+    """``backend``'s settings at ``--model_precision fp16`` on the CPU (DiffuEraser's forward() is fp16)."""
+    from regdpo.backends.models import ModelsBackend
+
+    config = ModelsConfig(
+        **tiny_paths, diffueraser_repo=REPO, device="cpu", model_precision="fp16", flicker_segments=2,
+        diffueraser_nframes=4, propainter_resize_ratio=0.8, propainter_raft_iter=1,
+    )
+    be = ModelsBackend(config)
+    yield be
+    be.close()
+
+
+@pytest.fixture(scope="module")
 def first(backend):
     clip = make_clip()
     return clip, backend.generate(clip, fmt.NEG_TYPES)
@@ -239,8 +253,9 @@ def test_propainter_driver_matches_propainter_forward(backend, tmp_path, monkeyp
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
-def test_diffueraser_driver_matches_diffueraser_forward(backend, tmp_path, monkeypatch):
-    """Our in-memory DiffuEraser run equals DiffuEraser's own forward() on the same input.
+def test_inpaint_negative_equals_diffueraser_forward(fp16_backend, tmp_path, monkeypatch):
+    """The generator's ``inpaint`` negative equals DiffuEraser's own forward() on the same input, byte
+    for byte (``generate`` on the backend as ``regdpo generate`` builds it, not a driver built apart).
 
     forward() needs >= 22 frames, a side >= 256 px, fp16 (hard-coded) and files: its readers and
     writer are replaced by in-memory stand-ins, the mask given to it is the stored hole dilated
@@ -255,14 +270,13 @@ def test_diffueraser_driver_matches_diffueraser_forward(backend, tmp_path, monke
     import torch
     import torchvision.io
 
-    from regdpo.backends.models_diffueraser import DiffuEraserRunner
-    from regdpo.backends.models_source import import_source
+    from regdpo.backends.models import inpaint_seed
     from regdpo.frames import composite
 
     if REPO is not None and str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     dd = pytest.importorskip("diffueraser.diffueraser")
-    num, height, width, fps, seed = 22, 64, 256, 11.0, 7
+    num, height, width, fps = 22, 64, 256, 11.0
     rng = np.random.default_rng(3)
     base = rng.integers(0, 256, (height, width + 4 * num, 3), dtype=np.uint8)
     frames = np.stack([base[:, 4 * t:4 * t + width] for t in range(num)])
@@ -297,24 +311,37 @@ def test_diffueraser_driver_matches_diffueraser_forward(backend, tmp_path, monke
     monkeypatch.setattr(torchvision.io, "read_video",
                         lambda filename, pts_unit, end_pts: (torch.from_numpy(frames), None, {"video_fps": fps}),
                         raising=False)
-    config = backend.config
+    config = fp16_backend.config
     (tmp_path / "weights").mkdir()
     (tmp_path / "weights" / "PCM_Weights").symlink_to(config.pcm_weights_path)  # forward()'s fixed path
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prior.mp4").touch()  # forward() deletes it after reading
     cpu = torch.device("cpu")
+    clip = Clip(name="standard", frames=frames, hole=hole, seed=5)
+    seed = inpaint_seed(clip.seed)
     original = dd.DiffuEraser(cpu, config.base_model_path, config.vae_path, config.diffueraser_path, ckpt="2-Step")
     torch.manual_seed(seed)
     with torch.no_grad():
         original.forward("video.mp4", "mask.mp4", "prior.mp4", "out.mp4", video_length=2, mask_dilation_iter=0,
                          nframes=4, seed=seed, blended=False)
-    ours = DiffuEraserRunner(import_source(REPO), base_model_path=config.base_model_path, vae_path=config.vae_path,
-                             diffueraser_path=config.diffueraser_path, pcm_weights_path=config.pcm_weights_path,
-                             pcm_ckpt="2-Step", device=cpu, dtype=torch.float16, nframes=4)
-    with torch.inference_mode():
-        raw, run = ours.run(frames, hole, prior, seed)
-    assert run.key_frames and len(written) == num
-    assert np.array_equal(composite(raw, frames, hole), np.stack(written))
+    # the generator's own path: the backend's driver (built as ModelsBackend builds it), generate()'s
+    # inference mode; only ProPainter's prior is given (the same prior forward() reads)
+    monkeypatch.setattr(fp16_backend.propainter, "run", lambda *a, **k: prior)
+    result = fp16_backend.generate(clip, ["inpaint"])
+    assert result.info["inpaint"]["seed"] == seed and result.info["inpaint"]["key_frames"] and len(written) == num
+    assert np.array_equal(composite(result.negatives["inpaint"], frames, hole), np.stack(written))
+
+
+def test_fp16_on_cpu_runs_propainter_in_fp32(fp16_backend, first):
+    """``--device cpu --model_precision fp16``: ProPainter in fp32 as ProPainter itself runs on the CPU (its
+    deformable convolution segfaults in fp16 there), so the blur negative is the fp32 backend's."""
+    import torch
+
+    assert fp16_backend.propainter.half is False and fp16_backend.propainter.dtype == torch.float32
+    assert fp16_backend.dtype == torch.float16  # DiffuEraser in fp16 as asked
+    clip, result = first
+    blur = fp16_backend.generate(clip, ["blur"])
+    assert np.array_equal(blur.negatives["blur"], result.negatives["blur"])
 
 
 def test_strengths_are_variants_made_by_the_models_mechanics(backend, first):

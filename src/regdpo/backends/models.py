@@ -172,15 +172,20 @@ class ModelsBackend(NegativeBackend):
         self.reduction = reduction
         self.reduced_changes = reduction.changes(config) if reduction is not None else {}
         self.reduced_propainter_settings = propainter_settings(reduction.apply(config)) if reduction else None
-        with torch.inference_mode():
-            self.propainter = ProPainterRunner(source, config.propainter_model_dir, self.device,
-                                               half=self.dtype == torch.float16, settings=self.propainter_settings)
-            self.diffueraser = DiffuEraserRunner(
-                source, base_model_path=config.base_model_path, vae_path=config.vae_path,
-                diffueraser_path=config.diffueraser_path, pcm_weights_path=config.pcm_weights_path,
-                pcm_ckpt=config.pcm_ckpt, device=self.device, dtype=self.dtype,
-                nframes=int(config.diffueraser_nframes),
-            )
+        # Built outside inference mode, as DiffuEraser builds its own (weights cast to fp16 under
+        # torch.inference_mode() gave +-1 in 12 % of the inpaint negative's hole pixels against
+        # DiffuEraser's standard inference); the runs are under inference mode (generate).
+        # ProPainter runs fp32 on the CPU whatever --model_precision, as ProPainter itself does (its
+        # deformable convolution crashes in fp16 on the CPU).
+        self.propainter = ProPainterRunner(source, config.propainter_model_dir, self.device,
+                                           half=self.dtype == torch.float16 and self.device.type != "cpu",
+                                           settings=self.propainter_settings)
+        self.diffueraser = DiffuEraserRunner(
+            source, base_model_path=config.base_model_path, vae_path=config.vae_path,
+            diffueraser_path=config.diffueraser_path, pcm_weights_path=config.pcm_weights_path,
+            pcm_ckpt=config.pcm_ckpt, device=self.device, dtype=self.dtype,
+            nframes=int(config.diffueraser_nframes),
+        )
         self.load_seconds = time.perf_counter() - started
 
     # ------------------------------------------------------------------ API
