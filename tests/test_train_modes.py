@@ -128,6 +128,29 @@ def test_train_mode_changes_no_output(tiny):
     assert m.unet_main.training and m.brushnet.training  # restored after the block
     assert torch.equal(train_w, eval_w) and torch.equal(train_l, eval_l)
     assert active_dropout(m.unet_main, m.brushnet) == []
+    # attention through PyTorch's SDPA: diffusers 0.29.2's default processor, which DiffuEraser's classes keep
+    from regdpo.train.optim import attention_processors
+
+    assert list(attention_processors(m.unet_main, m.brushnet)) == ["AttnProcessor2_0"]
     with torch.device("meta"):  # the published sizes, no memory
         _, brushnet, unet_main = _unet_models(FULL, tiny.source)
     assert active_dropout(unet_main, brushnet) == []
+
+
+def test_meta_count_shows_the_checkpointing_saving(tiny):
+    """The memory bench's count (regdpo.train.memory) on the real classes at tiny size: every scope of
+    checkpointing saves less than none, the script's 'all' less than diffusers' 'blocks'."""
+    import torch
+
+    from regdpo.backends.models_tiny import TINY, _unet_models
+    from regdpo.train.memory import policy_saved_bytes
+
+    with torch.device("meta"):
+        _, brushnet, unet_main = _unet_models(TINY, tiny.source)
+    models = {"unet_main": unet_main, "brushnet": brushnet}
+    for train_modules in ("motion", "both"):
+        off, blocks, every = (policy_saved_bytes(models, train_modules, ck, 6, 64, torch.float32)
+                              for ck in ("off", "blocks", "all"))
+        assert off["calls"] == 0 and 0 < blocks["calls"] < every["calls"]
+        assert every["saved"] < blocks["saved"] < off["saved"]
+        assert every["saved"] + every["recompute"] < off["saved"]

@@ -26,7 +26,8 @@ from typing import Iterable, Iterator
 
 import torch
 
-__all__ = ["set_modes", "eval_mode", "active_dropout", "enable_gradient_checkpointing"]
+__all__ = ["set_modes", "eval_mode", "active_dropout", "enable_gradient_checkpointing",
+           "disable_gradient_checkpointing", "CHECKPOINT_SCOPES"]
 
 
 def set_modes(trained: Iterable[torch.nn.Module], frozen: Iterable[torch.nn.Module]) -> None:
@@ -60,9 +61,33 @@ def active_dropout(*modules: torch.nn.Module) -> list[str]:
     return out
 
 
-def enable_gradient_checkpointing(unet_main: torch.nn.Module, brushnet: torch.nn.Module, train_modules: str) -> None:
-    """diffusers' ``enable_gradient_checkpointing()`` on the modules ``train_modules`` trains (BrushNet
-    only when it is trained: a frozen BrushNet runs in eval mode and saves nothing for backward)."""
-    unet_main.enable_gradient_checkpointing()
-    if train_modules != "motion":
-        brushnet.enable_gradient_checkpointing()
+CHECKPOINT_SCOPES = ("all", "blocks")
+
+
+def enable_gradient_checkpointing(unet_main: torch.nn.Module, brushnet: torch.nn.Module, train_modules: str,
+                                  scope: str = "all") -> None:
+    """Gradient checkpointing of the modules ``train_modules`` trains (BrushNet only when it is trained: a
+    frozen BrushNet runs in eval mode and saves nothing for backward).
+
+    ``scope="blocks"``: diffusers' ``enable_gradient_checkpointing()`` alone, which in DiffuEraser's
+    classes reaches only the down / up blocks (their resnets and motion modules): the spatial
+    transformers and the mid block keep every activation. ``"all"`` (the training script's): every
+    submodule that can checkpoint (has diffusers' ``gradient_checkpointing`` switch) does: the blocks,
+    the spatial transformers (per transformer layer), the mid block and the motion transformers.
+    """
+    if scope not in CHECKPOINT_SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(CHECKPOINT_SCOPES)}, got {scope!r}")
+    for module in [unet_main] + ([brushnet] if train_modules != "motion" else []):
+        module.enable_gradient_checkpointing()
+        if scope == "all":
+            for sub in module.modules():
+                if sub is not module and hasattr(sub, "gradient_checkpointing"):
+                    sub.gradient_checkpointing = True
+
+
+def disable_gradient_checkpointing(*modules: torch.nn.Module) -> None:
+    """Every checkpointing switch of ``modules`` off."""
+    for module in modules:
+        for sub in module.modules():
+            if hasattr(sub, "gradient_checkpointing"):
+                sub.gradient_checkpointing = False
