@@ -133,3 +133,47 @@ def test_score_bad_input_is_one_line_and_exit_2(tmp_path):
     assert proc.stderr.startswith("regdpo score: error:")
     assert "dataset folder not found" in proc.stderr and "--resolution 60" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_8bit_adam_without_bitsandbytes_is_one_usage_line(tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "bitsandbytes" else real(name, *a))
+    with pytest.raises(UsageError) as err:
+        check_args(args_for(tmp_path, "--use_8bit_adam"))
+    assert "--use_8bit_adam needs bitsandbytes" in str(err.value) and "regdpo[train8bit]" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_8bit_adam_uses_bitsandbytes_adamw8bit(monkeypatch):
+    import importlib.machinery
+    import types
+
+    import torch
+
+    from regdpo.train.optim import optimizer_class, optional_package_problems
+
+    class AdamW8bit(torch.optim.AdamW):
+        pass
+
+    bnb = types.ModuleType("bitsandbytes")
+    bnb.__spec__ = importlib.machinery.ModuleSpec("bitsandbytes", None)
+    bnb.optim = types.SimpleNamespace(AdamW8bit=AdamW8bit)
+    monkeypatch.setitem(sys.modules, "bitsandbytes", bnb)
+    assert optional_package_problems(True, False) == []
+    assert optimizer_class(True) is AdamW8bit and optimizer_class(False) is torch.optim.AdamW
+
+
+def test_allow_tf32_sets_both_switches():
+    import torch
+
+    from regdpo.train.optim import allow_tf32
+
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+        allow_tf32()
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from ..cli_types import MAX_FRAMES, MAX_SIDE, MAX_WORKERS, OneLineParser, integer, real
 from ..errors import DATA_EXIT, USAGE_EXIT, RegdpoError, UsageError, exit_code, os_error_line
 from .config import LATENT_SAMPLING, LOSS_FORMS, TRAIN_MODULES, DPOStepConfig
+from .optim import optional_package_problems
 
 METRICS_FILE = "metrics.jsonl"
 LOGGED = ("loss", "dpo_loss", "implicit_acc", "implicit_acc_margin", "loser_dominant_ratio", "win_gap", "lose_gap",
@@ -81,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--adam_weight_decay", type=real(0, MAX_WEIGHT), default=1e-2)
     o.add_argument("--adam_epsilon", type=real(0, 1, lo_open=True), default=1e-8)
     o.add_argument("--max_grad_norm", type=real(0, MAX_WEIGHT, lo_open=True), default=1.0)
-    o.add_argument("--gradient_checkpointing", action="store_true")
+    o.add_argument("--gradient_checkpointing", action="store_true",
+                   help="checkpoint every block of the trained modules (less activation memory, ~1 more forward)")
+    o.add_argument("--use_8bit_adam", action="store_true", help="bitsandbytes' AdamW8bit (the [train8bit] extra)")
+    o.add_argument("--allow_tf32", action="store_true", help="TF32 matmuls and convolutions on Ampere+ GPUs")
+    o.add_argument("--enable_xformers_memory_efficient_attention", action="store_true",
+                   help="xformers attention (default: PyTorch's SDPA kernels)")
     o.add_argument("--seed", type=integer(0, MAX_SEED), default=None, help="seed of the model noise and the data order")
     o.add_argument("--mixed_precision", choices=("no", "fp16", "bf16"), default=None,
                    help="default: accelerate's config (the DPO arithmetic stays fp32 in any case)")
@@ -144,6 +150,7 @@ def check_args(args: argparse.Namespace) -> DPOStepConfig:
                         "`regdpo evalset`)")
     if not args.learning_rate > 0:
         problems.append(f"--learning_rate {args.learning_rate}: must be > 0")
+    problems += optional_package_problems(args.use_8bit_adam, args.enable_xformers_memory_efficient_attention)
     if problems:  # one line, every problem named
         raise UsageError("; ".join(problems))
     return step_config(args)
@@ -215,6 +222,7 @@ def train(args: argparse.Namespace) -> int:
     from ..dataset import DPODataset, collate_fn
     from ..dpo import diagnostics_to_floats
     from .modes import enable_gradient_checkpointing
+    from .optim import allow_tf32, attention_processors, optimizer_class, use_xformers
     from .skips import SkippedPairs
     from .step import DiffuEraserDPOStep
     from .weights import load_modules, save_diffueraser_weights
@@ -236,6 +244,12 @@ def train(args: argparse.Namespace) -> int:
                               unwrap=accelerator.unwrap_model)
     if args.gradient_checkpointing:  # takes effect: the step put the trained modules in train mode
         enable_gradient_checkpointing(m.unet_main, m.brushnet, config.train_modules)
+    if args.enable_xformers_memory_efficient_attention:
+        use_xformers(m.unet_main, m.brushnet)
+    if args.allow_tf32:
+        allow_tf32()
+    accelerator.print("attention: " + ", ".join(f"{n} x{k}" for n, k in
+                                                attention_processors(m.unet_main, m.brushnet).items()))
     device = accelerator.device
     m.vae.to(device, dtype=weight_dtype)
     m.text_encoder.to(device, dtype=weight_dtype)
@@ -244,7 +258,7 @@ def train(args: argparse.Namespace) -> int:
     if not step.reference.covers("brushnet"):  # frozen: inference only
         m.brushnet.to(device, dtype=weight_dtype)
         del trained["brushnet"]
-    optimizer = torch.optim.AdamW(step.trainable, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+    optimizer = optimizer_class(args.use_8bit_adam)(step.trainable, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                   weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
     data_args = argparse.Namespace(dpo_data_root=args.dpo_data_root, manifest=args.manifest, nframes=args.nframes,
                                    resolution=args.resolution, boundary_dilation=args.boundary_dilation,
