@@ -35,14 +35,15 @@ SAVED_HEADER = "| --train_modules | checkpointing | frames x side | activations 
 FITS_HEADER = "| --train_modules | checkpointing | side | 24 GB | 48 GB | 80 GB |"
 
 
-def meta_models(source: Any) -> dict[str, Any]:
-    """Full-size BrushNet, motion UNet, VAE and text encoder on the meta device."""
+def meta_models(source: Any, sizes: Any = None) -> dict[str, Any]:
+    """BrushNet, motion UNet, VAE and text encoder of ``sizes`` (default ``FULL``) on the meta device."""
     from regdpo.backends.models_tiny import FULL, _text_encoder, _unet_models, _vae_model, byte_level_vocab
 
+    sizes = sizes or FULL
     with torch.device("meta"):
-        _, brushnet, unet_main = _unet_models(FULL, source)
-        vae = _vae_model(FULL.vae)
-        text_encoder = _text_encoder(FULL.text, byte_level_vocab())
+        _, brushnet, unet_main = _unet_models(sizes, source)
+        vae = _vae_model(sizes.vae)
+        text_encoder = _text_encoder(sizes.text, byte_level_vocab())
     return {"brushnet": brushnet, "unet_main": unet_main, "vae": vae, "text_encoder": text_encoder}
 
 
@@ -70,12 +71,12 @@ def frames_that_fit(card_gb: int, static: int, per_frame: float, fixed: float, r
     return best
 
 
-def run_full(source: Any, frames_list: list[int], sides: list[int]) -> dict[str, Any]:
-    """Every table of ``--memory full``; returns the figures."""
+def run_full(source: Any, frames_list: list[int], sides: list[int], sizes: Any = None) -> dict[str, Any]:
+    """Every table of ``--memory full`` (``sizes``: default ``FULL``); returns the figures."""
     t0 = time.perf_counter()
-    models = meta_models(source)
+    models = meta_models(source, sizes)
     params = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
-    print(f"{time.strftime('%Y-%m-%d')}: full-size DiffuEraser on the meta device (regdpo.train.memory): "
+    print(f"{time.strftime('%Y-%m-%d')}: {(sizes.name if sizes else 'full')}-size DiffuEraser on the meta device (regdpo.train.memory): "
           f"unet_main {params['unet_main'] / 1e6:.1f} M, BrushNet {params['brushnet'] / 1e6:.1f} M, "
           f"VAE {params['vae'] / 1e6:.1f} M, text encoder {params['text_encoder'] / 1e6:.1f} M parameters")
     rows = static_rows(models)
@@ -127,9 +128,10 @@ def run_full(source: Any, frames_list: list[int], sides: list[int]) -> dict[str,
 
 
 def run_gpu(source: Any, frames: int, side: int, train_modules: str, checkpointing: str, precision: str,
-            device: str) -> dict[str, Any]:
-    """One real DPO step with random full-size weights on ``device``: peak ``torch.cuda.max_memory_allocated``
-    beside the meta count of the same configuration. Pending a GPU run (docs/training.md)."""
+            device: str, sizes: Any = None) -> dict[str, Any]:
+    """One real DPO step with random weights of ``sizes`` (default ``FULL``) on ``device``: peak
+    ``torch.cuda.max_memory_allocated`` beside the meta count of the same configuration (on a CPU the
+    peak is not measured: the tests run it at tiny size). Pending a GPU run (docs/training.md)."""
     import numpy as np
 
     from diffusers import DDPMScheduler
@@ -140,12 +142,13 @@ def run_gpu(source: Any, frames: int, side: int, train_modules: str, checkpointi
     from regdpo.train.modes import enable_gradient_checkpointing
     from regdpo.train.step import DiffuEraserDPOStep
 
+    sizes = sizes or FULL
     dev = torch.device(device)
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
     with torch.device(dev):
-        _, brushnet, unet_main = _unet_models(FULL, source)
-        vae = _vae_model(FULL.vae).to(dtype)
-        text_encoder = _text_encoder(FULL.text, byte_level_vocab()).to(dtype)
+        _, brushnet, unet_main = _unet_models(sizes, source)
+        vae = _vae_model(sizes.vae).to(dtype)
+        text_encoder = _text_encoder(sizes.text, byte_level_vocab()).to(dtype)
     step = DiffuEraserDPOStep(vae=vae, text_encoder=text_encoder, brushnet=brushnet, unet_main=unet_main,
                               noise_scheduler=DDPMScheduler(), config=DPOStepConfig(train_modules=train_modules),
                               weight_dtype=dtype)
@@ -173,7 +176,7 @@ def run_gpu(source: Any, frames: int, side: int, train_modules: str, checkpointi
         torch.cuda.synchronize(dev)
     seconds = time.perf_counter() - t0
     peak = torch.cuda.max_memory_allocated(dev) if cuda else None
-    meta = policy_saved_bytes(meta_models(source), train_modules, checkpointing, frames, side,
+    meta = policy_saved_bytes(meta_models(source, sizes), train_modules, checkpointing, frames, side,
                       torch.float32 if precision == "no" else torch.bfloat16)
     print(f"{time.strftime('%Y-%m-%d')}: one real DPO step, random full-size weights, {device}, --train_modules "
           f"{train_modules}, checkpointing {checkpointing}, --mixed_precision {precision}, 1 pair x {frames} x {side}: "

@@ -111,3 +111,19 @@ def diffueraser_skip_reason(repo: str | None, extra_modules: tuple[str, ...] = (
     except Exception as exc:  # a torchvision that does not match torch fails here
         return f"torchvision does not work beside this torch ({exc})"
     return None
+
+
+def load_bench(name: str):
+    """The module ``bench/{name}.py`` (bench/ on ``sys.path`` while it loads, for its sibling imports)."""
+    import importlib.util
+    import sys
+
+    path = REPO / "bench" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path.parent))
+    return module
