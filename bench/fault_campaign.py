@@ -19,6 +19,12 @@ frame, ``meta.json``, checksums, manifest, audit, selection or failure record of
 preview`` on a full tmpfs or under ``ulimit -f`` (``preview_disk``: one line naming the file); SIGINT / SIGTERM
 in the first 0.4 s of ``regdpo manifest``, while its modules load (``manifest_startup``); ``regdpo launch``
 with two CPU workers killed with -9 (``launch_kill``: no worker may outlive it by 15 s; then ``--resume``).
+Hostile JSON (``hostile_json``, issue 18): a ``meta.json``, failure record, manifest, selected manifest,
+``audit.json``, ``selection.json`` or ``score.json`` nested 100000 or 40 deep, holding a 5000-digit integer or
+``NaN``, larger than its kind's limit, not UTF-8, cut, not an object, or with a field of the wrong type (a string
+frame count, a null ``source``, ``"attempts": "abc"``, ...), under each command that reads it: no traceback,
+``verify`` exits 1 naming it, ``manifest`` passes over a bad ``meta.json``; restored, the command again
+(``--quick``: one case per file kind).
 
 Oracle after each case (after recovering: ``--resume``, a rerun, freeing space): the dataset's files equal
 the reference's byte for byte (``meta.json`` minus ``timings``; run locks ignored; derived reports a case
@@ -92,6 +98,62 @@ except (RegdpoError, ValueError, OSError) as e:
     sys.exit(1)
 print(json.dumps(sorted({p.video for p in ds.pairs})))
 """
+
+
+HOSTILITIES = ("deep_100000", "deep_40", "huge_int", "nan", "too_large", "not_utf8", "truncated", "not_object")
+"""What ``hostile_text`` does to a JSON file (``wrong_type``: a field from ``WRONG_TYPES`` instead)."""
+JSON_COMMANDS = {
+    "meta_json": ("manifest", "verify", "gen_resume", "audit", "preview", "prune", "select", "dataset_skip"),
+    "failed_record": ("manifest", "verify", "gen_resume"),
+    "manifest_json": ("verify", "audit", "select", "dataset", "dataset_skip", "preview", "manifest"),
+    "manifest_selected": ("verify",),
+    "audit_json": ("select", "verify"),
+    "selection": ("prune", "verify"),
+    "score_json": ("select", "verify"),
+}
+"""Per JSON file kind of a dataset, the commands that read it (``Campaign._command`` names)."""
+WRONG_TYPES: dict[str, dict[str, tuple[tuple[Any, ...], Any]]] = {
+    "meta_json": {"num_frames": (("num_frames",), "12"), "source": (("source",), None),
+                  "source_id": (("source", "id"), [1]), "prompt": (("prompt",), 5), "seed": (("seed",), "x"),
+                  "mask_index": (("mask_index",), -1), "generator": (("generator",), []),
+                  "timings": (("timings",), {"decode": "slow"})},
+    "failed_record": {"attempts": (("attempts",), "abc"), "status": (("status",), 5), "name": (("name",), None),
+                      "attempts_huge": (("attempts",), 10**40)},
+    "manifest_json": {"num_frames": (("videos", 0, "num_frames"), "12"), "prompt": (("videos", 0, "prompt"), None),
+                      "source_clip": (("videos", 0, "source_clip"), 5), "failed": (("failed",), [1]),
+                      "videos": (("videos",), {"a": 1})},
+    "manifest_selected": {"num_frames": (("videos", 0, "num_frames"), "12"), "width": (("videos", 0, "width"), 10**30)},
+    "audit_json": {"quality_score": (("items", 0, "quality_score"), "x"), "items": (("items",), 5),
+                   "video": (("items", 0, "video"), None), "band": (("band",), "wide")},
+    "selection": {"considered": (("considered",), None), "pick_video": (("picks", 0, "video"), 5),
+                  "picks": (("picks",), {})},
+    "score_json": {"ref_margin": (("items", 0, "ref_margin"), "x"), "video": (("items", 0, "video"), [1]),
+                   "items": (("items",), None)},
+}
+"""Per JSON file kind, fields set to a value of the wrong type or range: ``(path in the file, value)``."""
+
+
+def hostile_text(text: str, hostility: str) -> str | bytes:
+    """The JSON text ``text`` made hostile (``HOSTILITIES``)."""
+    body = text.rstrip()
+    inside = body[:-1].rstrip() + ", " if body.endswith("}") and body[:-1].rstrip() != "{" else "{"
+    if hostility == "deep_100000":
+        return "[" * 100_000 + "]" * 100_000
+    if hostility == "deep_40":
+        return inside + '"x": ' + "[" * 40 + "]" * 40 + "}"
+    if hostility == "huge_int":
+        return inside + '"x": ' + "9" * 5000 + "}"
+    if hostility == "nan":
+        return inside + '"x": NaN}'
+    if hostility == "too_large":  # past the per-video record's 16 MiB
+        return inside + '"x": "' + "a" * ((16 << 20) + 16) + '"}'
+    if hostility == "not_utf8":
+        return b"\xff\xfe" + text.encode()
+    if hostility == "truncated":
+        return text[: len(text) // 2]
+    if hostility == "not_object":
+        return "[1, 2, 3]"
+    raise ValueError(hostility)
 
 
 def gen_flags(out: Path, *extra: str) -> list[str]:
@@ -370,8 +432,8 @@ class Campaign:
     # -- case list, deterministic given the seed
     KINDS = ("generate", "resume", "overwrite", "manifest_concurrent", "manifest_kill", "shards", "prune",
              "select", "disk_tmpfs", "ulimit_f", "symlink", "traversal",
-             "special_source", "special_dataset", "preview_disk", "manifest_startup", "launch_kill")
-    WEIGHTS = (12, 7, 10, 8, 6, 10, 5, 3, 9, 8, 12, 10, 8, 14, 5, 5, 5)
+             "special_source", "special_dataset", "preview_disk", "manifest_startup", "launch_kill", "hostile_json")
+    WEIGHTS = (12, 7, 10, 8, 6, 10, 5, 3, 9, 8, 12, 10, 8, 14, 5, 5, 5, 14)
     SPECIAL_KINDS = ("fifo", "socket", "device", "self_link", "link_loop")
     SPECIAL_PLACES = ("gt_frame", "mask_frame", "neg_frame", "meta_json", "checksums", "manifest_json", "audit_json",
                       "selection", "failed_record")
@@ -427,14 +489,33 @@ class Campaign:
             return {"delay": round(r.uniform(0.0, 0.4), 3), "signal": r.choice(("INT", "INT", "TERM"))}
         if kind == "launch_kill":
             return {"delay": round(r.uniform(0.05, 0.6), 3)}
+        if kind == "hostile_json":
+            file = r.choice(sorted(JSON_COMMANDS))
+            hostility = r.choice(HOSTILITIES + ("wrong_type",) * 3)
+            if hostility == "too_large" and file not in ("meta_json", "failed_record"):
+                hostility = "deep_40"  # (an index's limit is 1 GiB: not written per case)
+            params = {"file": file, "hostility": hostility, "command": r.choice(JSON_COMMANDS[file]),
+                      "video": r.choice(self.videos)}
+            if hostility == "wrong_type":
+                params["field"] = r.choice(sorted(WRONG_TYPES[file]))
+            return params
         if kind == "traversal":
             return {"file": r.choice(self.NAME_FILES), "name": r.choice(BAD_NAMES), "command": r.choice(self.NAME_COMMANDS),
                     "video": r.choice(self.videos)}
         raise ValueError(kind)
 
     def case_list(self, n: int, quick: bool, kinds: tuple[str, ...]) -> list[tuple[str, dict[str, Any]]]:
-        if quick:
-            return [(k, self.draw(k)) for k in kinds]
+        if quick:  # one case of each kind; hostile JSON: one per file kind
+            out = []
+            for k in kinds:
+                if k != "hostile_json":
+                    out.append((k, self.draw(k)))
+                    continue
+                for file in sorted(JSON_COMMANDS):
+                    while (drawn := self.draw(k))["file"] != file:
+                        pass
+                    out.append((k, drawn))
+            return out
         weights = [w for k, w in zip(self.KINDS, self.WEIGHTS) if k in kinds]
         return [(k, self.draw(k)) for k in self.rng.choices(kinds, weights, k=n)]
 
@@ -795,6 +876,56 @@ class Campaign:
             shutil.copy2(self.ref_audited / path.relative_to(c.out), path)
         self._recover(c, command)
 
+
+    # ---- hostile JSON (issue 18): deep, huge, non-finite, wrong-typed JSON files under every reader
+    def case_hostile_json(self, c: Case, file, hostility, command, video, field=None):
+        """A JSON file the readers use made hostile (nested 100000 deep or past the loader's 32, a 5000-digit
+        integer, NaN, larger than its kind's limit, not UTF-8, cut, not an object, a field of the wrong type):
+        the command ends with no traceback (verify: exit 1, naming the file; the others 0 or 1, one bad video's
+        record failing that video alone); then the file is restored and the command run again."""
+        self._copy(self.ref_audited, c.out)
+        path = {"meta_json": c.out / video / META, "failed_record": c.out / "_failed" / f"{video}.json",
+                "manifest_json": c.out / "manifest.json", "manifest_selected": c.out / "manifest.selected.json",
+                "audit_json": c.out / "audit.json", "selection": c.out / "selection.json",
+                "score_json": c.out / "score.json"}[file]
+        if file == "failed_record":  # a video still to make, with a (hostile) record of an earlier failure
+            shutil.rmtree(c.out / video)
+            path.parent.mkdir(exist_ok=True)
+            path.write_text(json.dumps({"name": video, "status": "failed", "reason": "RuntimeError: x",
+                                        "attempts": 1, "dataset": "davis", "path": "x"}))
+        elif file == "score_json":
+            path.write_text(json.dumps({"items": [{"video": video, "stream": "blur", "ref_margin": 0.5}]}))
+        text = path.read_text()
+        if hostility == "wrong_type":
+            data = json.loads(text)
+            keys, value = WRONG_TYPES[file][field]
+            target = data
+            for key in keys[:-1]:
+                target = target[key]
+            target[keys[-1]] = value
+            made: Any = json.dumps(data)
+        else:
+            made = hostile_text(text, hostility)
+        path.write_bytes(made if isinstance(made, bytes) else made.encode())
+        label = f"{command} ({file} {hostility}{' ' + field if field else ''})"
+        expect = {1} if command == "verify" else {0, 1}
+        self._command(c, command, label, expect, timeout=120)
+        if command == "verify" and str(path) not in c.runs[-1]["stdout"]:
+            c.problems.append(f"{label}: verify did not name {path}: {c.runs[-1]['stdout'][-300:]}")
+        if command == "manifest" and file == "meta_json":  # passed over: the others listed, it under failed
+            listed = [v["name"] for v in json.loads((c.out / "manifest.json").read_text())["videos"]]
+            if video in listed or len(listed) != len(self.videos) - 1:
+                c.problems.append(f"{label}: the manifest lists {len(listed)} videos ({video} in it: {video in listed})")
+        # recover: the file as it was (or gone), the video back, the command again
+        if file in ("failed_record", "score_json"):
+            path.unlink(missing_ok=True)
+            if file == "failed_record" and path.parent.is_dir() and not any(path.parent.iterdir()):
+                path.parent.rmdir()
+            if file == "failed_record" and not (c.out / video).exists():
+                shutil.copytree(self.ref_audited / video, c.out / video)
+        else:
+            shutil.copy2(self.ref_audited / path.relative_to(c.out), path)
+        self._recover(c, command)
 
     # ---- special files (issue 18): a FIFO, socket, device, link loop where a frame, video or JSON file belongs
     @functools.cached_property

@@ -185,3 +185,21 @@ def test_an_ffmpeg_failure_is_an_os_error_naming_the_file(tmp_path, status, stde
     exc = ffmpeg_error(tmp_path / "v.mp4", status, stderr)
     assert exc.errno == getattr(errno, errno_name) and exc.filename == str(tmp_path / "v.mp4")
     assert bool(out_of_space(exc)) == (errno_name != "EIO")
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"real-video fixtures not found at {DATA}")
+def test_the_hostile_json_class_of_the_campaign_finds_no_traceback(tmp_path):
+    """Issue 18: every JSON file kind of a dataset (meta.json, a failure record, the manifests, audit.json,
+    selection.json, score.json) made hostile under a command that reads it (--quick: one case per file kind):
+    no traceback, verify names the file, each recovered and equal to the reference."""
+    report = tmp_path / "campaign.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "fault_campaign.py"), "--quick", "--seed", "4",
+                           "--kinds", "hostile_json", "--json", str(report), "--workdir", str(tmp_path / "work"),
+                           "--data", str(DATA)], cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert report.is_file(), proc.stdout + proc.stderr
+    summary = json.loads(report.read_text())
+    failed = [c for c in summary["cases"] if not c["survived"]]
+    assert proc.returncode == 0 and not failed, (proc.stdout[-3000:], failed)
+    assert sorted(c["params"]["file"] for c in summary["cases"]) == sorted(
+        ["audit_json", "failed_record", "manifest_json", "manifest_selected", "meta_json", "score_json", "selection"])
+    assert summary["total"]["tracebacks"] == summary["total"]["lost"] == summary["total"]["written_outside"] == 0
