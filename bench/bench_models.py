@@ -234,8 +234,7 @@ def bench_candidates(backend, clip: Clip, n: int, repeats: int, torch) -> None:
         separate.append(time.perf_counter() - t0)
     one, many = float(np.mean(shared)), float(np.mean(separate))
     pp = result.timings.get("propainter", 0.0)
-    print(f"
-{n} inpaint candidates of one {clip.num_frames}-frame clip (mean of {repeats}):")
+    print(f"\n{n} inpaint candidates of one {clip.num_frames}-frame clip (mean of {repeats}):")
     print(f"  one generate(candidates={n}): {one:.2f} s (ProPainter {pp:.2f} s once, {n} DiffuEraser runs)")
     print(f"  {n} one-candidate generate calls: {many:.2f} s ({n} ProPainter runs, {n} DiffuEraser runs)")
     print(f"  speed-up of the shared run: {many / one:.2f}x")

@@ -325,3 +325,11 @@ def test_weights_digest_names_the_loaded_files_and_changes_with_them(tmp_path):
     assert weights_digest(tmp_path)[1] == digest
     (tmp_path / "unet_main" / "w.safetensors").write_bytes(b"trained")
     assert weights_digest(tmp_path)[1] != digest
+
+
+@pytest.mark.parametrize("script", ["bench_models.py", "bench_negatives.py"])
+def test_the_benches_of_the_on_policy_figures_compile(script):
+    from helpers import REPO
+
+    path = REPO / "bench" / script
+    compile(path.read_text(), str(path), "exec")
