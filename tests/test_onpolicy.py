@@ -333,3 +333,24 @@ def test_the_benches_of_the_on_policy_figures_compile(script):
 
     path = REPO / "bench" / script
     compile(path.read_text(), str(path), "exec")
+
+
+def test_resume_compares_the_weights_hash_only_where_it_was_recorded(tmp_path):
+    from regdpo.errors import UsageError
+    from regdpo.generate.config import GenerateConfig
+    from regdpo.generate.pipeline import check_resume_compatible
+    from regdpo.writer import write_video_entry
+
+    config = GenerateConfig(output_dir=tmp_path, backend="models", neg_types=("inpaint",))
+    gt = np.zeros((2, 8, 8, 3), np.uint8)
+    hole = np.zeros((2, 8, 8), bool)
+    hole[:, 2:5, 2:5] = True
+    settings = {"num_inference_steps": 2, "paths": {"diffueraser_path": "a"}}
+    for name, weights in (("old", None), ("new", {"sha256": "1" * 64})):
+        backend = {**settings, **({"diffueraser_weights": weights} if weights else {})}
+        meta = fmt.VideoMeta(name, 2, 8, 8, ["inpaint"], generator={**config.settings_for_meta(),
+                                                                    "backend_settings": backend})
+        write_video_entry(tmp_path, meta, gt, hole, {"inpaint": gt + 1})
+    check_resume_compatible(config, {**settings, "diffueraser_weights": {"sha256": "1" * 64}})
+    with pytest.raises(UsageError, match="diffueraser_weights"):  # other weights than the finished videos'
+        check_resume_compatible(config, {**settings, "diffueraser_weights": {"sha256": "2" * 64}})

@@ -124,6 +124,8 @@ def check_resume_compatible(config: GenerateConfig, backend_settings: dict[str, 
             )
         if want_backend is not None:
             have_backend = _comparable(meta.generator.get("backend_settings", {}))
+            if "diffueraser_weights" not in have_backend:  # made before regdpo recorded the weights' hash
+                want_backend = {k: v for k, v in want_backend.items() if k != "diffueraser_weights"}
             if have_backend != want_backend:
                 differing = sorted(k for k in have_backend.keys() | want_backend.keys()
                                    if have_backend.get(k) != want_backend.get(k))
