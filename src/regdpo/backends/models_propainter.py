@@ -92,6 +92,25 @@ def flow_chunk_length(longer_edge: int) -> int:
     return 2
 
 
+def raft_flows(raft: Any, frames: torch.Tensor, iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``RAFT_bi`` flows of ``frames [1, T, 3, h, w]`` in [-1, 1] (fp32) -> forward, backward
+    ``[1, T-1, 2, h, w]``, in chunks of ``flow_chunk_length`` frames (one frame shared between chunks)."""
+    length = frames.size(1)
+    chunk = flow_chunk_length(max(frames.size(-1), frames.size(-2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # RAFT's torch.cuda.amp.autocast
+        warnings.filterwarnings("ignore", message=".*meshgrid.*")
+        if length <= chunk:
+            return raft(frames, iters=iters)
+        forward, backward = [], []
+        for first in range(0, length, chunk):
+            stop = min(length, first + chunk)
+            f, b = raft(frames[:, max(0, first - 1):stop], iters=iters)
+            forward.append(f)
+            backward.append(b)
+    return torch.cat(forward, dim=1), torch.cat(backward, dim=1)
+
+
 def chunk_bounds(length: int, chunk: int, pad: int) -> list[tuple[int, int, int, int]]:
     """Sub-ranges with context: ``(start, stop, keep_from, keep_to)`` per chunk of ``chunk`` items.
 
@@ -206,22 +225,7 @@ class ProPainterRunner:
 
     # -- stages
     def _flows(self, frames: torch.Tensor, s: ProPainterSettings) -> tuple[torch.Tensor, torch.Tensor]:
-        """RAFT flows of ``frames [1, T, 3, h, w]`` in [-1, 1] (fp32) -> forward, backward ``[1, T-1, 2, h, w]``."""
-        length = frames.size(1)
-        chunk = flow_chunk_length(max(frames.size(-1), frames.size(-2)))
-        iters = s.raft_iter
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # RAFT's torch.cuda.amp.autocast
-            warnings.filterwarnings("ignore", message=".*meshgrid.*")
-            if length <= chunk:
-                return self.raft(frames, iters=iters)
-            forward, backward = [], []
-            for first in range(0, length, chunk):
-                stop = min(length, first + chunk)
-                f, b = self.raft(frames[:, max(0, first - 1):stop], iters=iters)
-                forward.append(f)
-                backward.append(b)
-        return torch.cat(forward, dim=1), torch.cat(backward, dim=1)
+        return raft_flows(self.raft, frames, s.raft_iter)
 
     def _complete(self, flows: tuple[torch.Tensor, torch.Tensor], flow_masks: torch.Tensor, s: ProPainterSettings):
         """Complete the flows inside the (dilated) holes, in sub-videos with 5 flows of context."""
