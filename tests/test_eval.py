@@ -15,6 +15,7 @@ import pytest
 from regdpo import format as fmt
 from regdpo.cli import main
 from regdpo.evaluation import evalset as es
+from regdpo.evaluation.learned_hooks import LEARNED_CLIP_SPECS
 from regdpo.evaluation.metrics import PIXEL_SPECS, MetricSpec, PixelMetrics
 from regdpo.evaluation.models import EvalModel
 from regdpo.evaluation.results import build_document
@@ -116,10 +117,15 @@ def test_eval_classical_writes_complete_eval_json_and_resumes(classical_run, eva
     assert [m["name"] for m in doc["models"]] == ["base", "blurry"]
     assert len(doc["clips"]) == 3 and all(c["split"] == "test" for c in doc["clips"])
     names = [s.name for s in PIXEL_SPECS]
+    learned = [s.name for s in LEARNED_CLIP_SPECS]
     for clip in doc["clips"]:
         for model in ("base", "blurry"):
-            assert sorted(clip[model]) == sorted(names)
+            assert sorted(clip[model]) == sorted(names + learned)
             assert all(isinstance(clip[model][n], float) for n in names)
+            # no weights given: the learned metrics are not measured (null + reason), never 0
+            assert all(clip[model][n] is None and "given" in clip["not_measured"][model][n] for n in learned)
+    assert doc["summary"]["base"]["vfid"] == {"value": None, "not_measured": "no --i3d_path given (nor "
+                                              "--propainter_model_dir, where i3d_rgb_imagenet.pt is looked for)"}
     (comparison,) = doc["comparisons"]
     assert comparison["model"] == "blurry" and comparison["baseline"] == "base"
     for n in names:

@@ -12,6 +12,7 @@ from ..cli_types import integer
 from ..errors import UsageError
 from ..progress import plural
 from ..safe_io import check_writable, real_dir
+from . import learned_hooks
 
 DESCRIPTION = """\
 Run every --model on every clip of one split of an eval set (`regdpo evalset`), measure each output against
@@ -50,6 +51,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no_html", action="store_true", help="write eval.json only")
     weights = parser.add_argument_group("--backend models: the weights every model shares")
     models_config.add_arguments(weights)
+    learned_hooks.add_arguments(parser)
 
 
 def resolve_backend(args: argparse.Namespace) -> str:
@@ -60,7 +62,7 @@ def resolve_backend(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace, clip_metrics: Sequence[Any] | None = None, set_metrics: Sequence[Any] = ()) -> int:
     """The command. ``clip_metrics`` / ``set_metrics``: metric providers (``regdpo.evaluation.metrics``),
-    default the pixel metrics only."""
+    default the pixel metrics and the learned ones (LPIPS, E_warp, VFID; not measured without weights)."""
     from .evalset import load_evalset, verify_evalset
     from .models import build_models, parse_model_flags
     from .report import print_table, write_outputs
@@ -75,18 +77,30 @@ def run(args: argparse.Namespace, clip_metrics: Sequence[Any] | None = None, set
     clips = evalset.split(args.split)
     verify_evalset(evalset)
     models = build_models(args)
+    if clip_metrics is None:
+        from ..backends.models import resolve_device
+
+        device = getattr(args, "device", None) or ("auto" if args.backend == "models" else "cpu")
+        loaded = learned_hooks.learned_from_args(args, str(resolve_device(device)))
+        learned, vfid = learned_hooks.providers(loaded)
+        clip_metrics, set_metrics = [PixelMetrics(), learned], [vfid, *set_metrics]
+        not_measured = {name: reason for name, reason in loaded.status().items() if reason}
+    else:
+        not_measured = {}
     out = Path(args.output_dir)
     if out.resolve().is_relative_to(evalset.root.resolve()):
         raise UsageError(f"--output_dir {out}: inside the eval set {evalset.root}, which stays frozen")
     check_writable(out, "--output_dir")
     real_dir(out)
-    clip_metrics = list(clip_metrics) if clip_metrics is not None else [PixelMetrics()]
+    clip_metrics = list(clip_metrics)
 
     def log(line: str) -> None:
         print(f"regdpo eval: {line}", file=sys.stderr, flush=True)
 
     log(f"{plural(len(models), 'model')} x {plural(len(clips), 'clip')} of split {args.split} "
         f"({args.backend} backend) -> {out}")
+    for reason in dict.fromkeys(not_measured.values()):
+        log(f"{', '.join(n for n, r in not_measured.items() if r == reason)} not measured: {reason}")
     runner = EvalRunner(evalset, clips, models, out, seed=args.seed, save_frames=args.save_frames,
                         clip_metrics=clip_metrics, set_metrics=set_metrics, progress=not args.no_progress, log=log)
     results = runner.run()

@@ -46,6 +46,9 @@ before RAFT (smaller inputs give NaN flows); the flows are cropped back."""
 FLOW_CACHE = 4
 """GT clips whose flows are kept (every model of a comparison is scored along the same flows)."""
 
+ACTIVATION_CACHE = 256
+"""Clips whose I3D activations are kept (the GT clips' serve every model)."""
+
 SQRTM_EPS = 1e-6
 
 
@@ -105,7 +108,9 @@ class LearnedMetrics:
     reasons: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
     raft_iters: int = RAFT_ITERS
+    weights: dict[str, str | None] = field(default_factory=dict)  # flag -> SHA-256 of the file loaded (resume keys)
     _flows: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _activations: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
     def from_paths(cls, i3d_path: str | Path | None = None, raft_path: str | Path | None = None,
@@ -138,10 +143,15 @@ class LearnedMetrics:
         return [name for name in METRICS if name not in self.reasons]
 
     def i3d_activations(self, frames: np.ndarray) -> np.ndarray:
-        """I3D activation of one clip, uint8 ``[T, H, W, 3]`` -> float32 ``[1024]``."""
+        """I3D activation of one clip, uint8 ``[T, H, W, 3]`` -> float32 ``[1024]`` (cached by content)."""
         if self.i3d is None:
             raise RuntimeError(f"VFID is not measured: {self.reasons['vfid']}")
-        return self.i3d.clip_features(frames)
+        key = _content_key(frames)
+        if key not in self._activations:
+            self._activations[key] = self.i3d.clip_features(frames)
+            while len(self._activations) > ACTIVATION_CACHE:
+                self._activations.popitem(last=False)
+        return self._activations[key].copy()
 
     def clip_metrics(self, gt: np.ndarray, output: np.ndarray, hole: np.ndarray) -> dict[str, float]:
         """The per-clip learned metrics that are measured: ``ewarp``, ``ewarp_hole``, ``lpips``.
@@ -162,7 +172,7 @@ class LearnedMetrics:
         """RAFT forward / backward flows of the GT clip, float32 ``[T-1, H, W, 2]`` each (cached)."""
         from ..backends.models_propainter import raft_flows
 
-        key = hashlib.sha256(gt.tobytes()).hexdigest() + repr(gt.shape)
+        key = _content_key(gt)
         if key in self._flows:
             self._flows.move_to_end(key)
             return self._flows[key]
@@ -175,6 +185,10 @@ class LearnedMetrics:
         while len(self._flows) > FLOW_CACHE:
             self._flows.popitem(last=False)
         return flows
+
+
+def _content_key(frames: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(frames).tobytes()).hexdigest() + repr(frames.shape) + str(frames.dtype)
 
 
 def _load(reasons: dict[str, str], metrics: tuple[str, ...], flag: str, path: str | Path, loader) -> Any:
