@@ -24,6 +24,7 @@ from ..cli_types import MAX_FRAMES, MAX_SIDE, MAX_WORKERS, OneLineParser, intege
 from ..errors import DATA_EXIT, USAGE_EXIT, RegdpoError, UsageError, exit_code, os_error_line
 from .config import LATENT_SAMPLING, LOSS_FORMS, TRAIN_MODULES, DPOStepConfig
 from .optim import optional_package_problems
+from .tracking import REPORT_TO
 
 METRICS_FILE = "metrics.jsonl"
 LOGGED = ("loss", "dpo_loss", "implicit_acc", "implicit_acc_margin", "loser_dominant_ratio", "win_gap", "lose_gap",
@@ -94,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--checkpointing_steps", type=integer(1, MAX_STEPS), default=500)
     o.add_argument("--checkpoints_total_limit", type=integer(1, MAX_STEPS), default=None)
     o.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint-N folder or 'latest'")
+    o.add_argument("--report_to", choices=REPORT_TO, default="none", help="also log the step diagnostics (and the "
+                   "validation) to TensorBoard ({output_dir}/logs) or Weights & Biases (default none)")
     l = p.add_argument_group("loss (regdpo.dpo)")
     l.add_argument("--loss_form", choices=LOSS_FORMS, default=d.loss_form,
                    help=f"logratio: gaps log(mse/mse_ref); diff: Diffusion-DPO's mse - mse_ref (default {d.loss_form})")
@@ -151,6 +154,10 @@ def check_args(args: argparse.Namespace) -> DPOStepConfig:
     if not args.learning_rate > 0:
         problems.append(f"--learning_rate {args.learning_rate}: must be > 0")
     problems += optional_package_problems(args.use_8bit_adam, args.enable_xformers_memory_efficient_attention)
+    from .tracking import report_to_problem
+
+    if report_to_problem(args.report_to):
+        problems.append(report_to_problem(args.report_to))
     if problems:  # one line, every problem named
         raise UsageError("; ".join(problems))
     return step_config(args)
@@ -221,6 +228,7 @@ def train(args: argparse.Namespace) -> int:
     from ..backends.models_source import import_source
     from ..dataset import DPODataset, collate_fn
     from ..dpo import diagnostics_to_floats
+    from . import tracking
     from .modes import enable_gradient_checkpointing
     from .optim import allow_tf32, attention_processors, optimizer_class, use_xformers
     from .skips import SkippedPairs
@@ -229,8 +237,9 @@ def train(args: argparse.Namespace) -> int:
 
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(gradient_accumulation_steps=args.gradient_accumulation_steps,
-                              mixed_precision=args.mixed_precision,
-                              project_config=ProjectConfiguration(project_dir=str(output_dir)))
+                              mixed_precision=args.mixed_precision, log_with=tracking.log_with(args.report_to),
+                              project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                                                  logging_dir=str(tracking.logging_dir(output_dir))))
     if args.seed is not None:
         set_seed(args.seed)
     if accelerator.is_main_process:
@@ -301,6 +310,8 @@ def train(args: argparse.Namespace) -> int:
     if accelerator.is_main_process:
         (output_dir / "training_args.json").write_text(json.dumps(
             {**vars(args), "step_config": config.to_dict()}, indent=2, sort_keys=True, default=str))
+        if args.report_to != "none":
+            accelerator.init_trackers(tracking.TRACKER_PROJECT, config=tracking.tracker_config(vars(args)))
     metrics_path = output_dir / METRICS_FILE
     skips = SkippedPairs()
     history: list[dict[str, float]] = []
@@ -350,6 +361,8 @@ def train(args: argparse.Namespace) -> int:
             if accelerator.is_main_process:
                 with metrics_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
+                if args.report_to != "none":
+                    accelerator.log(tracking.scalars(record, "train/"), step=global_step)
                 if is_saturated and not warned:
                     bar.write(f"WARNING: step {global_step}: implicit_acc_margin >= 0.98 and loser_dominant_ratio >= 0.95 "
                               f"for {args.saturation_window} steps: the loss is saturated by losers getting worse, "
