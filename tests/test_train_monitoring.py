@@ -106,3 +106,130 @@ def test_report_to_tensorboard_writes_event_files(tiny):
         assert tag in data, tag
     lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [1, 2]
+
+
+# ---------------------------------------------------------------------- validation while training
+
+
+def test_validation_flags_are_checked_before_any_model_loads(tmp_path, capsys):
+    from regdpo.train.loop import main
+
+    common = ["--base_model_name_or_path", str(tmp_path), "--vae_path", str(tmp_path), "--diffueraser_path",
+              str(tmp_path), "--dpo_data_root", str(tmp_path), "--output_dir", str(tmp_path / "out")]
+    assert main([*common, "--validation_steps", "5"]) == 2
+    assert "--validation_steps needs --validation_set" in capsys.readouterr().err
+    assert main([*common, "--validation_set", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--validation_set {tmp_path}: no evalset.json there" in err
+    assert "--validation_set needs --propainter_model_dir" in err and "--validation_set needs --pcm_weights_path" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_validation_record_and_warning():
+    from regdpo.train.validation import VALIDATION_METRICS, validation_record, warning_line
+
+    ref = {k: 1.0 for k in VALIDATION_METRICS}
+    ref["hole_psnr"] = 25.0
+    same = validation_record(0, "reference", "dev", ["a", "b"], 0, ref, ref, 1.5)
+    assert same == {"step": 0, "validation": {"model": "reference", "split": "dev", "clips": ["a", "b"], "seed": 0,
+                                              "metrics": ref, "reference": ref,
+                                              "delta": {k: 0.0 for k in VALIDATION_METRICS},
+                                              "below_reference": False, "seconds": 1.5}}
+    assert warning_line(same) is None
+    worse = validation_record(10, "trained", "dev", ["a", "b"], 0, {**ref, "hole_psnr": 24.5}, ref, 1.0)
+    assert worse["validation"]["below_reference"] and worse["validation"]["delta"]["hole_psnr"] == -0.5
+    assert warning_line(worse).startswith("WARNING: step 10: the dev hole_psnr (24.500 dB over 2 clip(s)) is below "
+                                          "the reference model's (25.000 dB)")
+    better = validation_record(10, "trained", "dev", ["a"], 0, {**ref, "hole_psnr": 26.0}, ref, 1.0)
+    assert not better["validation"]["below_reference"] and warning_line(better) is None
+
+
+def test_copy_weights_goes_under_lora_adapters():
+    import torch
+
+    from regdpo.train.validation import base_state_keys, copy_weights
+
+    class Wrapped(torch.nn.Module):  # a peft-style LoRA wrapper: base_layer + adapters
+        def __init__(self):
+            super().__init__()
+            self.base_layer = torch.nn.Linear(3, 2)
+            self.lora_A = torch.nn.ModuleDict({"default": torch.nn.Linear(3, 1, bias=False)})
+
+    target = torch.nn.Sequential()
+    target.add_module("proj", Wrapped())
+    target.add_module("norm", torch.nn.LayerNorm(2))
+    trained = torch.nn.Sequential()
+    trained.add_module("proj", torch.nn.Linear(3, 2))
+    trained.add_module("norm", torch.nn.LayerNorm(2))
+    torch.nn.init.normal_(trained.norm.weight)
+    assert base_state_keys(list(target.state_dict())) == {"proj.weight": "proj.base_layer.weight",
+                                                          "proj.bias": "proj.base_layer.bias",
+                                                          "norm.weight": "norm.weight", "norm.bias": "norm.bias"}
+    lora = target.proj.lora_A["default"].weight.clone()
+    copy_weights(target.half(), trained.state_dict())
+    assert torch.equal(target.proj.base_layer.weight, trained.proj.weight.half())
+    assert torch.equal(target.norm.weight, trained.norm.weight.half())
+    assert torch.equal(target.proj.lora_A["default"].weight, lora.half())  # the adapter stays
+    with pytest.raises(ValueError, match="does not match"):
+        copy_weights(target, {"proj.weight": trained.proj.weight})
+
+
+@pytest.fixture(scope="module")
+def dev_evalset(tiny):
+    from regdpo.audit.synthetic import textured_clip
+    from regdpo.cli import main
+    from regdpo.frames import write_rgb
+
+    videos = tiny.root / "videos"
+    for k in range(2):
+        folder = videos / f"src{k}"
+        folder.mkdir(parents=True)
+        for i, frame in enumerate(textured_clip(6, 136, 136, seed=k + 1)):
+            write_rgb(folder / f"{i:05d}.png", frame)
+    out = tiny.root / "evalset"
+    assert main(["evalset", str(out), "--video_root", str(videos), "--nframes", "4", "--height", "128", "--width",
+                 "128", "--split", "dev:2", "--no_progress"]) == 0
+    return out
+
+
+def test_validation_lines_appear_in_metrics_jsonl_and_equal_regdpo_eval(tiny, dev_evalset):
+    p = tiny.paths
+    out = tiny.root / "validated"
+    models = ["--propainter_model_dir", p["propainter_model_dir"], "--pcm_weights_path", p["pcm_weights_path"],
+              "--propainter_resize_ratio", "1.0", "--propainter_raft_iter", "1"]
+    tensorboard = any(importlib.util.find_spec(n) for n in ("tensorboard", "tensorboardX"))
+    proc = run_script(tiny, out, "--max_train_steps", "3", "--validation_set", str(dev_evalset),
+                      "--validation_steps", "2", "--validation_clips", "1", *models, *(["--report_to", "tensorboard"] if tensorboard else []))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(s) for s in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "validation" not in r] == [1, 2, 3]
+    checks = [r for r in lines if "validation" in r]
+    assert [(r["step"], r["validation"]["model"]) for r in checks] == [(0, "reference"), (2, "trained"),
+                                                                        (3, "trained")]
+    reference = checks[0]["validation"]["metrics"]
+    for r in checks:
+        v = r["validation"]
+        assert v["split"] == "dev" and len(v["clips"]) == 1 and v["seed"] == 7 and v["reference"] == reference
+        for key in ("hole_psnr", "hole_ssim", "hole_temporal_deviation"):
+            assert isinstance(v["metrics"][key], float)
+        assert ("WARNING: step %d:" % r["step"] in proc.stderr) == v["below_reference"]
+    assert checks[0]["validation"]["delta"]["hole_psnr"] == 0
+    assert checks[2]["validation"]["metrics"] != reference  # the trained weights reached the validation pipeline
+    if tensorboard:
+        data = b"".join(f.read_bytes() for f in (out / "logs").rglob("events.out.tfevents.*"))
+        assert b"validation/hole_psnr" in data and b"validation/delta_hole_psnr" in data
+
+    # the last validation equals `regdpo eval` of the saved weights (same seed, same clips, same inference)
+    from regdpo.cli import main
+
+    report = tiny.root / "eval_final"
+    assert main(["eval", str(dev_evalset), "--split", "dev", "--seed", "7", "--backend", "models",
+                 "--model", f"final={out}", "--base_model_path", p["base_model_path"], "--vae_path", p["vae_path"],
+                 "--pcm_weights_path", p["pcm_weights_path"], "--propainter_model_dir", p["propainter_model_dir"],
+                 "--propainter_resize_ratio", "1.0", "--propainter_raft_iter", "1", "--device", "cpu",
+                 *(["--diffueraser_repo", DE_REPO] if DE_REPO else []), "--output_dir", str(report),
+                 "--no_progress", "--no_html"]) == 0
+    (row,) = [c for c in json.loads((report / "eval.json").read_text())["clips"]
+              if c["name"] == checks[2]["validation"]["clips"][0]]
+    for key in ("hole_psnr", "hole_ssim", "hole_temporal_deviation"):
+        assert row["final"][key] == pytest.approx(checks[2]["validation"]["metrics"][key], abs=1e-4)

@@ -120,6 +120,20 @@ def build_parser() -> argparse.ArgumentParser:
     l.add_argument("--saturation_window", type=integer(1, MAX_STEPS), default=50,
                    help="steps over which implicit_acc_margin >= 0.98 and loser_dominant_ratio >= 0.95 raise the "
                    "saturation warning (default 50)")
+    v = p.add_argument_group("validation while training (docs/training.md)")
+    v.add_argument("--validation_set", default=None, metavar="EVALSET", help="score the model being trained on "
+                   "this eval set (`regdpo evalset`) as `regdpo eval` does, against the reference model")
+    v.add_argument("--validation_split", default="dev", help="its split (default dev)")
+    v.add_argument("--validation_steps", type=integer(1, MAX_STEPS), default=None,
+                   help="every N optimizer steps (default: only after the last step)")
+    v.add_argument("--validation_clips", type=integer(1, MAX_STEPS), default=None,
+                   help="the split's first K clips only (default all)")
+    v.add_argument("--propainter_model_dir", default=None, help="ProPainter weights of validation's prior")
+    v.add_argument("--pcm_weights_path", default=None, help="PCM_Weights folder of validation's inference")
+    v.add_argument("--propainter_resize_ratio", type=real(0.0, 4.0, lo_open=True), default=0.6,
+                   help="validation's ProPainter working ratio (default 0.6, as regdpo eval)")
+    v.add_argument("--propainter_raft_iter", type=integer(1, 1000), default=20,
+                   help="validation's RAFT iterations (default 20)")
     return p
 
 
@@ -155,9 +169,11 @@ def check_args(args: argparse.Namespace) -> DPOStepConfig:
         problems.append(f"--learning_rate {args.learning_rate}: must be > 0")
     problems += optional_package_problems(args.use_8bit_adam, args.enable_xformers_memory_efficient_attention)
     from .tracking import report_to_problem
+    from .validation import flag_problems
 
     if report_to_problem(args.report_to):
         problems.append(report_to_problem(args.report_to))
+    problems += flag_problems(args)
     if problems:  # one line, every problem named
         raise UsageError("; ".join(problems))
     return step_config(args)
@@ -314,6 +330,17 @@ def train(args: argparse.Namespace) -> int:
             accelerator.init_trackers(tracking.TRACKER_PROJECT, config=tracking.tracker_config(vars(args)))
     metrics_path = output_dir / METRICS_FILE
     skips = SkippedPairs()
+    validation = None
+    if args.validation_set and accelerator.is_main_process:
+        from .validation import TrainingValidation
+
+        def write_line(record: dict) -> None:
+            with metrics_path.open("a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+        validation = TrainingValidation(args, device, write_line, accelerator.log,
+                                        lambda line: tqdm.write(line, file=sys.stderr))
+        validation.start(global_step)
     history: list[dict[str, float]] = []
     warned = False
     bar = tqdm(total=args.max_train_steps, initial=global_step, desc="Steps", disable=not accelerator.is_local_main_process)
@@ -372,6 +399,9 @@ def train(args: argparse.Namespace) -> int:
                 if global_step % args.checkpointing_steps == 0:
                     save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit,
                                     models=names, train_modules=config.train_modules)
+                if validation is not None:
+                    validation.after_step(global_step, accelerator.unwrap_model(m.unet_main),
+                                          accelerator.unwrap_model(m.brushnet))
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['implicit_acc']:.2f}",
                             ldr=f"{record['loser_dominant_ratio']:.2f}", lr=f"{record['lr']:.2e}")
@@ -382,6 +412,8 @@ def train(args: argparse.Namespace) -> int:
     if args.skip_invalid:
         accelerator.print(f"skipped {len(skips)} unreadable pair(s) (--skip_invalid: each named above; "
                           f"metrics.jsonl 'skipped_pairs')")
+    if validation is not None:
+        validation.finish(global_step, accelerator.unwrap_model(m.unet_main), accelerator.unwrap_model(m.brushnet))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         saved = save_diffueraser_weights(output_dir, accelerator.unwrap_model(m.unet_main),
