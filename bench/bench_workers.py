@@ -1,9 +1,9 @@
 """N CPU workers on the fixtures: `regdpo launch` wall time, videos/s and speed-up versus one worker.
 
-For each N (default 1 .. os.cpu_count()), runs ``regdpo launch --gpus 0,..,N-1 -- <generate flags>``
+For each N (default 1 .. os.cpu_count()), runs ``regdpo launch --cpu_workers N -- <generate flags>``
 into a fresh temporary folder: N ``regdpo generate`` workers, each making one shard of the same work list
 (the fixtures' clips, each expanded to ``--masks_per_clip`` entries so every worker has several videos).
-The "GPUs" are only ``CUDA_VISIBLE_DEVICES`` values here: the backend runs on the CPU (classical, or the
+The workers see no GPU: the backend runs on the CPU (classical, or the
 tiny random-weight models with ``--backend models --device cpu``). Every worker is limited to
 ``--threads`` compute threads (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` for torch,
 ``OPENCV_FOR_THREADS_NUM`` for OpenCV; default 1) so N workers do not oversubscribe N cores.
@@ -87,7 +87,7 @@ def worker_env(threads: int) -> dict[str, str]:
 
 def launch(n: int, args, out: Path, weights: dict[str, str]) -> dict:
     """One `regdpo launch` with n workers into ``out``: wall seconds, videos, exit status."""
-    command = [sys.executable, "-m", "regdpo", "launch", "--gpus", ",".join(map(str, range(n))), "--no_progress",
+    command = [sys.executable, "-m", "regdpo", "launch", "--cpu_workers", str(n), "--no_progress",
                "--", *generate_flags(args, out, weights)]
     t0, c0 = time.perf_counter(), _children_cpu()
     proc = subprocess.run(command, cwd=REPO, env=worker_env(args.threads), capture_output=True, text=True)
