@@ -208,3 +208,13 @@ def test_a_packed_selection_reads_as_the_folder_reader_of_that_manifest(data, tm
         want = folder[index_of[pair_id(item)]]
         assert item["pair_weight"] == want["pair_weight"] != 1.0 and item["stream"] == want["stream"]
         assert all(torch.equal(v, item[k]) for k, v in want.items() if isinstance(v, torch.Tensor))
+
+
+def test_merged_states_take_each_ranks_streams_and_epoch_from_that_rank():
+    stale = {"format": "regdpo-shard-reader", "version": 1, "rank": 0, "epoch": 3, "epochs": {"0": 3, "1": 2},
+             "positions": {"0/0": [5, 0, 0], "1/0": [1, 0, 0]}}  # rank 0 still holds rank 1's older position
+    fresh = {"format": "regdpo-shard-reader", "version": 1, "rank": 1, "epoch": 2, "epochs": {"1": 2},
+             "positions": {"1/0": [4, 1, 1], "0/0": [2, 0, 0]}}
+    for order in ([stale, fresh], [fresh, stale]):
+        merged = PackedDPODataset.merge_states(order)
+        assert merged["positions"] == {"0/0": [5, 0, 0], "1/0": [4, 1, 1]} and merged["epochs"] == {"0": 3, "1": 2}

@@ -177,3 +177,14 @@ def test_allow_tf32_sets_both_switches():
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_data_flags_dpo_shards_or_a_root_and_no_folder_selection_on_shards(tmp_path):
+    bare = build_parser().parse_args(["--base_model_name_or_path", str(tmp_path), "--vae_path", str(tmp_path),
+                                      "--diffueraser_path", str(tmp_path)])
+    with pytest.raises(UsageError, match="--dpo_data_root or --dpo_shards is required"):
+        check_args(bare)
+    shards = args_for(tmp_path, "--dpo_shards", "s3://bucket/packed", "--manifest", str(tmp_path / "m.json"))
+    assert shards.dpo_shards == ["s3://bucket/packed"]
+    with pytest.raises(UsageError, match="--dpo_shards: --manifest / --exclude_evalset select from a folder"):
+        check_args(shards)

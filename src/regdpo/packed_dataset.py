@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 import torch
 
-from .dataset import _opt, _parse_neg_types, check_tokenizer, dataset_seed, item_options
+from .dataset import DEFAULT_MAX_UPSCALE, _opt, _parse_neg_types, check_tokenizer, dataset_seed, item_options, upscale_of
 from .errors import FormatError, FrameReadError, UsageError
 from .items import ItemBuilder, ItemOptions, PairIndexEntry, full_frame_size
 from .progress import logger
@@ -44,8 +44,9 @@ DEFAULT_SHUFFLE_BUFFER = 16
 """Pairs in the shuffle buffer. A sample stays in memory while one of its pairs is in the buffer."""
 DEFAULT_GT_CACHE_MB = 256
 """Decoded GT frames kept per worker: the pairs of one clip share its GT (K masks x negatives)."""
-POSITION_FIELDS = ("epoch", "rank", "worker", "workers", "position", "skipped")
-"""``stream_position`` of an item: int64 ``[6]`` (``[B, 6]`` in a batch), in this order."""
+POSITION_FIELDS = ("epoch", "rank", "worker", "workers", "position", "skipped", "damaged_shards")
+"""``stream_position`` of an item: int64 ``[7]`` (``[B, 7]`` in a batch), in this order: the stream, the next
+position in it, the pairs it skipped so far this epoch, the damaged shards its process has seen."""
 
 
 def distributed_rank(args: Any) -> tuple[int, int]:
@@ -156,6 +157,17 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
             raise FormatError(f"{len(short)} video(s) of {self.location} have fewer than args.nframes={self.nframes} "
                               f"frames (first {short[0]}; set args.skip_invalid=True to drop them)")
         pairs = [p for p in pairs if p.pair.num_frames >= self.nframes]
+        self.max_upscale = float(_opt(args, "max_upscale", DEFAULT_MAX_UPSCALE))  # the folder reader's policy
+        enlarged = sorted({(upscale_of(p.pair.height, p.pair.width, self.resolution, self.full_frame), p.pair.video)
+                           for p in pairs})
+        enlarged = [(f, v) for f, v in enlarged if f > self.max_upscale]
+        if enlarged and not bool(_opt(args, "skip_invalid", False)):
+            factor, video = enlarged[-1]
+            raise UsageError(f"resolution {self.resolution} enlarges {len(enlarged)} video(s) of {self.location} more "
+                             f"than max_upscale {self.max_upscale:g} (most: {video}, {factor:.2f}x; an enlarged GT is "
+                             "a soft winner): train at a lower resolution or raise max_upscale")
+        too_small = {v for _, v in enlarged}
+        pairs = [p for p in pairs if p.pair.video not in too_small]
         self.pairs_by_index: dict[int, PackedPair] = {p.pair_index: p for p in pairs}
         self.shard_pairs = pairs_by_sample(self.index, pairs)
         self.shard_records = {s["name"]: s for s in self.index["shards"]}
@@ -170,7 +182,7 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
         self._resume: dict[str, Any] | None = None
         self._seen: dict[str, list[int]] = {}  # "rank/worker" -> [position, skipped], this epoch
         self._seen_epoch = -1
-        self.damaged_shards = 0
+        self._damaged = 0
 
     # -- sizes and epochs
     def __len__(self) -> int:
@@ -193,26 +205,35 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
     def advance(self, batch: Mapping[str, Any]) -> None:
         """Record that the items of ``batch`` (or one item) were consumed: from their ``stream_position``."""
         rows = torch.as_tensor(batch["stream_position"]).reshape(-1, len(POSITION_FIELDS)).tolist()
-        for epoch, rank, worker, workers, position, skipped in rows:
-            if epoch != self._seen_epoch:
-                self._seen, self._seen_epoch = {}, epoch
+        for epoch, rank, worker, workers, position, skipped, damaged in rows:
+            if epoch != self._seen_epoch:  # a new epoch of this rank: its streams start again
+                self._seen = {k: v for k, v in self._seen.items() if k.split("/")[0] != str(rank)}
+                self._seen_epoch = epoch
             self._workers = workers
             slot = f"{rank}/{worker}"
-            old = self._seen.get(slot, [0, 0])
-            self._seen[slot] = [max(old[0], position), max(old[1], skipped)]
+            old = self._seen.get(slot, [0, 0, 0])
+            self._seen[slot] = [max(old[0], position), max(old[1], skipped), max(old[2] if len(old) > 2 else 0, damaged)]
 
     @property
     def skipped_pairs(self) -> int:
-        """Damaged pairs skipped so far this epoch, as reported by the consumed items (every rank's after a
-        ``merge_states`` / ``load_state_dict``)."""
-        return sum(s for _, s in self._seen.values())
+        """Damaged pairs this rank skipped so far this epoch, as reported by the consumed items."""
+        return sum(v[1] for key, v in self._seen.items() if key.split("/")[0] == str(self.rank))
+
+    @property
+    def damaged_shards(self) -> int:
+        """Shards of this rank found damaged (truncated, unreadable, hash mismatch): in this process, or as
+        reported by the consumed items of its DataLoader workers."""
+        reported = sum(v[2] for key, v in self._seen.items() if key.split("/")[0] == str(self.rank) and len(v) > 2)
+        return max(self._damaged, reported)
 
     def state_dict(self) -> dict[str, Any]:
         """The data position: epoch, and per ``"rank/worker"`` stream the next position and the pairs skipped."""
         epoch = self._seen_epoch if self._seen else self.epoch
-        return {"format": STATE_FORMAT, "version": STATE_VERSION, "epoch": epoch, "seed": self.order_seed,
-                "shuffle_buffer": self.shuffle_buffer, "world_size": self.world_size,
-                "num_workers": getattr(self, "_workers", None), "positions": dict(self._seen)}
+        epochs = dict(getattr(self, "_epochs", {}), **{str(self.rank): epoch})
+        return {"format": STATE_FORMAT, "version": STATE_VERSION, "rank": self.rank, "epoch": epoch,
+                "epochs": epochs, "seed": self.order_seed, "shuffle_buffer": self.shuffle_buffer,
+                "world_size": self.world_size, "num_workers": getattr(self, "_workers", None),
+                "positions": dict(self._seen)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at ``state`` (call before iterating; ``set_epoch(state["epoch"])`` is done here): each stream
@@ -225,20 +246,31 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
             if state[key] != mine:
                 raise UsageError(f"the data position was saved with {key} {state[key]}, this reader has {mine}: "
                                  "resume with the same settings")
-        self._resume = {"epoch": int(state["epoch"]), "num_workers": state.get("num_workers"),
+        epoch = int(state.get("epochs", {}).get(str(self.rank), state["epoch"]))  # ranks' epochs may differ
+        self._resume = {"epoch": epoch, "num_workers": state.get("num_workers"),
                         "positions": {k: list(v) for k, v in state["positions"].items()}}
-        self._seen, self._seen_epoch = {k: list(v) for k, v in state["positions"].items()}, int(state["epoch"])
+        self.record_positions(state)
         if state.get("num_workers") is not None:
             self._workers = state["num_workers"]
-        self.set_epoch(int(state["epoch"]))
+        self.set_epoch(epoch)
+
+    def record_positions(self, state: Mapping[str, Any]) -> None:
+        """Take ``state``'s positions as the consumed ones (e.g. every rank's, merged) without changing where
+        an iteration starts (``load_state_dict`` does that)."""
+        self._seen = {k: list(v) for k, v in state["positions"].items()}
+        self._epochs = dict(state.get("epochs", {}))
+        self._seen_epoch = int(self._epochs.get(str(self.rank), state["epoch"]))
 
     @staticmethod
     def merge_states(states: list[Mapping[str, Any]]) -> dict[str, Any]:
-        """One state of every rank's ``state_dict()`` (each rank knows its own streams' positions)."""
+        """One state of every rank's ``state_dict()``: each rank's own streams (``"rank/worker"``) and epoch
+        from that rank's state."""
         merged = dict(states[0])
-        merged["positions"] = {}
+        merged["positions"], merged["epochs"] = {}, {}
         for state in states:
-            merged["positions"].update(state["positions"])
+            rank = str(state.get("rank", 0))
+            merged["positions"].update({k: v for k, v in state["positions"].items() if k.split("/")[0] == rank})
+            merged["epochs"][rank] = state["epoch"]
             if merged.get("num_workers") is None:
                 merged["num_workers"] = state.get("num_workers")
         return merged
@@ -254,7 +286,7 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
             if resume["num_workers"] is not None and resume["num_workers"] != workers:
                 raise UsageError(f"the data position was saved with {resume['num_workers']} DataLoader workers, "
                                  f"this loader has {workers}: resume with the same number")
-            start, skipped = resume["positions"].get(f"{self.rank}/{worker}", [0, 0])
+            start, skipped = resume["positions"].get(f"{self.rank}/{worker}", [0, 0])[:2]
         order = stream_order(self.shard_pairs, self.shards, self.order_seed, epoch, self.rank, worker, workers,
                              self.shuffle_buffer)
         tally = [start, skipped]
@@ -264,7 +296,7 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
             if info is None:  # consumed: its consumer came back for the next one
                 self.advance({"stream_position": position})
         if info is None:  # in this process: pairs skipped after the last item are counted too
-            self.advance({"stream_position": torch.tensor([epoch, self.rank, worker, workers, *tally])})
+            self.advance({"stream_position": torch.tensor([epoch, self.rank, worker, workers, *tally, self._damaged])})
 
     def _stream(self, order: list[int], start: int, skipped: int, epoch: int, worker: int, workers: int,
                 tally: list[int]) -> Iterator[dict[str, Any]]:
@@ -299,7 +331,7 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
                 skipped += 1
                 tally[1] = skipped
                 continue
-            item["stream_position"] = torch.tensor([epoch, self.rank, worker, workers, position, skipped])
+            item["stream_position"] = torch.tensor([epoch, self.rank, worker, workers, position, skipped, self._damaged])
             yield item
         for _ in samples:  # the last shard read to its end: its SHA-256 is checked
             pass
@@ -334,11 +366,11 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
                 finally:
                     stream.close()
                 if stream.nbytes != record["bytes"] or stream.sha256.hexdigest() != record["sha256"]:
-                    self.damaged_shards += 1
+                    self._damaged += 1
                     logger.warning("%s: SHA-256 or size differs from index.json (changed or damaged since it was "
                                    "packed; run regdpo verify)", name)
             except (OSError, tarfile.TarError, EOFError, ValueError) as exc:
-                self.damaged_shards += 1
+                self._damaged += 1
                 logger.warning("%s: truncated or unreadable (%s); its remaining pairs are skipped",
                                name, str(exc).split(" @ ")[0])
             for sample in record["samples"]:

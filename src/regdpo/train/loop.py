@@ -50,7 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(brushnet/, unet_main/); also the reference model")
     g.add_argument("--diffueraser_repo", default=os.environ.get("REGDPO_DIFFUERASER_REPO"),
                    help="DiffuEraser code checkout (default $REGDPO_DIFFUERASER_REPO, else sys.path)")
-    g.add_argument("--dpo_data_root", required=True, help="the dpo_data folder (regdpo generate)")
+    g.add_argument("--dpo_data_root", default=None, help="the dpo_data folder (regdpo generate)")
+    g.add_argument("--dpo_shards", nargs="+", default=None, help="train on a packed dataset instead (regdpo pack): "
+                   "its folder or URL prefix (s3://...), or its shard paths / URLs; the checkpoints carry the "
+                   "data position (docs/scale.md)")
     g.add_argument("--manifest", default=None, help="manifest to train on (default ROOT/manifest.json; e.g. "
                    "manifest.selected.json)")
     g.add_argument("--neg_types", default=None, help="comma-separated negative types (default: all)")
@@ -160,8 +163,13 @@ def check_args(args: argparse.Namespace) -> DPOStepConfig:
         problems.append(f"--resolution {args.resolution}: must be a multiple of 8")
     if args.boundary_dilation % 2 == 0:
         problems.append(f"--boundary_dilation {args.boundary_dilation}: must be odd (a centred square kernel)")
-    if not Path(args.dpo_data_root).is_dir():
+    if args.dpo_shards is None and args.dpo_data_root is None:
+        problems.append("--dpo_data_root or --dpo_shards is required")
+    elif args.dpo_shards is None and not Path(args.dpo_data_root).is_dir():
         problems.append(f"--dpo_data_root {args.dpo_data_root}: folder not found")
+    if args.dpo_shards and (args.manifest or args.exclude_evalset):
+        problems.append("--dpo_shards: --manifest / --exclude_evalset select from a folder; pack that selection "
+                        "(regdpo pack ROOT OUT --manifest ...) instead")
     if args.exclude_evalset and not (Path(args.exclude_evalset) / "evalset.json").is_file():
         problems.append(f"--exclude_evalset {args.exclude_evalset}: no evalset.json there (make one with "
                         "`regdpo evalset`)")
@@ -244,7 +252,7 @@ def train(args: argparse.Namespace) -> int:
     from ..backends.models_source import import_source
     from ..dataset import DPODataset, collate_fn
     from ..dpo import diagnostics_to_floats
-    from . import tracking
+    from . import shard_data, tracking
     from .modes import enable_gradient_checkpointing
     from .optim import allow_tf32, attention_processors, optimizer_class, use_xformers
     from .skips import SkippedPairs
@@ -289,24 +297,30 @@ def train(args: argparse.Namespace) -> int:
                                    resolution=args.resolution, boundary_dilation=args.boundary_dilation,
                                    neg_types=args.neg_types, random_flip=args.random_flip,
                                    skip_invalid=args.skip_invalid, max_upscale=args.max_upscale,
-                                   dataset_seed=args.seed if args.seed is not None else 0)
+                                   dataset_seed=args.seed if args.seed is not None else 0,
+                                   dpo_shards=args.dpo_shards[0] if args.dpo_shards and len(args.dpo_shards) == 1
+                                   else args.dpo_shards)
     if args.exclude_evalset:
         data_args.manifest = manifest_excluding_evalset(args, accelerator, output_dir)
     dataset = DPODataset(data_args, m.tokenizer)
     loader_gen = torch.Generator().manual_seed(args.seed if args.seed is not None else 0)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
-                                         collate_fn=collate_fn, num_workers=args.dataloader_num_workers,
-                                         generator=loader_gen)
+    if args.dpo_shards:  # the reader splits by rank itself: its loader is not prepared
+        loader = shard_data.shard_loader(dataset, args, collate_fn, accelerator)
+    else:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=args.train_batch_size, shuffle=True, drop_last=True,
+                                             collate_fn=collate_fn, num_workers=args.dataloader_num_workers,
+                                             generator=loader_gen)
     if len(loader) == 0:
         raise UsageError(f"--train_batch_size {args.train_batch_size}: more than the {len(dataset)} pairs of "
-                         f"{args.dpo_data_root}")
+                         f"{args.dpo_shards or args.dpo_data_root}")
     lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
                                  num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
                                  num_training_steps=args.max_train_steps * accelerator.num_processes)
     names = list(trained)
-    prepared = accelerator.prepare(*trained.values(), optimizer, loader, lr_scheduler)
+    prepared = accelerator.prepare(*trained.values(), optimizer, *([] if args.dpo_shards else [loader]), lr_scheduler)
     wrapped = dict(zip(names, prepared[:len(names)]))
-    optimizer, loader, lr_scheduler = prepared[len(names):]
+    optimizer, *prepared_loader, lr_scheduler = prepared[len(names):]
+    loader = prepared_loader[0] if prepared_loader else loader
     step.policy_unet = wrapped["unet_main"]
     step.policy_brushnet = wrapped.get("brushnet", m.brushnet)
     accumulate_over = list(wrapped.values())
@@ -323,6 +337,8 @@ def train(args: argparse.Namespace) -> int:
             global_step = checkpoint_step(path)
             first_epoch = global_step // updates_per_epoch
             skip = (global_step % updates_per_epoch) * args.gradient_accumulation_steps
+            if args.dpo_shards:  # the data position came back with the checkpoint
+                first_epoch, skip = dataset.epoch, 0
     if accelerator.is_main_process:
         (output_dir / "training_args.json").write_text(json.dumps(
             {**vars(args), "step_config": config.to_dict()}, indent=2, sort_keys=True, default=str))
@@ -358,6 +374,8 @@ def train(args: argparse.Namespace) -> int:
         for batch in batches:
             for line in skips.add(batch):  # (--skip_invalid) each damaged pair once, one line naming the file
                 bar.write(f"train_region_reg_dpo.py: warning: {line}", file=sys.stderr)
+            if args.dpo_shards:
+                dataset.advance(batch)
             with accelerator.accumulate(*accumulate_over):
                 loss, diag = step(batch, generator)
                 accelerator.backward(loss)
@@ -385,6 +403,10 @@ def train(args: argparse.Namespace) -> int:
             record["saturated"] = is_saturated
             if args.skip_invalid:
                 record["skipped_pairs"] = len(skips)
+            if args.dpo_shards:  # the data position (every rank's, a collective) and the damaged pairs skipped
+                if global_step % args.checkpointing_steps == 0:
+                    shard_data.gather_positions(accelerator, dataset)
+                record.update(shard_data.metrics(accelerator, dataset))
             if accelerator.is_main_process:
                 with metrics_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
