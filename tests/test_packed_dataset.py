@@ -218,3 +218,10 @@ def test_merged_states_take_each_ranks_streams_and_epoch_from_that_rank():
     for order in ([stale, fresh], [fresh, stale]):
         merged = PackedDPODataset.merge_states(order)
         assert merged["positions"] == {"0/0": [5, 0, 0], "1/0": [4, 1, 1]} and merged["epochs"] == {"0": 3, "1": 2}
+
+
+def test_the_folder_readers_upscale_policy_applies_to_shards(data):
+    root, packed = data  # stored at short side 64: 128 enlarges 2x, more than max_upscale 1.25
+    with pytest.raises(UsageError, match="max_upscale"):
+        DPODataset(args(root, packed, resolution=128), FakeTokenizer())
+    assert len(DPODataset(args(root, packed, resolution=128, max_upscale=2.0), FakeTokenizer())) == 16
