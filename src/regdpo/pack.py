@@ -20,9 +20,8 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -31,7 +30,7 @@ import numpy as np
 
 from . import format as fmt
 from . import packed_format as pf
-from .errors import FormatError, FrameReadError, RegdpoError, UsageError
+from .errors import FrameReadError, RegdpoError, UsageError
 from .json_io import MAX_RECORD_BYTES, read_json
 from .progress import Progress, logger, plural
 from .safe_io import check_writable, open_new, real_dir, write_text_atomic

@@ -25,7 +25,6 @@ import tarfile
 from collections import Counter, OrderedDict
 from typing import Any, Callable, Iterator, Mapping
 
-import cv2
 import numpy as np
 import torch
 

@@ -14,7 +14,6 @@ from typing import IO, Any, Iterator, Sequence
 import cv2
 import numpy as np
 
-from . import format as fmt
 from . import packed_format as pf
 from .errors import FormatError, FrameReadError, UsageError
 from .json_io import MAX_INDEX_BYTES, parse_json

@@ -10,10 +10,8 @@ passes. Resumable: a video folder already complete in ``ROOT`` is kept. ``manife
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from . import format as fmt
