@@ -95,6 +95,7 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
     if shard is not None:
         locks.append((f"{fmt.LOCK_FILE}.{shard}", True))
     handles = []
+    recorded = []  # exclusive locks whose file holds our holder line: emptied again on release
     try:
         for name, exclusive in locks:
             handle = open_lock_file(root / name)
@@ -105,6 +106,7 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
                 fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
                 if exclusive:
                     _record_holder(handle)
+                    recorded.append(handle)
             except BlockingIOError:
                 holder = "another regdpo generator is writing into this folder"
                 if shard is not None and name != fmt.LOCK_FILE:
@@ -117,12 +119,20 @@ def output_lock(root: str | os.PathLike, shard: str | None = None):
                 ) from None
         yield
     finally:
+        for handle in recorded:  # a finished run leaves an empty lock file: the same bytes run after run
+            try:
+                handle.truncate(0)
+            except OSError:
+                pass
         for handle in handles:
             handle.close()  # closing releases the lock
 
 
 def _record_holder(handle) -> None:
-    """Write who holds an exclusive run lock into its file (pid, start time, command), for ``lock_holder``."""
+    """Write who holds an exclusive run lock into its file (pid, start time, command), for ``lock_holder``.
+
+    The line is removed when the lock is released; one left by a killed process is never read (``lock_holder``
+    reads the line only while the lock is held) and is replaced by the next holder."""
     import sys
     import time
 
