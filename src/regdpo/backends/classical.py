@@ -229,13 +229,20 @@ def propagate_fill(frames: np.ndarray, hole: np.ndarray, radius: int = 3) -> np.
     """Per frame, each hole pixel takes its colour from the nearest frame in time where it is not in
     the hole (earlier frame first on ties); pixels in the hole of every frame get Telea inpainting at
     full resolution. Returns uint8 ``[T, H, W, 3]``, equal to ``frames`` outside the hole."""
+    return _borrow_then_telea(frames, hole, lambda t, s: (abs(s - t), s), radius)
+
+
+def _borrow_then_telea(frames: np.ndarray, hole: np.ndarray, preference, radius: int) -> np.ndarray:
+    """Per frame ``t``, each hole pixel takes its colour from the first other frame ``s`` (in the order of
+    ``preference(t, s)``, smallest first) where it is not in the hole; the pixels no frame shows get Telea
+    inpainting. Returns uint8 ``[T, H, W, 3]``, equal to ``frames`` outside the hole."""
     num = hole.shape[0]
     out = frames.copy()
     for t in range(num):
         remaining = hole[t].copy()
         if not remaining.any():
             continue
-        for s in sorted(range(num), key=lambda s: (abs(s - t), s)):
+        for s in sorted(range(num), key=lambda s: preference(t, s)):
             if s == t:
                 continue
             take = remaining & ~hole[s]
@@ -284,24 +291,7 @@ def inpaint_draw(frames: np.ndarray, hole: np.ndarray, seed: int, radius: int = 
     num, height, width = hole.shape
     lag = int(rng.integers(1, max(2, num // 2 + 1)))
     amplitude = float(rng.uniform(0.1, 1.0)) * INPAINT_DRAW_MAX_DRIFT
-    out = frames.copy()
-    for t in range(num):
-        remaining = hole[t].copy()
-        if not remaining.any():
-            continue
-        order = sorted(range(num), key=lambda s: (abs(s - t) < lag, abs(s - t), s))
-        for s in order:
-            if s == t:
-                continue
-            take = remaining & ~hole[s]
-            if take.any():
-                out[t][take] = frames[s][take]
-                remaining &= ~take
-                if not remaining.any():
-                    break
-        if remaining.any():
-            filled = cv2.inpaint(out[t], remaining.astype(np.uint8), radius, cv2.INPAINT_TELEA)
-            out[t][remaining] = filled[remaining]
+    out = _borrow_then_telea(frames, hole, lambda t, s: (abs(s - t) < lag, abs(s - t), s), radius)
     field = rng.standard_normal((height, width, 3)).astype(np.float32)
     field = cv2.GaussianBlur(field, (0, 0), sigmaX=max(1.0, min(height, width) / 8), borderType=cv2.BORDER_REFLECT)
     field *= amplitude / (float(np.sqrt(np.mean(np.square(field)))) + 1e-6)  # RMS = amplitude
