@@ -9,7 +9,7 @@ which is either
   ``classifier.*``; what ``lpips`` would have downloaded to ``~/.cache/torch/hub/checkpoints``), or
 - a whole ``lpips.LPIPS(net="alex").state_dict()`` saved with ``torch.save``.
 
-Needs ``lpips`` and torchvision (the ``[models]`` extra); without them LPIPS is not measured.
+Needs ``lpips`` (the ``[lpips]`` extra) and the torchvision build that matches torch; without them LPIPS is not measured.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def backbone_state(state: dict) -> dict:
 def load_lpips(path: str | Path, device: str = "cpu") -> LPIPSDistance:
     """LPIPS-Alex with the backbone of ``path`` (see the module doc). Raises ``ImportError`` without
     ``lpips`` / torchvision, ``ValueError`` naming the file when its keys do not fit."""
-    import lpips  # noqa: PLC0415 - optional ([models] extra)
+    import lpips  # noqa: PLC0415 - optional ([lpips] extra)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated"
