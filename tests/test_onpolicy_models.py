@@ -170,6 +170,7 @@ def test_round_two_generate_records_the_weights_and_the_round(tiny_paths, traine
     flags = ["generate", "--no_progress", "--output_dir", str(out), "--resolution", "128", "--nframes", "4",
              "--max_videos", "1", "--neg_types", "renoise", "--renoise_strength", "0.5", "--round", "2",
              "--device", "cpu", "--diffueraser_nframes", "4", "--diffueraser_repo", DE_REPO,
+             "--propainter_resize_ratio", "1.0", "--propainter_raft_iter", "1",  # RAFT's 128 px at --resolution 128
              "--base_model_path", tiny_paths["base_model_path"], "--vae_path", tiny_paths["vae_path"],
              "--propainter_model_dir", tiny_paths["propainter_model_dir"],
              "--pcm_weights_path", tiny_paths["pcm_weights_path"], "--diffueraser_path", str(trained)]
