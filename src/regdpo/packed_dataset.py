@@ -35,17 +35,13 @@ from .progress import logger
 from .seeding import derive_seed
 from .shard_io import HashingReader, PackedSample, iter_raw_samples, join, open_binary, read_index, shard_locations
 from .shard_order import PackedPair, index_pairs, pairs_by_sample, rank_shards, stream_order
+from .stream_positions import StreamPositions
 from . import packed_format as pf
 
-STATE_FORMAT = "regdpo-shard-reader"
-STATE_VERSION = 1
 DEFAULT_SHUFFLE_BUFFER = 16
 """Pairs in the shuffle buffer. A sample stays in memory while one of its pairs is in the buffer."""
 DEFAULT_GT_CACHE_MB = 256
 """Decoded GT frames kept per worker: the pairs of one clip share its GT (K masks x negatives)."""
-POSITION_FIELDS = ("epoch", "rank", "worker", "workers", "position", "skipped", "damaged_shards")
-"""``stream_position`` of an item: int64 ``[7]`` (``[B, 7]`` in a batch), in this order: the stream, the next
-position in it, the pairs it skipped so far this epoch, the damaged shards its process has seen."""
 
 
 def distributed_rank(args: Any) -> tuple[int, int]:
@@ -178,9 +174,7 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
         if self.length == 0:
             raise UsageError(f"no (video, negative) pairs to train on in rank {self.rank}'s shards of {self.location}")
         self.builder = ItemBuilder(self.options, tokenizer)
-        self._resume: dict[str, Any] | None = None
-        self._seen: dict[str, list[int]] = {}  # "rank/worker" -> [position, skipped], this epoch
-        self._seen_epoch = -1
+        self.positions = StreamPositions(self.rank, self.order_seed, self.shuffle_buffer, self.world_size)
         self._damaged = 0
 
     # -- sizes and epochs
@@ -200,92 +194,48 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
         """The epoch whose order and draws the next iteration uses (shared with DataLoader workers)."""
         self._epoch.fill_(int(epoch))
 
-    # -- positions
+    # -- positions (regdpo.stream_positions)
     def advance(self, batch: Mapping[str, Any]) -> None:
         """Record that the items of ``batch`` (or one item) were consumed: from their ``stream_position``."""
-        rows = torch.as_tensor(batch["stream_position"]).reshape(-1, len(POSITION_FIELDS)).tolist()
-        for epoch, rank, worker, workers, position, skipped, damaged in rows:
-            if epoch != self._seen_epoch:  # a new epoch of this rank: its streams start again
-                self._seen = {k: v for k, v in self._seen.items() if k.split("/")[0] != str(rank)}
-                self._seen_epoch = epoch
-            self._workers = workers
-            slot = f"{rank}/{worker}"
-            old = self._seen.get(slot, [0, 0, 0])
-            self._seen[slot] = [max(old[0], position), max(old[1], skipped), max(old[2] if len(old) > 2 else 0, damaged)]
+        self.positions.advance(batch)
 
     @property
     def skipped_pairs(self) -> int:
         """Damaged pairs this rank skipped so far this epoch, as reported by the consumed items."""
-        return sum(v[1] for key, v in self._seen.items() if key.split("/")[0] == str(self.rank))
+        return self.positions.skipped_pairs
 
     @property
     def damaged_shards(self) -> int:
         """Shards of this rank found damaged (truncated, unreadable, hash mismatch): in this process, or as
         reported by the consumed items of its DataLoader workers."""
-        reported = sum(v[2] for key, v in self._seen.items() if key.split("/")[0] == str(self.rank) and len(v) > 2)
-        return max(self._damaged, reported)
+        return max(self._damaged, self.positions.reported_damaged_shards)
 
     def state_dict(self) -> dict[str, Any]:
         """The data position: epoch, and per ``"rank/worker"`` stream the next position and the pairs skipped."""
-        epoch = self._seen_epoch if self._seen else self.epoch
-        epochs = dict(getattr(self, "_epochs", {}), **{str(self.rank): epoch})
-        return {"format": STATE_FORMAT, "version": STATE_VERSION, "rank": self.rank, "epoch": epoch,
-                "epochs": epochs, "seed": self.order_seed, "shuffle_buffer": self.shuffle_buffer,
-                "world_size": self.world_size, "num_workers": getattr(self, "_workers", None),
-                "positions": dict(self._seen)}
+        return self.positions.state_dict(self.epoch)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at ``state`` (call before iterating; ``set_epoch(state["epoch"])`` is done here): each stream
         starts after its recorded position. The same seed, shuffle buffer, world size and number of workers
         are required."""
-        if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-            raise UsageError(f"not a {STATE_FORMAT} state (format {state.get('format')!r}, version {state.get('version')!r})")
-        for key, mine in (("seed", self.order_seed), ("shuffle_buffer", self.shuffle_buffer),
-                          ("world_size", self.world_size)):
-            if state[key] != mine:
-                raise UsageError(f"the data position was saved with {key} {state[key]}, this reader has {mine}: "
-                                 "resume with the same settings")
-        epoch = int(state.get("epochs", {}).get(str(self.rank), state["epoch"]))  # ranks' epochs may differ
-        self._resume = {"epoch": epoch, "num_workers": state.get("num_workers"),
-                        "positions": {k: list(v) for k, v in state["positions"].items()}}
-        self.record_positions(state)
-        if state.get("num_workers") is not None:
-            self._workers = state["num_workers"]
-        self.set_epoch(epoch)
+        self.set_epoch(self.positions.load_state_dict(state))
 
     def record_positions(self, state: Mapping[str, Any]) -> None:
         """Take ``state``'s positions as the consumed ones (e.g. every rank's, merged) without changing where
         an iteration starts (``load_state_dict`` does that)."""
-        self._seen = {k: list(v) for k, v in state["positions"].items()}
-        self._epochs = dict(state.get("epochs", {}))
-        self._seen_epoch = int(self._epochs.get(str(self.rank), state["epoch"]))
+        self.positions.record(state)
 
     @staticmethod
     def merge_states(states: list[Mapping[str, Any]]) -> dict[str, Any]:
-        """One state of every rank's ``state_dict()``: each rank's own streams (``"rank/worker"``) and epoch
-        from that rank's state."""
-        merged = dict(states[0])
-        merged["positions"], merged["epochs"] = {}, {}
-        for state in states:
-            rank = str(state.get("rank", 0))
-            merged["positions"].update({k: v for k, v in state["positions"].items() if k.split("/")[0] == rank})
-            merged["epochs"][rank] = state["epoch"]
-            if merged.get("num_workers") is None:
-                merged["num_workers"] = state.get("num_workers")
-        return merged
+        """One state of every rank's ``state_dict()`` (``StreamPositions.merge``)."""
+        return StreamPositions.merge(states)
 
     # -- iteration
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         epoch = self.epoch
-        start, skipped = 0, 0
-        resume = self._resume
-        if resume is not None and resume["epoch"] == epoch:
-            if resume["num_workers"] is not None and resume["num_workers"] != workers:
-                raise UsageError(f"the data position was saved with {resume['num_workers']} DataLoader workers, "
-                                 f"this loader has {workers}: resume with the same number")
-            start, skipped = resume["positions"].get(f"{self.rank}/{worker}", [0, 0])[:2]
+        start, skipped = self.positions.start(epoch, worker, workers)
         order = stream_order(self.shard_pairs, self.shards, self.order_seed, epoch, self.rank, worker, workers,
                              self.shuffle_buffer)
         tally = [start, skipped]
