@@ -114,27 +114,32 @@ def reader_args(root: Path, nframes: int, resolution: int, manifest: Path, packe
     return args
 
 
+def _items(dataset, workers: int, epoch: int):
+    """The dataset's items one after another, epoch after epoch from ``epoch`` (a reading run may ask for more
+    items than one epoch holds: the K = 1 selection has 12 pairs)."""
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+    while True:
+        dataset.set_epoch(epoch)
+        if workers == 0 and iterable:
+            yield from dataset
+        elif workers == 0:
+            for index in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch)).tolist():
+                yield dataset[index]
+        else:
+            yield from torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_fn,
+                                                   shuffle=not iterable,
+                                                   generator=torch.Generator().manual_seed(epoch))
+        epoch += 1
+
+
 def rate(dataset, samples: int, workers: int, epoch: int) -> float:
     """Samples per second over ``samples`` items (after one warm-up item), batch 1."""
     torch.set_num_threads(1)
-    dataset.set_epoch(epoch)
-    if workers == 0:
-        if isinstance(dataset, torch.utils.data.IterableDataset):
-            it = iter(dataset)
-            get = lambda: next(it)  # noqa: E731
-        else:
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch)).tolist()
-            pos = iter(order * (samples // len(order) + 2))
-            get = lambda: dataset[next(pos)]  # noqa: E731
-    else:
-        loader = torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_fn,
-                                             shuffle=not isinstance(dataset, torch.utils.data.IterableDataset))
-        it = iter(loader)
-        get = lambda: next(it)  # noqa: E731
-    get()
+    items = _items(dataset, workers, epoch)
+    next(items)
     t0 = time.perf_counter()
     for _ in range(samples):
-        get()
+        next(items)
     return samples / (time.perf_counter() - t0)
 
 
