@@ -42,23 +42,13 @@ from regdpo.cli import main as regdpo_main
 from regdpo.dataset import DPODataset, collate_fn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_dataset import WordTokenizer  # noqa: E402
 from machine import MachineLoad  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SOURCES = {"bmx": "DAVIS/JPEGImages/480p/bmx-trees", "tennis": "DAVIS/JPEGImages/480p/tennis",
            "drive": "YTBV/train_all_frames/JPEGImages/0a1b2c3d4e"}
 SHARD = 10**9
-
-
-class WordTokenizer:
-    """A stand-in for CLIPTokenizer (no download): one id per word, padded to 77."""
-
-    model_max_length = 77
-
-    def __call__(self, text, max_length, padding, truncation, return_tensors):
-        ids = [49406] + [1000 + len(w) for w in text.split()][: max_length - 2] + [49407]
-        ids += [49407] * (max_length - len(ids))
-        return {"input_ids": torch.tensor([ids], dtype=torch.long)}
 
 
 def make_sources(data: Path, folder: Path, copies: int) -> Path:

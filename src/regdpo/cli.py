@@ -15,7 +15,7 @@ from typing import Sequence
 from . import __version__
 from .cli_types import OneLineParser
 from .errors import DATA_EXIT, RegdpoError, Terminated, exit_code, os_error_line, out_of_space
-from .interrupts import exit_status, interrupt_behind, record_interrupts, sigterm_as_interrupt
+from .interrupts import exit_status, run_interruptible, sigterm_as_interrupt
 from .progress import setup_cli_logging
 
 # name -> (module, one-line help)
@@ -93,18 +93,7 @@ def normalize_flag_spelling(argv: Sequence[str], parser: argparse.ArgumentParser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    record_interrupts()  # a Ctrl-C a library turns into another error (numpy's import) is still one
-    try:
-        return _run_command(argv)
-    except Exception as exc:  # a library that wraps a Ctrl-C (numpy's import: an ImportError)
-        interrupt = interrupt_behind(exc)
-        if interrupt is None:
-            raise
-        print("\nregdpo: interrupted", file=sys.stderr)
-        return exit_status(interrupt)
-    except KeyboardInterrupt as exc:  # Ctrl-C / SIGTERM while the command's modules load: nothing started yet
-        print("\nregdpo: interrupted", file=sys.stderr)
-        return exit_status(exc)
+    return run_interruptible(lambda: _run_command(argv), "regdpo")
 
 
 def _run_command(argv: Sequence[str] | None) -> int:

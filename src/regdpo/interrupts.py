@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import Terminated
 
@@ -73,3 +74,21 @@ def interrupt_behind(exc: BaseException | None) -> KeyboardInterrupt | None:
     if _received:
         return Terminated() if _received[-1] == signal.SIGTERM else KeyboardInterrupt()
     return None
+
+
+def run_interruptible(run: Callable[[], int], prog: str) -> int:
+    """An entry point's body: ``run()``'s status, or ``PROG: interrupted`` on stderr and 130 / 143 when a Ctrl-C
+    or SIGTERM stops it before its own handling starts (while its modules load or it sets up), also when a
+    library wrapped the interrupt in another error (:func:`interrupt_behind`). Other errors propagate."""
+    record_interrupts()  # a Ctrl-C a library turns into another error (numpy's import) is still one
+    try:
+        return run()
+    except Exception as exc:  # a library that wraps a Ctrl-C (numpy's import: an ImportError)
+        interrupt = interrupt_behind(exc)
+        if interrupt is None:
+            raise
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return exit_status(interrupt)
+    except KeyboardInterrupt as exc:  # nothing started yet, or nothing that needs more than this line
+        print(f"\n{prog}: interrupted", file=sys.stderr)
+        return exit_status(exc)

@@ -15,7 +15,7 @@ from ..backends.base import NegativeBackend
 from ..cli_types import MAX_FPS, MAX_FRAMES, MAX_SIDE, OneLineParser, integer, real
 from ..errors import DATA_EXIT, DiskFull, RegdpoError, Terminated, UsageError, exit_code, os_error_line
 from ..format import DEFAULT_NEG_TYPES, MAX_CANDIDATES, NEG_TYPES
-from ..interrupts import exit_status, interrupt_behind, record_interrupts, sigterm_as_interrupt
+from ..interrupts import exit_status, run_interruptible, sigterm_as_interrupt
 from ..safe_io import check_writable
 from .config import BACKENDS, MAX_ROUND, STRENGTH_TYPES, GenerateConfig, ordered_neg_types, strengths_from_flags
 from .masks import MASK_MODES
@@ -397,18 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``generate_dpo_negatives.py`` (same flags as ``regdpo generate``)."""
-    record_interrupts()  # a Ctrl-C a library turns into another error (numpy's import) is still one
-    try:
-        return _main(argv)
-    except Exception as exc:  # a library that wraps a Ctrl-C (numpy's import: an ImportError)
-        interrupt = interrupt_behind(exc)
-        if interrupt is None:
-            raise
-        print("\ngenerate_dpo_negatives.py: interrupted", file=sys.stderr)
-        return exit_status(interrupt)
-    except KeyboardInterrupt as exc:  # Ctrl-C while the run is set up (sources, backend): nothing written yet
-        print("\ngenerate_dpo_negatives.py: interrupted", file=sys.stderr)
-        return exit_status(exc)
+    return run_interruptible(lambda: _main(argv), "generate_dpo_negatives.py")
 
 
 def _main(argv: Sequence[str] | None) -> int:
