@@ -246,6 +246,17 @@ def test_renoise_strength_orders_the_quality_score_and_one_is_inpaint(tmp_path):
     assert regdpo("verify", out) == 0
 
 
+def test_renoise_without_a_strength_is_refused_in_one_line(tmp_path, capsys):
+    """At its would-be default 1.0 renoise repeats inpaint byte for byte: the user must choose a strength."""
+    assert generate(tmp_path / "x", *SMALL, "--neg_types", "inpaint", "renoise") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--renoise_strength" in err[0] and "inpaint" in err[0], err
+    assert not (tmp_path / "x").exists()
+    assert generate(tmp_path / "y", *SMALL, "--neg_types", "renoise", "--renoise_strength", "0.5") == 0
+    assert sorted(p.name for p in (tmp_path / "y").iterdir() if p.is_dir())[0].startswith("sample_")
+    assert all((v / "renoise_s0.50").is_dir() for v in (tmp_path / "y").iterdir() if v.is_dir())
+
+
 def test_renoise_fill_splits_frequencies_not_pixels():
     from regdpo.backends.classical import renoise_fill
 

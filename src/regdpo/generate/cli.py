@@ -152,7 +152,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     strength.add_argument("--renoise_strength", type=real(), default=None, metavar="S",
                           help="in [0, 1]: the noise level the GT is re-noised to before the model restores it "
                           "(models: the start timestep = S x the standard schedule's; classical: the GT kept below a "
-                          "frequency cut that falls with S); 1.0 = from pure noise = inpaint (default 1.0)")
+                          "frequency cut that falls with S); 1.0 = from pure noise = inpaint; required with renoise (no default)")
     strength.add_argument("--strengths", type=real(), nargs="+", default=None, metavar="S",
                           help="make every defect type at each of these strengths, as variants of the same video "
                           "entry (streams {type} for 1.0, {type}_sX.XX otherwise), e.g. --strengths 0.25 0.5 1.0")

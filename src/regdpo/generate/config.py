@@ -242,7 +242,10 @@ MAX_ROUND = 1000
 
 def strengths_from_flags(neg_types: tuple[str, ...], strengths: list[float] | None,
                          per_type: dict[str, float | None]) -> dict[str, tuple[float, ...]]:
-    """Strengths per type from ``--strengths`` (every defect type) or ``--<type>_strength`` (one type)."""
+    """Strengths per type from ``--strengths`` (every defect type) or ``--<type>_strength`` (one type).
+
+    ``renoise`` has no default: left at 1.0 it would repeat ``inpaint`` byte for byte, so naming it without a
+    strength is a ``UsageError`` (an explicit 1.0 is accepted)."""
     def check(flag: str, value: float) -> float:
         try:
             return check_strength(value)
@@ -258,6 +261,10 @@ def strengths_from_flags(neg_types: tuple[str, ...], strengths: list[float] | No
         if len(set(values)) != len(values):
             raise UsageError(f"--strengths lists a strength twice (on the 0.01 grid): {strengths}")
         return {t: tuple(values) for t in neg_types if t in STRENGTH_TYPES}
+    if "renoise" in neg_types and "renoise" not in given:
+        raise UsageError("--neg_types renoise needs a strength: give --renoise_strength S (e.g. 0.5; lower = "
+                         "closer to the GT) or --strengths; at 1.0 renoise is inpaint (from pure noise), a second "
+                         "copy of the same loser")
     return {t: (check(f"--{t}_strength", v),) for t, v in given.items()}
 
 
