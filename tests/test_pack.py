@@ -135,6 +135,42 @@ def test_manifest_selection_packs_only_the_selected_negatives(dataset, tmp_path)
     assert [s.stream for s in fmt.read_video_meta(back, "video_clip1").streams] == ["blur"]
 
 
+def test_unpack_gives_back_a_selections_pair_weights(dataset, tmp_path, capsys):
+    """``select --weights`` writes pair weights into the selected manifest; pack keeps them in the shards;
+    unpack writes them back as manifest.selected.json, which the folder reader then weighs the same."""
+    from types import SimpleNamespace
+
+    from regdpo.dataset import DPODataset
+    from helpers import FakeTokenizer
+
+    manifest = json.loads((dataset / fmt.MANIFEST_FILE).read_text())
+    weights = {}
+    for k, video in enumerate(manifest["videos"]):
+        for j, negative in enumerate(video["negatives"]):
+            negative["pair_weight"] = weights[video["name"], negative["stream"]] = round(0.5 + 0.25 * k + 0.1 * j, 4)
+    selected = tmp_path / "manifest.selected.json"
+    selected.write_text(json.dumps(manifest))
+    out, back = tmp_path / "packed", tmp_path / "back"
+    assert pack(dataset, out, "--manifest", selected) == 0
+    capsys.readouterr()
+    assert regdpo_main(["unpack", str(out), str(back), "--no_progress"]) == 0
+    assert "pair weights in manifest.selected.json" in capsys.readouterr().out
+    again = json.loads((back / fmt.SELECTED_MANIFEST_FILE).read_text())
+    assert {(v["name"], n["stream"]): n["pair_weight"] for v in again["videos"] for n in v["negatives"]} == weights
+    assert "pair_weight" not in (back / fmt.MANIFEST_FILE).read_text()
+    assert regdpo_main(["verify", str(back)]) == 0
+    args = SimpleNamespace(dpo_data_root=str(back), nframes=4, resolution=64, dataset_seed=0,
+                           manifest=str(back / fmt.SELECTED_MANIFEST_FILE))
+    reader = DPODataset(args, FakeTokenizer())
+    item = reader[3]
+    assert item["pair_weight"] == weights[item["video"], item["stream"]]
+    # without weights in the shards, unpack writes no selected manifest
+    plain = tmp_path / "plain"
+    assert pack(dataset, tmp_path / "packed_plain") == 0
+    assert regdpo_main(["unpack", str(tmp_path / "packed_plain"), str(plain), "--no_progress"]) == 0
+    assert not (plain / fmt.SELECTED_MANIFEST_FILE).exists()
+
+
 def test_a_killed_pack_resumes_into_the_same_bytes(dataset, tmp_path, monkeypatch, capsys):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert pack(dataset, whole, "--shard_size", "1") == 0  # one sample per shard

@@ -4,13 +4,17 @@ Every entry of every sample becomes a complete video folder written through ``re
 checksummed, ``meta.json`` last, renamed into place): the GT and the mask decoded from their stored PNGs,
 each negative restored by compositing its crop onto the GT. Pixels equal the packed dataset's originals,
 ``meta.json`` records are the originals' (the selection's negatives only), and ``regdpo verify ROOT``
-passes. Resumable: a video folder already complete in ``ROOT`` is kept. ``manifest.json`` is rebuilt at the end.
+passes. Resumable: a video folder already complete in ``ROOT`` is kept. ``manifest.json`` is rebuilt at the end;
+when the packed selection carries ``pair_weight``s (``regdpo select --weights``), they come back in
+``manifest.selected.json`` (the same entries, each negative with its weight), as ``select`` wrote it.
 """
 
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +43,7 @@ def unpack(location: str, root: Path, progress: bool = True) -> dict:
     check_writable(root, "dataset root")
     real_dir(root)
     written = kept = 0
+    packed_negatives: dict[str, list[dict[str, Any]]] = {}
     bar = Progress(total=index["num_videos"], desc="unpack", unit="video", enabled=progress)
     try:
         with output_lock(root):
@@ -46,6 +51,7 @@ def unpack(location: str, root: Path, progress: bool = True) -> dict:
                 for sample in iter_shard(location, shard["name"]):
                     for k, entry in enumerate(sample.entries):
                         meta: fmt.VideoMeta = entry["video"]
+                        packed_negatives[meta.name] = entry["negatives"]
                         if (root / meta.name / fmt.META_FILE).is_file():
                             kept += 1
                         else:
@@ -54,9 +60,22 @@ def unpack(location: str, root: Path, progress: bool = True) -> dict:
                             written += 1
                         bar.update()
             manifest = rebuild_manifest(root)
+            weighted = weighted_manifest(manifest, packed_negatives)
+            if weighted is not None:
+                fmt.write_json_atomic(root / fmt.SELECTED_MANIFEST_FILE, weighted.to_dict())
     finally:
         bar.close()
-    return {"written": written, "kept": kept, "videos": len(manifest.videos)}
+    return {"written": written, "kept": kept, "videos": len(manifest.videos),
+            "weighted": weighted is not None}
+
+
+def weighted_manifest(manifest: fmt.Manifest, packed_negatives: dict[str, list[dict[str, Any]]]) -> fmt.Manifest | None:
+    """``manifest``'s entries with the packed records' negatives (their ``pair_weight``s), or None when no
+    packed negative carries a weight (then ``manifest.json`` says everything)."""
+    if not any("pair_weight" in n for negatives in packed_negatives.values() for n in negatives):
+        return None
+    return replace(manifest, videos=[replace(e, negatives=packed_negatives.get(e.name, e.negatives))
+                                     for e in manifest.videos])
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -76,5 +95,6 @@ def run(args: argparse.Namespace) -> int:
             raise
         raise FormatError(f"{args.packed}: a shard does not read ({exc}); run `regdpo verify {args.packed}`") from None
     print(f"{root}: {plural(result['written'], 'video')} unpacked, {result['kept']} already there, "
-          f"{plural(result['videos'], 'video')} in manifest.json")
+          f"{plural(result['videos'], 'video')} in manifest.json"
+          + (f"; their pair weights in {fmt.SELECTED_MANIFEST_FILE}" if result["weighted"] else ""))
     return 0
