@@ -253,3 +253,35 @@ def test_verify_names_the_damaged_shard_in_one_line(dataset, tmp_path, capsys, d
     lines = [l for l in capsys.readouterr().out.splitlines() if not l.startswith(str(out))]
     assert len(lines) == 1 and lines[0].startswith(pf.shard_name(1)), lines
     assert {"truncated": "truncated", "hash": "SHA-256", "missing_stream": "e0.mask.00003.png"}[damage] in lines[0]
+
+
+def test_verify_and_unpack_read_a_packed_dataset_at_a_url(dataset, tmp_path, capsys):
+    """A packed dataset in object storage is verified and unpacked through fsspec, without a local copy
+    (fsspec's in-memory filesystem stands in for s3:// / gs://); a damaged remote shard is one line."""
+    fsspec = pytest.importorskip("fsspec")
+    out = tmp_path / "packed"
+    assert pack(dataset, out, "--shard_size", "1") == 0
+    memory = fsspec.filesystem("memory")
+    prefix = f"memory://regdpo-test-{tmp_path.name}"
+    for path in sorted(out.iterdir()):
+        memory.pipe(f"{prefix}/{path.name}", path.read_bytes())
+    try:
+        capsys.readouterr()
+        assert regdpo_main(["verify", prefix]) == 0
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        assert line.startswith(prefix) and "0 with problems" in line, line
+        back = tmp_path / "back"
+        assert regdpo_main(["unpack", prefix, str(back), "--no_progress"]) == 0
+        assert regdpo_main(["verify", str(back)]) == 0
+        assert sorted(fmt.complete_videos(back)) == sorted(fmt.complete_videos(dataset))
+        shard = f"{prefix}/{pf.shard_name(1)}"
+        memory.pipe(shard, memory.cat(shard)[:-700])  # cut short
+        capsys.readouterr()
+        assert regdpo_main(["verify", prefix]) == 1
+        found = [line for line in capsys.readouterr().out.splitlines() if pf.shard_name(1) in line]
+        assert len(found) == 1 and "Traceback" not in found[0], found
+        assert regdpo_main(["verify", "memory://regdpo-test-nothing-here"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "index.json" in err[0], err
+    finally:
+        memory.rm(prefix, recursive=True)

@@ -21,7 +21,7 @@ from . import packed_format as pf
 from .errors import FormatError
 from .json_io import read_json
 from .progress import plural
-from .shard_io import HashingReader, PackedSample, iter_raw_samples, join, open_binary, read_index
+from .shard_io import HashingReader, PackedSample, is_url, iter_raw_samples, join, open_binary, read_index
 from .verify import _Bad, decode_png
 
 
@@ -131,7 +131,7 @@ def verify_packed(location: str, log: Callable[[str], None] = print) -> dict[str
     index = read_index(location)
     problems: list[str] = []
     bad: list[str] = []
-    if not location.startswith(("s3:", "gs:", "http")) and (Path(location) / pf.PACK_WORK_DIR).exists():
+    if not is_url(location) and (Path(location) / pf.PACK_WORK_DIR).exists():
         line = f"{pf.PACK_WORK_DIR}: an unfinished pack is there (run regdpo pack ... --resume)"
         problems.append(line)
         log(line)

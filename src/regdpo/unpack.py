@@ -22,7 +22,7 @@ from . import format as fmt
 from .errors import FormatError, UsageError
 from .progress import Progress, plural
 from .safe_io import check_writable, real_dir
-from .shard_io import PackedSample, iter_shard, read_index
+from .shard_io import PackedSample, is_url, iter_shard, read_index
 
 
 def entry_arrays(sample: PackedSample, k: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
@@ -86,7 +86,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = Path(args.root)
-    if not str(args.packed).startswith(("s3:", "gs:", "http")) and not Path(args.packed).is_dir():
+    if not is_url(args.packed) and not Path(args.packed).is_dir():
         raise UsageError(f"packed dataset {args.packed} does not exist or is not a folder")
     try:
         result = unpack(str(args.packed), root, progress=not args.no_progress)

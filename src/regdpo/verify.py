@@ -239,18 +239,22 @@ def verify_dataset(root: Path, log=print) -> dict:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("root", help="dataset folder (e.g. dpo_data)")
+    parser.add_argument("root", help="dataset folder (e.g. dpo_data), or a packed dataset's folder or URL "
+                        "prefix (s3://, gs://, https://: read through fsspec)")
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
 
 
 def run(args: argparse.Namespace) -> int:
-    root = Path(args.root)
-    if not root.is_dir():
-        raise UsageError(f"dataset root {root} does not exist or is not a folder")
     from . import packed_verify  # a packed dataset (regdpo pack): its own checks
+    from .shard_io import is_url
 
-    if packed_verify.looks_packed(root):
-        result = packed_verify.verify_packed(str(root), log=lambda line: print(line, file=sys.stdout))
+    root = Path(args.root)
+    remote = is_url(args.root)  # a packed dataset in object storage (fsspec: s3://, gs://, https://, ...)
+    if not remote and not root.is_dir():
+        raise UsageError(f"dataset root {root} does not exist or is not a folder")
+    if remote or packed_verify.looks_packed(root):
+        result = packed_verify.verify_packed(str(args.root) if remote else str(root),
+                                             log=lambda line: print(line, file=sys.stdout))
         print(packed_verify.summary(result))
         _write_report(args.json, result)
         return 1 if result["problems"] else 0
