@@ -20,9 +20,9 @@ from . import format as fmt
 from . import packed_format as pf
 from .errors import FormatError
 from .json_io import read_json
+from .png_check import UnusablePNG, decode_png
 from .progress import plural
 from .shard_io import HashingReader, PackedSample, is_url, iter_raw_samples, join, open_binary, read_index
-from .verify import _Bad, decode_png
 
 
 def check_sample(sample: PackedSample) -> list[str]:
@@ -34,7 +34,7 @@ def check_sample(sample: PackedSample) -> list[str]:
     def decoded(member: str, mode: str) -> np.ndarray | None:
         try:
             got_mode, pixels = decode_png(sample.member(member), size if mode != "crop" else None)
-        except _Bad as exc:
+        except UnusablePNG as exc:
             problems.append(f"{sample.where}: {sample.key}.{member}: {exc}")
             return None
         want = "RGB" if mode in ("RGB", "crop") else "L"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import os
 import sys
 from dataclasses import asdict, dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 
 from . import format as fmt
 from .errors import FormatError, UsageError
+from .png_check import UnusablePNG, decode_png
 from .progress import plural
 from .safe_read import read_input_bytes, read_input_text
 
@@ -44,33 +44,6 @@ class VideoReport:
 
     def add(self, file: str | Path, problem: str) -> None:
         self.problems.append(Problem(self.name, str(file), problem))
-
-
-class _Bad(Exception):
-    """A frame file that cannot be used: its message says why."""
-
-
-def decode_png(data: bytes, size: tuple[int, int] | None) -> "tuple[str, np.ndarray]":
-    """(mode, pixels) of PNG bytes decoded in full, checking every chunk's CRC; ``_Bad`` if it is not a
-    complete PNG of ``size`` (width, height; ``None``: any)."""
-    from PIL import Image
-
-    if not data:
-        raise _Bad("empty file (0 bytes)")
-    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-        raise _Bad("not a PNG file (placeholder or other format)")
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if size is not None and img.size != size:
-                raise _Bad(f"is {img.size[0]}x{img.size[1]}, expected {size[0]}x{size[1]}")
-            img.verify()  # chunk CRCs
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()  # the whole body: a truncated or corrupt one raises
-            return img.mode, np.asarray(img)
-    except _Bad:
-        raise
-    except Exception as exc:  # PIL raises several types for broken files
-        raise _Bad(f"does not decode ({exc})") from None
 
 
 def _read_checksums(folder: Path, report: VideoReport) -> dict[str, str] | None:
@@ -119,9 +92,9 @@ def verify_video(root: Path, name: str) -> VideoReport:
             path = folder / stream / frame
             try:
                 if path.is_symlink() or not path.is_file():
-                    raise _Bad("not a plain file (a link or a folder)")
+                    raise UnusablePNG("not a plain file (a link or a folder)")
                 if path.stat().st_size > fmt.MAX_IMAGE_BYTES:
-                    raise _Bad(f"larger than {fmt.MAX_IMAGE_BYTES} bytes")
+                    raise UnusablePNG(f"larger than {fmt.MAX_IMAGE_BYTES} bytes")
                 data = read_input_bytes(path, "frame file", follow_links=False, max_bytes=fmt.MAX_IMAGE_BYTES)
                 want = digests.get(f"{stream}/{frame}") if digests else None
                 if want is not None and hashlib.sha256(data).hexdigest() != want:
@@ -130,7 +103,7 @@ def verify_video(root: Path, name: str) -> VideoReport:
             except OSError as exc:
                 report.add(path, f"cannot read ({exc.strerror or exc})")
                 continue
-            except _Bad as exc:
+            except UnusablePNG as exc:
                 report.add(path, str(exc))
                 continue
             if stream == fmt.MASK_DIR:
