@@ -119,3 +119,21 @@ def test_a_real_read_only_mount(tmp_path, capsys):
         assert "cannot write there (Read-only file system)" in capsys.readouterr().err
     finally:
         subprocess.run(["umount", str(ro)], capture_output=True, timeout=30)
+
+
+def test_a_manifest_that_cannot_be_rebuilt_at_the_end_is_a_warning_line(tmp_path, monkeypatch, capsys):
+    """The videos are committed; only the final manifest.json fails to write (e.g. the disk filled at the last
+    moment): one warning line saying how to rebuild it, never a traceback (the path once hit a NameError)."""
+    import regdpo.generate.pipeline as pipeline
+
+    def full_disk(root):
+        raise OSError(errno.ENOSPC, "No space left on device", str(Path(root) / "manifest.json"))
+
+    monkeypatch.setattr(pipeline, "rebuild_manifest", full_disk)
+    out = tmp_path / "out"
+    assert regdpo_main(["generate", "--output_dir", str(out), "--max_videos", "1", "--nframes", "4",
+                        "--resolution", "64", "--neg_types", "blur", "--no_progress"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {out / 'manifest.json'} not rebuilt" in err and f"regdpo manifest {out}" in err, err
+    assert "Traceback" not in err
+    assert regdpo_main(["manifest", str(out)]) == 0

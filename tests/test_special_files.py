@@ -202,6 +202,40 @@ def test_other_special_sources_fail_alone(tmp_path, layout, capsys):
         assert len([l for l in cap.out.splitlines() if l.strip().startswith(f"FAILED {name}:")]) == 1, cap.out
 
 
+def test_a_repaired_link_loop_leaves_no_failure_of_a_source_that_is_gone(tmp_path, capsys):
+    """The fault campaign's case: a two-link loop planted as clip.avi (clip.avi -> clip.avi.loop -> clip.avi)
+    makes two failing sources; the repair puts the real clip.avi back and deletes the second link. --resume
+    makes video_clip and drops the record of video_clip.avi.loop (no source makes it any more), so the
+    dataset equals a run that never met the loop."""
+    from regdpo.cli import main as regdpo_main
+
+    src = tmp_path / "src"
+    write_frames(src / "good", n=8)
+    os.symlink("clip.avi.loop", src / "clip.avi")
+    os.symlink("clip.avi", src / "clip.avi.loop")
+    out = tmp_path / "out"
+    argv = ["generate", "--video_root", str(src), "--output_dir", str(out), "--assumed_fps", "24", *SMALL]
+    assert within(LIMIT_S, regdpo_main, argv) == 1
+    assert sorted(p.name for p in (out / "_failed").iterdir()) == ["video_clip.avi.loop.json", "video_clip.json"]
+    (src / "clip.avi").unlink()
+    (src / "clip.avi.loop").unlink()
+    write_video_file(src / "clip.avi", n=8)
+    (out / "_failed" / "notes.txt").write_text("a user's file: not a record, kept")
+    capsys.readouterr()
+    assert regdpo_main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "dropped _failed/video_clip.avi.loop.json" in err, err
+    assert sorted(p.name for p in (out / "_failed").iterdir()) == ["notes.txt"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [v["name"] for v in manifest["videos"]] == ["video_clip", "video_good"] and manifest["failed"] == []
+    # a record of a source that is still there (failing again) is kept
+    (src / "clip.avi").unlink()
+    os.symlink("clip.avi", src / "clip.avi")
+    shutil.rmtree(out / "video_clip")
+    assert regdpo_main([*argv, "--resume"]) == 1
+    assert (out / "_failed" / "video_clip.json").is_file()
+
+
 # --------------------------------------------------------------------------- inside a finished dataset (item 15)
 
 

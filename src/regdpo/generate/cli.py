@@ -267,12 +267,27 @@ def work_list(config: GenerateConfig, discovered: Sequence[VideoSource]) -> list
     """This process's entries: the sources outside ``--output_dir``, the first ``--max_videos`` of them, each
     expanded to its ``--masks_per_clip`` entries (``expand_masks``), then this shard's part (entry i goes to
     shard i % N)."""
-    from .sources import expand_masks, keep_committed_names
+    from .sources import expand_masks
+
+    sources = named_sources(config, discovered)
+    sources = sources[: config.max_videos] if config.max_videos is not None else sources
+    return expand_masks(sources, config.masks_per_clip)[config.shard_index :: config.num_shards]
+
+
+def named_sources(config: GenerateConfig, discovered: Sequence[VideoSource]) -> list[VideoSource]:
+    """The sources outside ``--output_dir``, named as the folder's committed videos keep them."""
+    from .sources import keep_committed_names
 
     discovered = [s for s in discovered if not _inside(s.path, config.output_dir)]  # never our own output
-    discovered = keep_committed_names(discovered, config.output_dir)  # a committed video's name never moves
-    sources = discovered[: config.max_videos] if config.max_videos is not None else discovered
-    return expand_masks(sources, config.masks_per_clip)[config.shard_index :: config.num_shards]
+    return keep_committed_names(discovered, config.output_dir)  # a committed video's name never moves
+
+
+def entry_names(config: GenerateConfig, discovered: Sequence[VideoSource]) -> set[str]:
+    """The names of every entry the sources make, before ``--max_videos`` and shards: a failure record of
+    any other name is of a source that is gone (``--resume`` drops it)."""
+    from .sources import expand_masks
+
+    return {s.name for s in expand_masks(named_sources(config, discovered), config.masks_per_clip)}
 
 
 def build_backend(args: argparse.Namespace, config: GenerateConfig) -> NegativeBackend:
@@ -348,7 +363,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--inpaint_candidates: the {backend.name} backend draws one candidate per type")
     try:
         with sigterm_as_interrupt():
-            summary = run_generation(config, backend, sources, captions, donor_sources=discovered, engine=engine)
+            summary = run_generation(config, backend, sources, captions, donor_sources=discovered, engine=engine,
+                                     known_names=entry_names(config, discovered) if config.resume else None)
     except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM (Terminated)
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\nregdpo generate: {what}; the video in progress was abandoned, the finished videos in "

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from ..writer import (
     VideoEntryWriter,
     clear_failure,
     clear_staging,
+    failure_file_name,
     output_lock,
     read_failure,
     rebuild_manifest,
@@ -434,6 +434,7 @@ def run_generation(
     log: Log = _stderr_log,
     donor_sources: Sequence[VideoSource] | None = None,
     engine: Engine | None = None,
+    known_names: set[str] | None = None,
 ) -> RunSummary:
     """Make every video of ``sources`` (already cut to ``--max_videos`` and to the shard) into
     ``config.output_dir``.
@@ -443,6 +444,8 @@ def run_generation(
     sharding (default: ``sources``). The caller has checked the output folder
     (``check_output_dir``) and built the backend. ``engine``: what runs the videos (default: the
     overlapped ``LocalEngine`` of ``backend``; an engine that builds its own backends takes ``backend=None``).
+    ``known_names`` (``--resume``): every entry name the sources make; a failure record of another name is
+    of a source that is gone (removed or repaired away) and is dropped, one line each.
     """
     captions = captions or {}
     root = config.output_dir
@@ -455,13 +458,32 @@ def run_generation(
     with output_lock(root, config.shard_name):  # before anything is deleted: never two runs in one folder
         if config.resume:
             check_resume_compatible(config, engine.backend_settings(stages))
+            if known_names is not None:
+                drop_stale_failures(root, known_names, log)
         if config.overwrite:
             clear_output_dir(root)
         clear_staging(root, config.shard_name)
-        return _run_locked(config, stages, engine, sources, t_run)
+        return _run_locked(config, stages, engine, sources, t_run, log)
 
 
-def _run_locked(config, stages, engine, sources, t_run) -> RunSummary:
+def drop_stale_failures(root: Path, known_names: set[str], log: Log) -> list[str]:
+    """Remove the failure records (``_failed/*.json``) of names no source makes any more, e.g. a broken link
+    that was deleted: the manifest would list them as failed forever. Returns the dropped names."""
+    folder = root / fmt.FAILED_DIR
+    if not folder.is_dir() or folder.is_symlink():
+        return []
+    expected = {failure_file_name(name) for name in known_names}
+    dropped = []
+    for path in sorted(folder.iterdir()):
+        if path.suffix != ".json" or path.name in expected or not (path.is_file() or path.is_symlink()):
+            continue
+        path.unlink(missing_ok=True)
+        dropped.append(path.stem)
+        log(f"--resume: dropped {fmt.FAILED_DIR}/{path.name}: no source makes {path.stem} any more")
+    return dropped
+
+
+def _run_locked(config, stages, engine, sources, t_run, log: Log) -> RunSummary:
     root = config.output_dir
     summary = RunSummary(root, shard=config.shard_name)
     bar = Progress(len(sources), "generate", "video", enabled=config.progress)
