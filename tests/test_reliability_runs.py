@@ -2,7 +2,6 @@
 sanitising, an output folder inside --video_root, leftover temporary files, preview past a bad video."""
 
 import errno
-import json
 import os
 import shutil
 import signal

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from .errors import FormatError
-from .safe_read import open_input, read_input_text
+from .safe_read import open_input
 from .json_io import MAX_INDEX_BYTES, MAX_RECORD_BYTES, Fields
 
 FORMAT_VERSION = 2
@@ -517,7 +517,7 @@ class Manifest:
         if not isinstance(data, Mapping):
             raise FormatError(f"{path}: not a JSON object")
         version = _check_version(data, path, "manifest ",
-                                 f"rebuild it with `regdpo manifest` or upgrade regdpo")
+                                 "rebuild it with `regdpo manifest` or upgrade regdpo")
         try:
             raw_videos = list(data["videos"])
         except (KeyError, TypeError) as exc:

@@ -9,7 +9,6 @@ below ``--min-verdict``; 2 for bad input (missing folder, bad flag).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 

@@ -46,7 +46,7 @@ from typing import Any, Mapping, Sequence
 import cv2
 import numpy as np
 
-from ..format import NEG_TYPES, check_neg_type, stream_name
+from ..format import NEG_TYPES, stream_name
 from ..frames import composite
 from ..seeding import derive_seed
 from .base import BackendResult, Clip, NegativeBackend, candidate_count, plan_segments, requested_streams

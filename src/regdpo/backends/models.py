@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import UsageError
-from ..format import NEG_TYPES, check_neg_type, stream_name
+from ..format import NEG_TYPES, stream_name
 from ..seeding import derive_seed
 from .base import BackendResult, Clip, NegativeBackend, candidate_count, plan_segments, requested_streams
 from .models_config import MemoryReduction, ModelsConfig, oom_reduction

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..cli_types import MAX_FRAMES, MAX_SIDE, MAX_WORKERS, OneLineParser, integer, real
-from ..errors import DATA_EXIT, USAGE_EXIT, RegdpoError, UsageError, exit_code, os_error_line
+from ..errors import DATA_EXIT, RegdpoError, UsageError, exit_code, os_error_line
 from .config import LATENT_SAMPLING, LOSS_FORMS, TRAIN_MODULES, DPOStepConfig
 from .optim import optional_package_problems
 from .tracking import REPORT_TO
