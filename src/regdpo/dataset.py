@@ -68,11 +68,12 @@ import numpy as np
 import torch
 
 from . import format as fmt
-from .crops import DEFAULT_MIN_HOLE_COVERAGE
 from .errors import FormatError, FrameReadError, RegdpoError, UsageError
 from .frames import decode_image
 from .items import (DEFAULT_PROMPT, VAE_SCALE, Augmentation, ItemBuilder, ItemOptions, PairIndexEntry,
                     full_frame_size, masks_latent, plan_augmentation, region_masks, resized_size)
+from .reader_options import (DEFAULT_MAX_UPSCALE, check_tokenizer, dataset_seed, item_options,
+                             option, parse_neg_types, required_option, summarise_problems, upscale_of)
 from .seeding import derive_seed
 
 cv2.setNumThreads(1)  # one thread per DataLoader worker; threads only fight with the workers
@@ -80,98 +81,6 @@ cv2.setNumThreads(1)  # one thread per DataLoader worker; threads only fight wit
 __all__ = ["DPODataset", "collate_fn", "PairIndexEntry", "Augmentation", "plan_augmentation",
            "resized_size", "full_frame_size", "region_masks", "masks_latent", "DEFAULT_PROMPT"]
 
-
-# --------------------------------------------------------------------------- options
-
-
-def _opt(args: Any, name: str, default: Any) -> Any:
-    value = getattr(args, name, default)
-    return default if value is None else value
-
-
-def _required(args: Any, name: str) -> Any:
-    value = getattr(args, name, None)
-    if value is None:
-        raise UsageError(f"args.{name} is required by DPODataset")
-    return value
-
-
-def _int_option(args: Any, name: str, value: Any, minimum: int) -> int:
-    try:
-        as_int = int(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"args.{name} must be an integer, got {value!r}") from None
-    if as_int != value or as_int < minimum:
-        raise UsageError(f"args.{name} must be an integer >= {minimum}, got {value!r}")
-    return as_int
-
-
-def _parse_neg_types(value: Any) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s) for s in value]
-    names = [n for n in names if n]
-    unknown = [n for n in names if n not in fmt.NEG_TYPES]
-    if unknown or not names:
-        raise UsageError(
-            f"args.neg_types: unknown negative type(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"known: {', '.join(fmt.NEG_TYPES)}"
-        )
-    return tuple(t for t in fmt.NEG_TYPES if t in names)
-
-
-def _summarise(problems: Sequence[str], limit: int = 5) -> str:
-    shown = "; ".join(problems[:limit])
-    return shown + (f"; ... and {len(problems) - limit} more" if len(problems) > limit else "")
-
-
-def item_options(args: Any) -> ItemOptions:
-    """The checked item options of ``args`` (``UsageError`` naming the attribute); shared by both readers."""
-    nframes = _int_option(args, "nframes", _required(args, "nframes"), 1)
-    resolution = _int_option(args, "resolution", _required(args, "resolution"), VAE_SCALE)
-    if resolution % VAE_SCALE:
-        raise UsageError(f"args.resolution must be a multiple of {VAE_SCALE}, got {resolution}")
-    boundary_dilation = _int_option(args, "boundary_dilation", _opt(args, "boundary_dilation", 7), 1)
-    if boundary_dilation % 2 == 0:
-        raise UsageError(f"args.boundary_dilation must be odd (a centred square kernel), got {boundary_dilation}")
-    proportion_empty_prompts = float(_opt(args, "proportion_empty_prompts", 0.0))
-    if not 0.0 <= proportion_empty_prompts <= 1.0:
-        raise UsageError(f"args.proportion_empty_prompts must be in [0, 1], got {proportion_empty_prompts}")
-    min_hole_coverage = float(_opt(args, "min_hole_coverage", DEFAULT_MIN_HOLE_COVERAGE))
-    if not 0.0 <= min_hole_coverage <= 1.0:
-        raise UsageError(f"args.min_hole_coverage must be in [0, 1], got {min_hole_coverage}")
-    return ItemOptions(
-        nframes=nframes, resolution=resolution, boundary_dilation=boundary_dilation,
-        proportion_empty_prompts=proportion_empty_prompts, center_crop=bool(_opt(args, "center_crop", False)),
-        full_frame=bool(_opt(args, "full_frame", False)), min_hole_coverage=min_hole_coverage,
-        random_flip=bool(_opt(args, "random_flip", False)), random_reverse=bool(_opt(args, "random_reverse", False)),
-        default_prompt=str(_opt(args, "default_prompt", DEFAULT_PROMPT)),
-    )
-
-
-def dataset_seed(args: Any) -> int | None:
-    """``args.dataset_seed`` checked. Its own attribute: a training script's ``args.seed`` must not switch
-    seeded sampling on (with it, an epoch without ``set_epoch`` would repeat the previous one's draws)."""
-    seed = getattr(args, "dataset_seed", None)
-    return None if seed is None else _int_option(args, "dataset_seed", seed, 0)
-
-
-DEFAULT_MAX_UPSCALE = 1.25
-"""Most a stored video is enlarged to ``resolution`` (``args.max_upscale``): the generator's ``--max_upscale``
-default, one policy for both (an enlarged GT is a soft winner the model learns to prefer)."""
-
-
-def upscale_of(height: int, width: int, resolution: int, full_frame: bool = False) -> float:
-    """How much an item at ``resolution`` enlarges a stored ``height x width`` video (the larger of the two
-    axes' factors; <= 1: no enlargement)."""
-    rh, rw = (full_frame_size if full_frame else resized_size)(height, width, resolution)
-    return max(rh / height, rw / width)
-
-
-def check_tokenizer(tokenizer: Any) -> Callable[..., Any]:
-    if tokenizer is None or not callable(tokenizer) or not hasattr(tokenizer, "model_max_length"):
-        raise UsageError("DPODataset needs a tokenizer (callable, with model_max_length), e.g. CLIPTokenizer")
-    return tokenizer
 
 # --------------------------------------------------------------------------- frame I/O
 
@@ -220,14 +129,14 @@ class DPODataset(torch.utils.data.Dataset):
         return super().__new__(cls)
 
     def __init__(self, args: Any, tokenizer: Callable[..., Any]):
-        self.root = Path(_required(args, "dpo_data_root"))
+        self.root = Path(required_option(args, "dpo_data_root"))
         self.options = item_options(args)
         for name in ItemOptions.__dataclass_fields__:  # self.nframes, self.resolution, ...
             setattr(self, name, getattr(self.options, name))
         self.seed = dataset_seed(args)
-        self.neg_types = _parse_neg_types(getattr(args, "neg_types", None))
-        self.skip_invalid = bool(_opt(args, "skip_invalid", False))
-        self.max_upscale = float(_opt(args, "max_upscale", DEFAULT_MAX_UPSCALE))
+        self.neg_types = parse_neg_types(getattr(args, "neg_types", None))
+        self.skip_invalid = bool(option(args, "skip_invalid", False))
+        self.max_upscale = float(option(args, "max_upscale", DEFAULT_MAX_UPSCALE))
         if not (self.max_upscale >= 1.0 and math.isfinite(self.max_upscale)):
             raise UsageError(f"args.max_upscale must be a number >= 1, got {self.max_upscale}")
         manifest_path = getattr(args, "manifest", None)
@@ -272,11 +181,11 @@ class DPODataset(torch.utils.data.Dataset):
             reasons = [r for _, r in problems]
             if not self.skip_invalid:
                 raise FormatError(
-                    f"{len(problems)} invalid video(s) in {self.manifest_path}: {_summarise(reasons)} "
+                    f"{len(problems)} invalid video(s) in {self.manifest_path}: {summarise_problems(reasons)} "
                     "(set args.skip_invalid=True to drop them)"
                 )
             warnings.warn(
-                f"DPODataset: skipping {len(problems)} invalid video(s): {_summarise(reasons, 20)}",
+                f"DPODataset: skipping {len(problems)} invalid video(s): {summarise_problems(reasons, 20)}",
                 stacklevel=3,
             )
         bad = {name for name, _ in problems}

@@ -28,7 +28,8 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import torch
 
-from .dataset import DEFAULT_MAX_UPSCALE, _opt, _parse_neg_types, check_tokenizer, dataset_seed, item_options, upscale_of
+from .reader_options import (DEFAULT_MAX_UPSCALE, check_tokenizer, dataset_seed, item_options, option,
+                             parse_neg_types, upscale_of)
 from .errors import FormatError, FrameReadError, UsageError
 from .items import ItemBuilder, ItemOptions, PairIndexEntry, full_frame_size
 from .progress import logger
@@ -137,26 +138,26 @@ class PackedDPODataset(torch.utils.data.IterableDataset):
             setattr(self, name, getattr(self.options, name))
         self.seed = dataset_seed(args)
         self.order_seed = 0 if self.seed is None else self.seed
-        self.neg_types = _parse_neg_types(getattr(args, "neg_types", None))
-        self.shuffle_buffer = int(_opt(args, "shuffle_buffer", DEFAULT_SHUFFLE_BUFFER))
+        self.neg_types = parse_neg_types(getattr(args, "neg_types", None))
+        self.shuffle_buffer = int(option(args, "shuffle_buffer", DEFAULT_SHUFFLE_BUFFER))
         if self.shuffle_buffer < 1:
             raise UsageError(f"args.shuffle_buffer must be >= 1, got {self.shuffle_buffer}")
-        self.gt_cache_bytes = int(float(_opt(args, "gt_cache_mb", DEFAULT_GT_CACHE_MB)) * (1 << 20))
+        self.gt_cache_bytes = int(float(option(args, "gt_cache_mb", DEFAULT_GT_CACHE_MB)) * (1 << 20))
         self.rank, self.world_size = distributed_rank(args)
         self.tokenizer = check_tokenizer(tokenizer)
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         wanted = set(names)
         pairs = [p for p in index_pairs(self.index, self.neg_types) if p.shard in wanted]
         short = sorted({p.pair.video for p in pairs if p.pair.num_frames < self.nframes})
-        if short and not bool(_opt(args, "skip_invalid", False)):
+        if short and not bool(option(args, "skip_invalid", False)):
             raise FormatError(f"{len(short)} video(s) of {self.location} have fewer than args.nframes={self.nframes} "
                               f"frames (first {short[0]}; set args.skip_invalid=True to drop them)")
         pairs = [p for p in pairs if p.pair.num_frames >= self.nframes]
-        self.max_upscale = float(_opt(args, "max_upscale", DEFAULT_MAX_UPSCALE))  # the folder reader's policy
+        self.max_upscale = float(option(args, "max_upscale", DEFAULT_MAX_UPSCALE))  # the folder reader's policy
         enlarged = sorted({(upscale_of(p.pair.height, p.pair.width, self.resolution, self.full_frame), p.pair.video)
                            for p in pairs})
         enlarged = [(f, v) for f, v in enlarged if f > self.max_upscale]
-        if enlarged and not bool(_opt(args, "skip_invalid", False)):
+        if enlarged and not bool(option(args, "skip_invalid", False)):
             factor, video = enlarged[-1]
             raise UsageError(f"resolution {self.resolution} enlarges {len(enlarged)} video(s) of {self.location} more "
                              f"than max_upscale {self.max_upscale:g} (most: {video}, {factor:.2f}x; an enlarged GT is "
