@@ -151,15 +151,17 @@ class ModelsBackend(NegativeBackend):
     supported_types = NEG_TYPES
     supports_candidates = True
 
-    def __init__(self, config: ModelsConfig, reduction: MemoryReduction | None = None):
+    def __init__(self, config: ModelsConfig, reduction: MemoryReduction | None = None, *, propainter: bool = True):
         """``reduction``: the settings of the out-of-memory retry (``generate(..., reduced=True)``), default
-        ``MemoryReduction()``; none with ``config.oom_retry == "off"`` (a video out of memory then fails)."""
+        ``MemoryReduction()``; none with ``config.oom_retry == "off"`` (a video out of memory then fails).
+        ``propainter=False``: ProPainter is not loaded (``self.propainter`` is None); every ``generate`` that needs
+        the prior must then be given it (``prior=``), and blur cannot be made (``regdpo eval``'s models share
+        one ProPainter and its cached priors, ``regdpo.evaluation.priors``)."""
         config.check()
         reduction = oom_reduction(config, reduction)  # every path, file, module and flag, before any model loads
         import torch
 
         from .models_diffueraser import DiffuEraserRunner
-        from .models_propainter import ProPainterRunner
         from .models_source import import_source
 
         self.config = config
@@ -177,9 +179,8 @@ class ModelsBackend(NegativeBackend):
         # DiffuEraser's standard inference); the runs are under inference mode (generate).
         # ProPainter runs fp32 on the CPU whatever --model_precision, as ProPainter itself does (its
         # deformable convolution crashes in fp16 on the CPU).
-        self.propainter = ProPainterRunner(source, config.propainter_model_dir, self.device,
-                                           half=self.dtype == torch.float16 and self.device.type != "cpu",
-                                           settings=self.propainter_settings)
+        self.propainter = (load_propainter(source, config, self.device, self.dtype, self.propainter_settings)
+                           if propainter else None)
         self.diffueraser = DiffuEraserRunner(
             source, base_model_path=config.base_model_path, vae_path=config.vae_path,
             diffueraser_path=config.diffueraser_path, pcm_weights_path=config.pcm_weights_path,
@@ -220,10 +221,13 @@ class ModelsBackend(NegativeBackend):
 
     def generate(self, clip: Clip, neg_types: Sequence[str],
                  strengths: Mapping[str, Sequence[float]] | None = None, *, reduced: bool = False,
-                 candidates: Mapping[str, int] | None = None) -> BackendResult:
+                 candidates: Mapping[str, int] | None = None, prior: np.ndarray | None = None) -> BackendResult:
         """The negatives of ``clip``. ``reduced``: at the reduced settings (``MemoryReduction``; the generator's
         retry after a CUDA out-of-memory error), recorded in ``BackendResult.reduced``. ``candidates``:
-        ``{"inpaint": N}`` draws N inpaint negatives (streams ``inpaint``, ``inpaint_c1``, ...)."""
+        ``{"inpaint": N}`` draws N inpaint negatives (streams ``inpaint``, ``inpaint_c1``, ...). ``prior``:
+        ProPainter's result for this clip at the backend's settings (``uint8 [T, H, W, 3]``, as
+        ``self.propainter.run(frames, hole)`` returns it), computed earlier: used instead of running ProPainter
+        (no ``propainter`` timings then); not with ``reduced``, whose ProPainter settings differ."""
         torch = self._torch
         requests = requested_streams(neg_types, strengths)
         frames, hole = clip.frames, clip.hole
@@ -245,8 +249,16 @@ class ModelsBackend(NegativeBackend):
         inpainted: dict[str, Any] = {}  # candidate 0's frames and run, when made (renoise at 1.0 is it)
         try:
             with torch.inference_mode():
-                prior = None
-                if needs_prior:
+                if prior is not None:
+                    if reduced:
+                        raise ValueError("a precomputed prior is made at the normal settings, not the reduced ones")
+                    prior = np.asarray(prior)
+                    if prior.shape != frames.shape or prior.dtype != np.uint8:
+                        raise ValueError(f"{clip.name}: the prior is {prior.dtype} {prior.shape}, expected uint8 "
+                                         f"{frames.shape}")
+                elif needs_prior:
+                    if self.propainter is None:
+                        raise ValueError("this models backend was built without ProPainter: give the prior")
                     stages: dict[str, float] = {}
                     t0 = time.perf_counter()
                     prior = self.propainter.run(frames, hole, stages, settings=pp)
@@ -259,6 +271,9 @@ class ModelsBackend(NegativeBackend):
                         if ratio == ratio0:
                             assert prior is not None
                             out = prior
+                        elif self.propainter is None:
+                            raise ValueError("this models backend was built without ProPainter: no blur at "
+                                             f"ratio {ratio}")
                         else:
                             out = self.propainter.run(frames, hole, {}, resize_ratio=ratio, settings=pp)
                         pw, ph = _processing_size(width, height, ratio)
@@ -455,6 +470,18 @@ def resolve_dtype(precision: str, device):
     if precision == "fp16" or (precision == "auto" and device.type == "cuda"):
         return torch.float16
     return torch.float32
+
+
+def load_propainter(source: Any, config: ModelsConfig, device: Any, dtype: Any, settings: Any):
+    """ProPainter's three networks as the models backend loads them: from ``config.propainter_model_dir``, fp32
+    on the CPU whatever ``--model_precision`` (as ProPainter itself runs; its deformable convolution crashes
+    in fp16 on the CPU), fp16 on CUDA when ``dtype`` is. ``settings``: ``propainter_settings(config)``."""
+    import torch
+
+    from .models_propainter import ProPainterRunner
+
+    return ProPainterRunner(source, config.propainter_model_dir, device,
+                            half=dtype == torch.float16 and device.type != "cpu", settings=settings)
 
 
 def propainter_settings(config: ModelsConfig):
