@@ -49,6 +49,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         "lossless PNG under DIR/frames/{model}/{clip}/")
     parser.add_argument("--no_progress", action="store_true", help="no progress display")
     parser.add_argument("--no_html", action="store_true", help="write eval.json only")
+    parser.add_argument("--no_prior_cache", action="store_true", help="--backend models: run ProPainter per model "
+                        "per clip instead of once per clip into DIR/priors/ (the same results; slower)")
     weights = parser.add_argument_group("--backend models: the weights every model shares")
     models_config.add_arguments(weights)
     learned_hooks.add_arguments(parser)
@@ -93,6 +95,13 @@ def run(args: argparse.Namespace, clip_metrics: Sequence[Any] | None = None, set
     check_writable(out, "--output_dir")
     real_dir(out)
     clip_metrics = list(clip_metrics)
+    priors = None
+    if args.backend == "models" and not getattr(args, "no_prior_cache", False):  # ProPainter once per clip
+        from .models import models_config_for
+        from .priors import eval_prior_cache
+
+        priors = eval_prior_cache(models_config_for(args, models[0].spec), out)
+        models = build_models(args, priors)
 
     def log(line: str) -> None:
         print(f"regdpo eval: {line}", file=sys.stderr, flush=True)
@@ -103,7 +112,12 @@ def run(args: argparse.Namespace, clip_metrics: Sequence[Any] | None = None, set
         log(f"{', '.join(n for n, r in not_measured.items() if r == reason)} not measured: {reason}")
     runner = EvalRunner(evalset, clips, models, out, seed=args.seed, save_frames=args.save_frames,
                         clip_metrics=clip_metrics, set_metrics=set_metrics, progress=not args.no_progress, log=log)
-    results = runner.run()
+    try:
+        results = runner.run()
+    finally:
+        if priors is not None:
+            log(priors.summary())
+            priors.release()
     specs = [s for p in [*clip_metrics, *set_metrics] for s in p.specs]
     doc = write_outputs(out, evalset, args.split, clips, models, results, specs, set_metrics,
                         backend=args.backend, seed=args.seed, html=not args.no_html)

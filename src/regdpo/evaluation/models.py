@@ -9,7 +9,9 @@ key) and ``open()``, which loads it (once per run) and returns an ``Inpainter``:
   ``--output_dir`` of ``train_region_reg_dpo.py``); the model runs DiffuEraser's standard inference with the
   ProPainter prior, in memory, through the generator's models backend (its ``inpaint`` stream, with SPEC as
   ``--diffueraser_path`` and the shared weight flags for the rest). The seed is the clip's, the same for every
-  model.
+  model. With a ``PriorCache`` (``regdpo.evaluation.priors``; ``regdpo eval``'s default) the models share one
+  ProPainter, loaded on the first clip whose prior is not cached, and each clip's prior is computed once
+  for all of them; without one, each model's backend runs its own ProPainter per clip. Same bytes either way.
 - ``--backend classical``: SPEC is a classical fill of the CPU backend (``regdpo.backends.classical``), named
   as its streams: ``inpaint`` (temporal propagation + Telea: the best classical fill), ``blur``,
   ``hallucination``, ``flicker``, or one at a strength (``blur_s0.50``). For trying the gate without a GPU.
@@ -105,15 +107,18 @@ def classical_model(name: str, spec: str) -> EvalModel:
 
 
 class ModelsInpainter:
-    """DiffuEraser's standard inference (ProPainter prior, one seed over the clip) with one model's weights."""
+    """DiffuEraser's standard inference (ProPainter prior, one seed over the clip) with one model's weights;
+    the prior from ``priors`` (a ``PriorCache``, shared by the models) when given, else from its own ProPainter."""
 
-    def __init__(self, config: Any):
+    def __init__(self, config: Any, priors: Any = None):
         from ..backends.models import ModelsBackend
 
-        self.backend = ModelsBackend(config)
+        self.priors = priors
+        self.backend = ModelsBackend(config, propainter=priors is None)
 
     def inpaint(self, clip: Clip) -> np.ndarray:
-        return self.backend.generate(clip, ["inpaint"]).negatives["inpaint"]
+        prior = None if self.priors is None else self.priors.get(clip.frames, clip.hole)
+        return self.backend.generate(clip, ["inpaint"], prior=prior).negatives["inpaint"]
 
     def close(self) -> None:
         self.backend.close()
@@ -127,8 +132,9 @@ def models_config_for(args: argparse.Namespace, weights_dir: str) -> Any:
     return replace(config, diffueraser_path=str(weights_dir), device=getattr(args, "device", None) or config.device)
 
 
-def models_model(args: argparse.Namespace, name: str, spec: str) -> EvalModel:
-    """A ``--backend models`` entry; every path checked now (``UsageError`` listing what is missing)."""
+def models_model(args: argparse.Namespace, name: str, spec: str, priors: Any = None) -> EvalModel:
+    """A ``--backend models`` entry; every path checked now (``UsageError`` listing what is missing).
+    ``priors``: the ``PriorCache`` its inpainter takes the ProPainter prior from (None: its own ProPainter)."""
     if not Path(spec).is_dir():
         raise UsageError(f"--model {name}={spec}: folder not found")
     config = models_config_for(args, spec)
@@ -140,15 +146,16 @@ def models_model(args: argparse.Namespace, name: str, spec: str) -> EvalModel:
                 "propainter_resize_ratio": float(config.propainter_resize_ratio),
                 "shared_weights": {k: getattr(config, k) for k in ("base_model_path", "vae_path",
                                                                     "propainter_model_dir", "pcm_weights_path")}}
-    return EvalModel(name, spec, settings, lambda: ModelsInpainter(config))
+    return EvalModel(name, spec, settings, lambda: ModelsInpainter(config, priors))
 
 
-def build_models(args: argparse.Namespace) -> list[EvalModel]:
-    """The ``--model`` entries of the command line, in order (the first is the baseline)."""
+def build_models(args: argparse.Namespace, priors: Any = None) -> list[EvalModel]:
+    """The ``--model`` entries of the command line, in order (the first is the baseline). ``priors``: with
+    ``--backend models``, the ``PriorCache`` every model takes its ProPainter priors from (None: each its own)."""
     pairs = parse_model_flags(args.model)
     if args.backend == "classical":
         return [classical_model(n, s) for n, s in pairs]
-    models = [models_model(args, n, s) for n, s in pairs]
+    models = [models_model(args, n, s, priors) for n, s in pairs]
     from ..backends.models import resolve_device
 
     resolve_device(models_config_for(args, pairs[0][1]).device)  # a device torch cannot use: one line, now
