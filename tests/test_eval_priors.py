@@ -5,6 +5,7 @@ safety, and the eval runner's plumbing. The real ProPainter / DiffuEraser classe
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -105,7 +106,20 @@ def test_disk_cache_survives_a_new_run_and_recomputes_a_damaged_file(tmp_path):
     flipped = bytearray(good)
     flipped[len(good) // 2] ^= 0xFF
     foreign = (folder / f"{prior_key(*clips[1], SETTINGS)}.npz").read_bytes()
-    for damage in (good[: len(good) // 2], bytes(flipped), foreign, b"not a zip"):
+    plain_npy = io.BytesIO()
+    np.save(plain_npy, priors[0])  # a bare .npy, not our archive
+    extra = io.BytesIO()
+    np.savez(extra, prior=priors[0], key=np.array(key), more=np.zeros(1))
+    bomb = io.BytesIO()  # small on disk, 300 kB inflated (and of another shape)
+    np.savez_compressed(bomb, prior=np.zeros((100, 1000, 3), np.uint8), key=np.array(key))
+    assert len(bomb.getvalue()) < 4096
+    # a member larger than the limit is not inflated at all
+    from regdpo.evaluation.priors import _read_npz
+
+    assert np.array_equal(_read_npz(good, key, priors[0].shape, priors[0].nbytes + 1024), priors[0])
+    assert _read_npz(good, key, priors[0].shape, priors[0].nbytes // 2) is None
+    for damage in (good[: len(good) // 2], bytes(flipped), foreign, b"not a zip", plain_npy.getvalue(),
+                   extra.getvalue(), bomb.getvalue()):
         path.write_bytes(damage)
         fake3 = CountingProPainter()
         cache = PriorCache(fake3, SETTINGS, DiskStore(folder))

@@ -124,15 +124,9 @@ class DiskStore:
         except (InputUnreadable, OSError):
             self.damaged += 1
             return None
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                stored_key, prior = str(npz["key"][()]), npz["prior"]
-        except (ValueError, OSError, KeyError, EOFError, zipfile.BadZipFile):  # truncated, CRC mismatch, not ours
+        prior = _read_npz(data, key, tuple(shape), limit)
+        if prior is None:
             self.damaged += 1
-            return None
-        if stored_key != key or prior.shape != tuple(shape) or prior.dtype != np.uint8:
-            self.damaged += 1
-            return None
         return prior
 
     def save(self, key: str, prior: np.ndarray) -> None:
@@ -146,6 +140,26 @@ class DiskStore:
         np.savez(buffer, prior=np.ascontiguousarray(prior, dtype=np.uint8), key=np.array(key))
         # no fsync: a file the OS lost in a crash reads as damaged (CRC-32) and is recomputed
         write_bytes_atomic(self.path(key), buffer.getvalue(), fsync=False)
+
+
+def _read_npz(data: bytes, key: str, shape: tuple[int, ...], limit: int) -> np.ndarray | None:
+    """The prior in ``data`` (an ``.npz`` of ``DiskStore.save``) when it is whole (ZIP's CRC-32), holds ``key``
+    and a ``uint8`` array of ``shape``; else None. No member is inflated past ``limit`` bytes."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if sorted(archive.namelist()) != ["key.npy", "prior.npy"]:
+                return None
+            if any(archive.getinfo(name).file_size > limit for name in ("key.npy", "prior.npy")):
+                return None
+            stored_key = np.load(io.BytesIO(archive.read("key.npy")), allow_pickle=False)
+            if not isinstance(stored_key, np.ndarray) or stored_key.shape != () or str(stored_key[()]) != key:
+                return None
+            prior = np.load(io.BytesIO(archive.read("prior.npy")), allow_pickle=False)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile):  # truncated, CRC mismatch, not ours
+        return None
+    if not isinstance(prior, np.ndarray) or prior.shape != shape or prior.dtype != np.uint8:
+        return None
+    return prior
 
 
 # ---------------------------------------------------------------------- the cache
