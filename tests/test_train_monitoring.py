@@ -142,6 +142,8 @@ def test_validation_record_and_warning():
                                           "the reference model's (25.000 dB)")
     better = validation_record(10, "trained", "dev", ["a"], 0, {**ref, "hole_psnr": 26.0}, ref, 1.0)
     assert not better["validation"]["below_reference"] and warning_line(better) is None
+    counted = validation_record(0, "reference", "dev", ["a", "b"], 0, ref, ref, 1.5, {"computed": 2, "reused": 0})
+    assert counted == {"step": 0, "validation": {**same["validation"], "priors": {"computed": 2, "reused": 0}}}
 
 
 def test_copy_weights_goes_under_lora_adapters():
@@ -214,6 +216,9 @@ def test_validation_lines_appear_in_metrics_jsonl_and_equal_regdpo_eval(tiny, de
             assert isinstance(v["metrics"][key], float)
         assert ("WARNING: step %d:" % r["step"] in proc.stderr) == v["below_reference"]
     assert checks[0]["validation"]["delta"]["hole_psnr"] == 0
+    # each dev clip's ProPainter prior computed once, at the reference scoring, and reused by every later one
+    assert [r["validation"]["priors"] for r in checks] == [{"computed": 1, "reused": 0},
+                                                          {"computed": 0, "reused": 1}, {"computed": 0, "reused": 1}]
     assert checks[2]["validation"]["metrics"] != reference  # the trained weights reached the validation pipeline
     if tensorboard:
         data = b"".join(f.read_bytes() for f in (out / "logs").rglob("events.out.tfevents.*"))
@@ -233,3 +238,37 @@ def test_validation_lines_appear_in_metrics_jsonl_and_equal_regdpo_eval(tiny, de
               if c["name"] == checks[2]["validation"]["clips"][0]]
     for key in ("hole_psnr", "hole_ssim", "hole_temporal_deviation"):
         assert row["final"][key] == pytest.approx(checks[2]["validation"]["metrics"][key], abs=1e-4)
+
+
+def test_validator_reuses_each_prior_with_the_scores_of_a_fresh_computation(tiny, dev_evalset):
+    """Two scorings: the second computes no prior (ProPainter freed after the first) and both equal a scoring
+    whose prior the models backend computes itself."""
+    import numpy as np
+
+    from regdpo.backends.base import Clip
+    from regdpo.backends.models import ModelsBackend
+    from regdpo.backends.models_config import ModelsConfig
+    from regdpo.evaluation.metrics import PixelMetrics, split_values
+    from regdpo.evaluation.runner import clip_seed
+    from regdpo.frames import composite
+    from regdpo.train.validation import Validator, mean_scores
+
+    config = ModelsConfig(**tiny.paths, diffueraser_repo=DE_REPO, device="cpu", diffueraser_nframes=4,
+                          propainter_resize_ratio=1.0, propainter_raft_iter=1, oom_retry="off")
+    validator = Validator(str(dev_evalset), "dev", 1, config, seed=3)
+    try:
+        first, _ = validator.score()
+        assert validator.last_priors == {"computed": 1, "reused": 0} and validator.priors.compute.runner is None
+        second, _ = validator.score()
+        assert validator.last_priors == {"computed": 0, "reused": 1} and validator.priors.compute.loads == 1
+        (clip,) = validator.clips
+    finally:
+        validator.close()
+    backend = ModelsBackend(config)
+    try:
+        raw = backend.generate(Clip(clip.name, clip.gt, clip.hole, clip_seed(3, clip.name)), ["inpaint"])
+    finally:
+        backend.close()
+    output = composite(np.asarray(raw.negatives["inpaint"]), clip.gt, clip.hole)
+    fresh = mean_scores([split_values(PixelMetrics().measure(clip.gt, output, clip.hole))[0]])
+    assert first == second == fresh and isinstance(fresh["hole_psnr"], float)

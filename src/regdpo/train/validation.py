@@ -9,8 +9,13 @@ the ProPainter prior (the models backend's ``inpaint`` stream, ``--propainter_mo
 output composited onto the GT and measured with ``regdpo eval``'s pixel metrics: the figures equal what
 ``regdpo eval --split dev --seed S`` reports for the same weights.
 
-Each scoring appends one line to ``metrics.jsonl`` (:func:`validation_record`); a model whose mean hole
-PSNR falls below the reference's raises a warning.
+The ProPainter prior depends on the clip and ProPainter only, never on the DiffuEraser weights: each dev clip's
+prior is computed once, at the first scoring, kept in memory (``regdpo.evaluation.priors``: a few clips,
+held anyway) and reused by every later scoring; ProPainter is then freed from the device. Same bytes as
+recomputing it (a test compares).
+
+Each scoring appends one line to ``metrics.jsonl`` (:func:`validation_record`, with the priors it computed and
+reused); a model whose mean hole PSNR falls below the reference's raises a warning.
 """
 
 from __future__ import annotations
@@ -42,17 +47,19 @@ def mean_scores(per_clip: Sequence[Mapping[str, float | None]]) -> dict[str, flo
 
 def validation_record(step: int, model: str, split: str, clips: Sequence[str], seed: int,
                       scores: Mapping[str, float | None], reference: Mapping[str, float | None],
-                      seconds: float) -> dict[str, Any]:
+                      seconds: float, priors: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The ``metrics.jsonl`` line of one scoring: ``{"step": N, "validation": {...}}`` (see docs/training.md).
 
-    ``below_reference``: the model's mean ``PRIMARY`` is below the reference's (False for the reference)."""
+    ``below_reference``: the model's mean ``PRIMARY`` is below the reference's (False for the reference).
+    ``priors``: ``{"computed": n, "reused": m}``, the ProPainter priors of this scoring (omitted when None)."""
     delta = {k: (None if scores.get(k) is None or reference.get(k) is None else scores[k] - reference[k])
              for k in VALIDATION_METRICS}
     below = model != "reference" and delta[PRIMARY] is not None and delta[PRIMARY] < 0
     return {"step": int(step), "validation": {
         "model": model, "split": split, "clips": list(clips), "seed": int(seed),
         "metrics": dict(scores), "reference": dict(reference), "delta": delta,
-        "below_reference": bool(below), "seconds": float(seconds)}}
+        "below_reference": bool(below), "seconds": float(seconds),
+        **({"priors": {k: int(v) for k, v in priors.items()}} if priors is not None else {})}}
 
 
 def tracker_values(record: Mapping[str, Any]) -> dict[str, float]:
@@ -113,8 +120,9 @@ class ValidationClip:
 
 
 class Validator:
-    """Loads the dev clips and a models backend (reference weights + PCM + ProPainter) once; ``score``
-    scores whatever weights its DiffuEraser pipeline holds; ``load`` puts the trained weights there."""
+    """Loads the dev clips and a models backend (reference weights + PCM) once; ``score`` scores whatever
+    weights its DiffuEraser pipeline holds, with each clip's ProPainter prior from ``priors`` (computed at the
+    first scoring, then reused; ProPainter freed after it); ``load`` puts the trained weights there."""
 
     def __init__(self, evalset_path: str, split: str, max_clips: int | None, models_config: Any, seed: int):
         from ..evaluation.evalset import load_evalset, verify_evalset
@@ -132,8 +140,12 @@ class Validator:
         self.split, self.seed = split, int(seed)
         self.clips = [ValidationClip(c.name, *evalset.read_clip(c)) for c in chosen]
         from ..backends.models import ModelsBackend
+        from ..evaluation.priors import MemoryStore, PriorCache, ProPainterPriors
 
-        self.backend = ModelsBackend(models_config)
+        self.backend = ModelsBackend(models_config, propainter=False)
+        compute = ProPainterPriors(models_config)
+        self.priors = PriorCache(compute, compute.key_settings(), MemoryStore())
+        self.last_priors = {"computed": 0, "reused": 0}
 
     @property
     def clip_names(self) -> list[str]:
@@ -146,7 +158,7 @@ class Validator:
         copy_weights(pipeline.brushnet, brushnet.state_dict())
 
     def score(self) -> tuple[dict[str, float | None], float]:
-        """(mean pixel metrics over the clips, seconds)."""
+        """(mean pixel metrics over the clips, seconds); ``last_priors``: the priors it computed and reused."""
         from ..backends.base import Clip
         from ..evaluation.metrics import PixelMetrics, split_values
         from ..evaluation.runner import clip_seed
@@ -155,14 +167,19 @@ class Validator:
         started = time.perf_counter()
         metrics = PixelMetrics()
         per_clip = []
+        before = self.priors.counts()
         for clip in self.clips:
+            prior = self.priors.get(clip.gt, clip.hole)
             result = self.backend.generate(Clip(clip.name, clip.gt, clip.hole, clip_seed(self.seed, clip.name)),
-                                           ["inpaint"])
+                                           ["inpaint"], prior=prior)
             output = composite(np.asarray(result.negatives["inpaint"]), clip.gt, clip.hole)
             per_clip.append(split_values(metrics.measure(clip.gt, output, clip.hole))[0])
+        self.priors.release()  # every clip's prior is in memory: ProPainter's networks leave the device
+        self.last_priors = {k: v - before[k] for k, v in self.priors.counts().items()}
         return mean_scores(per_clip), time.perf_counter() - started
 
     def close(self) -> None:
+        self.priors.release()
         self.backend.close()
 
 
@@ -217,7 +234,7 @@ class TrainingValidation:
 
     def _record(self, step: int, model: str, scores: Mapping[str, float | None], seconds: float) -> None:
         record = validation_record(step, model, self.args.validation_split, self.validator.clip_names, self.seed,
-                                   scores, self.reference, seconds)
+                                   scores, self.reference, seconds, self.validator.last_priors)
         self.write_line(record)
         self.log(tracker_values(record), step)
         warning = warning_line(record)
