@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -88,29 +86,6 @@ def write_pair_dataset(root, videos=(("clip_a", 7), ("clip_b", 6)), size=64, neg
         write_video_entry(root, meta, gt, hole, negatives)
     rebuild_manifest(root)
     return root
-
-
-def diffueraser_skip_reason(repo: str | None, extra_modules: tuple[str, ...] = ()) -> str | None:
-    """Why the contract tests against the real DiffuEraser code cannot run here, or ``None``.
-
-    ``repo``: the checkout (``$REGDPO_DIFFUERASER_REPO``) or ``None`` for ``sys.path``; also needs
-    the ``[models]`` extra, a torchvision that works beside torch, and ``extra_modules``.
-    """
-    from regdpo.backends.models_config import ModelsConfig
-
-    if repo is None and ModelsConfig(diffueraser_repo=None).source_problems():
-        return "no DiffuEraser checkout: set REGDPO_DIFFUERASER_REPO (or put the code on PYTHONPATH)"
-    if repo is not None and ModelsConfig(diffueraser_repo=repo).source_problems():
-        return ModelsConfig(diffueraser_repo=repo).source_problems()[0]
-    wanted = ("diffusers", "transformers", "peft", "einops", "scipy", "safetensors", "torchvision", *extra_modules)
-    absent = [m for m in wanted if importlib.util.find_spec(m) is None]
-    if absent:
-        return f"the models backend needs {', '.join(absent)} (pip install -e .[models] and torchvision)"
-    try:
-        importlib.import_module("torchvision.ops")  # ProPainter's deform_conv2d
-    except Exception as exc:  # a torchvision that does not match torch fails here
-        return f"torchvision does not work beside this torch ({exc})"
-    return None
 
 
 def load_bench(name: str):

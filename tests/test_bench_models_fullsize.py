@@ -8,17 +8,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
-import pytest
+from model_fixtures import DE_REPO, needs_diffueraser
 
-from helpers import diffueraser_skip_reason
-
-REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(REPO)
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = needs_diffueraser()
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "bench_models_fullsize.py"
 
@@ -38,7 +33,7 @@ def test_full_sizes_are_the_published_ones():
     from regdpo.backends.models_tiny import FULL, build_modules
 
     with torch.device("meta"):
-        models = build_modules(import_source(REPO), FULL)
+        models = build_modules(import_source(DE_REPO), FULL)
     for name, count in FULL.published_params.items():
         assert models.params[name] == count, name
     p = models.params

@@ -3,16 +3,12 @@ docs/training.md holds; skipped without a DiffuEraser checkout."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from helpers import diffueraser_skip_reason, load_bench
+from helpers import load_bench
+from model_fixtures import DE_REPO, needs_diffueraser
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(DE_REPO)
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytestmark = [needs_diffueraser(), pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 
 
 def test_memory_full_and_gpu_paths_run_at_tiny_size(capsys):

@@ -10,48 +10,32 @@ working torchvision; otherwise it skips and says why::
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
-import pytest
 
-from helpers import REPO as REPO_ROOT
-from helpers import diffueraser_skip_reason, write_pair_dataset
+from helpers import write_pair_dataset
+from model_fixtures import DE_REPO, run_flags, run_train, training_marks
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(DE_REPO, ("accelerate",))
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytestmark = training_marks()
 FRAMES, SIZE = 4, 128  # ProPainter's RAFT needs a 128 px short side at the working ratio
 
 
-def test_base_and_a_three_step_dpo_run_compared_with_the_models_backend(tmp_path, capsys):
+def test_base_and_a_three_step_dpo_run_compared_with_the_models_backend(tiny_weights, tmp_path, capsys):
     from skimage.metrics import peak_signal_noise_ratio
 
     from regdpo import format as fmt
     from regdpo.audit.synthetic import textured_clip
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
     from regdpo.cli import main
     from regdpo.evaluation.evalset import load_evalset
     from regdpo.evaluation.metrics import PIXEL_SPECS
     from regdpo.frames import read_rgb, write_rgb
 
-    paths = build_tiny_weights(tmp_path / "weights", import_source(DE_REPO))
+    paths = tiny_weights.paths
     # a 3-step DPO run from the tiny base weights (as tests/test_train_contract.py)
     data = write_pair_dataset(tmp_path / "dpo_data", neg_types=("blur", "hallucination"))
     dpo = tmp_path / "dpo_run"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    if DE_REPO:
-        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
-    proc = subprocess.run([sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"),
-                           "--base_model_name_or_path", paths["base_model_path"], "--vae_path", paths["vae_path"],
-                           "--diffueraser_path", paths["diffueraser_path"], "--dpo_data_root", str(data),
-                           "--output_dir", str(dpo), "--nframes", "4", "--resolution", "64", "--train_batch_size", "2",
-                           "--learning_rate", "1e-3", "--seed", "7", "--max_train_steps", "3",
-                           "--checkpointing_steps", "100"], capture_output=True, text=True, env=env, timeout=900)
+    proc = run_train(paths, "--dpo_data_root", data, "--output_dir", dpo, *run_flags(), "--max_train_steps", "3",
+                     "--checkpointing_steps", "100")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     videos = tmp_path / "videos"

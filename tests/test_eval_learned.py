@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import diffueraser_skip_reason
+from model_fixtures import diffueraser_skip_reason
 from regdpo.audit import synthetic
 from regdpo.evaluation import learned
 from regdpo.evaluation.i3d import FEATURE_DIM, I3DFeatures, load_i3d, same_padding

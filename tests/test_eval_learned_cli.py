@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import diffueraser_skip_reason, tree_files
+from helpers import tree_files
+from model_fixtures import diffueraser_skip_reason
 from regdpo.cli import main
 from regdpo.evaluation import evalset as es
 from regdpo.evaluation.i3d import I3DFeatures

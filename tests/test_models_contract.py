@@ -23,23 +23,12 @@ from regdpo.backends.models_config import ModelsConfig
 from regdpo.frames import read_mask_clip, read_rgb_clip
 from regdpo.writer import write_video_entry
 
-from helpers import DATA, diffueraser_skip_reason
+from helpers import DATA
+from model_fixtures import DE_REPO, needs_diffueraser
 
-REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-
-
-REASON = diffueraser_skip_reason(REPO)
-pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+pytestmark = needs_diffueraser()
 
 FRAMES, SIZE = 6, 160
-
-
-@pytest.fixture(scope="module")
-def tiny_paths(tmp_path_factory):
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
-
-    return build_tiny_weights(tmp_path_factory.mktemp("tiny_weights"), import_source(REPO))
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +36,7 @@ def backend(tiny_paths):
     from regdpo.backends.models import ModelsBackend
 
     config = ModelsConfig(
-        **tiny_paths, diffueraser_repo=REPO, device="cpu", flicker_segments=2, diffueraser_nframes=4,
+        **tiny_paths, diffueraser_repo=DE_REPO, device="cpu", flicker_segments=2, diffueraser_nframes=4,
         propainter_resize_ratio=0.8, propainter_raft_iter=1,
     )
     be = ModelsBackend(config)
@@ -71,7 +60,7 @@ def fp16_backend(tiny_paths):
     from regdpo.backends.models import ModelsBackend
 
     config = ModelsConfig(
-        **tiny_paths, diffueraser_repo=REPO, device="cpu", model_precision="fp16", flicker_segments=2,
+        **tiny_paths, diffueraser_repo=DE_REPO, device="cpu", model_precision="fp16", flicker_segments=2,
         diffueraser_nframes=4, propainter_resize_ratio=0.8, propainter_raft_iter=1,
     )
     be = ModelsBackend(config)
@@ -242,7 +231,7 @@ def test_propainter_driver_matches_propainter_forward(backend, tmp_path, monkeyp
                          resize_ratio=1.0, fp16=False, **kwargs)
     settings = ProPainterSettings(resize_ratio=1.0, mask_dilation=2, raft_iter=1, subvideo_length=4,
                                   neighbor_length=10, ref_stride=10)
-    ours = ProPainterRunner(import_source(REPO), model_dir, torch.device("cpu"), half=False, settings=settings)
+    ours = ProPainterRunner(import_source(DE_REPO), model_dir, torch.device("cpu"), half=False, settings=settings)
     with torch.inference_mode():
         mine = ours.run(frames, hole)
     assert len(captured) == len(frames)
@@ -273,8 +262,8 @@ def test_inpaint_negative_equals_diffueraser_forward(fp16_backend, tmp_path, mon
     from regdpo.backends.models import inpaint_seed
     from regdpo.frames import composite
 
-    if REPO is not None and str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
+    if DE_REPO is not None and str(DE_REPO) not in sys.path:
+        sys.path.insert(0, str(DE_REPO))
     dd = pytest.importorskip("diffueraser.diffueraser")
     num, height, width, fps = 22, 64, 256, 11.0
     rng = np.random.default_rng(3)
@@ -372,7 +361,7 @@ def wide_backend(tiny_paths):
     """A backend whose every reduced knob can go down: an 8-frame window, ProPainter above the clip size."""
     from regdpo.backends.models import ModelsBackend
 
-    config = ModelsConfig(**tiny_paths, diffueraser_repo=REPO, device="cpu", flicker_segments=2,
+    config = ModelsConfig(**tiny_paths, diffueraser_repo=DE_REPO, device="cpu", flicker_segments=2,
                           diffueraser_nframes=8, propainter_resize_ratio=1.2, propainter_raft_iter=1)
     be = ModelsBackend(config)
     yield be

@@ -9,10 +9,6 @@ weights a tiny training run wrote. Skip without a DiffuEraser checkout (``REGDPO
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,22 +17,11 @@ from regdpo import format as fmt
 from regdpo.backends.base import Clip
 from regdpo.backends.models_config import ModelsConfig
 
-from helpers import REPO as REPO_ROOT
-from helpers import diffueraser_skip_reason, write_pair_dataset
+from helpers import write_pair_dataset
+from model_fixtures import DE_REPO, run_flags, run_train, training_marks
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(DE_REPO, ("accelerate",))
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytestmark = training_marks()
 FRAMES, SIZE = 4, 128
-
-
-@pytest.fixture(scope="module")
-def tiny_paths(tmp_path_factory):
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
-
-    return build_tiny_weights(tmp_path_factory.mktemp("tiny_weights"), import_source(DE_REPO))
 
 
 def make_backend(paths, **override):
@@ -134,15 +119,8 @@ def trained(tiny_paths, tmp_path_factory):
     root = tmp_path_factory.mktemp("round")
     data = write_pair_dataset(root / "dpo_data", neg_types=("blur",))
     out = root / "run"
-    cmd = [sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"),
-           "--base_model_name_or_path", tiny_paths["base_model_path"], "--vae_path", tiny_paths["vae_path"],
-           "--diffueraser_path", tiny_paths["diffueraser_path"], "--dpo_data_root", str(data),
-           "--output_dir", str(out), "--nframes", "4", "--resolution", "64", "--train_batch_size", "2",
-           "--learning_rate", "1e-2", "--seed", "7", "--max_train_steps", "2", "--checkpointing_steps", "100"]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    if DE_REPO:
-        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    proc = run_train(tiny_paths, "--dpo_data_root", data, "--output_dir", out, *run_flags(lr="1e-2"),
+                     "--max_train_steps", "2", "--checkpointing_steps", "100", timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 

@@ -11,69 +11,32 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from helpers import REPO as REPO_ROOT
-from helpers import diffueraser_skip_reason, write_pair_dataset
+from model_fixtures import (DE_REPO, load_tiny_modules, make_batch, make_step, run_flags, run_train, subprocess_env,
+                            tiny_case, train_command, training_marks)
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(DE_REPO, ("accelerate",))
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytestmark = training_marks()
 NFRAMES, SIZE = 4, 64
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
-
-    root = tmp_path_factory.mktemp("tiny_train")
-    source = import_source(DE_REPO)
-    paths = build_tiny_weights(root / "weights", source)
-    data = write_pair_dataset(root / "dpo_data", neg_types=("blur", "hallucination"))
-    return SimpleNamespace(root=root, source=source, paths=paths, data=data)
-
-
-def load(tiny):
-    from regdpo.train.weights import load_modules
-
-    p = tiny.paths
-    return load_modules(tiny.source, base_model_path=p["base_model_path"], vae_path=p["vae_path"],
-                        diffueraser_path=p["diffueraser_path"])
-
-
-def make_batch(tiny, modules, indices=(0, 1)):
-    from regdpo.dataset import DPODataset, collate_fn
-
-    ds = DPODataset(SimpleNamespace(dpo_data_root=str(tiny.data), nframes=NFRAMES, resolution=SIZE, dataset_seed=0),
-                    modules.tokenizer)
-    return collate_fn([ds[i] for i in indices])
-
-
-def make_step(modules, **config):
-    from regdpo.train.config import DPOStepConfig
-    from regdpo.train.step import DiffuEraserDPOStep
-
-    return DiffuEraserDPOStep(vae=modules.vae, text_encoder=modules.text_encoder, brushnet=modules.brushnet,
-                              unet_main=modules.unet_main, noise_scheduler=modules.noise_scheduler,
-                              config=DPOStepConfig(**config))
+def tiny(tiny_weights, tmp_path_factory):
+    return tiny_case(tiny_weights, tmp_path_factory, "tiny_train", neg_types=("blur", "hallucination"))
 
 
 @pytest.fixture(scope="module")
 def modules(tiny):
-    return load(tiny)
+    return load_tiny_modules(tiny)
 
 
 @pytest.fixture(scope="module")
 def batch(tiny, modules):
-    return make_batch(tiny, modules)
+    return make_batch(tiny, modules, NFRAMES, SIZE)
 
 
 @pytest.mark.parametrize("train_modules", ["motion", "spatial"])
@@ -136,8 +99,8 @@ def test_spatial_training_changes_brushnet_and_2d_layers_only(tiny):
 
     from regdpo.train.modules import is_motion_parameter
 
-    m = load(tiny)
-    b = make_batch(tiny, m)
+    m = load_tiny_modules(tiny)
+    b = make_batch(tiny, m, NFRAMES, SIZE)
     step = make_step(m, train_modules="spatial", loss_form="diff", beta_dpo=2500.0)
     before = {f"u.{n}": p.detach().clone() for n, p in m.unet_main.named_parameters()}
     before |= {f"b.{n}": p.detach().clone() for n, p in m.brushnet.named_parameters()}
@@ -155,16 +118,7 @@ def test_spatial_training_changes_brushnet_and_2d_layers_only(tiny):
 
 
 def run_script(tiny, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    p = tiny.paths
-    cmd = [sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"),
-           "--base_model_name_or_path", p["base_model_path"], "--vae_path", p["vae_path"],
-           "--diffueraser_path", p["diffueraser_path"], "--dpo_data_root", str(tiny.data),
-           "--output_dir", str(out), "--nframes", str(NFRAMES), "--resolution", str(SIZE),
-           "--train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7", *extra]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    if DE_REPO:
-        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return run_train(tiny.paths, "--dpo_data_root", tiny.data, "--output_dir", out, *run_flags(NFRAMES, SIZE), *extra)
 
 
 @pytest.fixture(scope="module")
@@ -246,10 +200,7 @@ def run_score(tiny, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "regdpo", "score", str(tiny.data), "--base_model_path", p["base_model_path"],
            "--vae_path", p["vae_path"], "--diffueraser_path", p["diffueraser_path"], "--nframes", str(NFRAMES),
            "--resolution", str(SIZE), "--num_timesteps", "2", "--num_noises", "1", "--no-progress", *extra]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    if DE_REPO:
-        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=900)
 
 
 def test_score_writes_schema_5_and_is_deterministic(tiny, tmp_path):
@@ -282,14 +233,9 @@ def test_script_skips_and_counts_a_frame_damaged_after_the_build(tiny, tmp_path)
     data = tmp_path / "dpo_data"
     shutil.copytree(tiny.data, data)
     bad = data / "clip_b" / "blur" / "00003.png"
-    p = tiny.paths
-    cmd = [sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"), "--base_model_name_or_path",
-           p["base_model_path"], "--vae_path", p["vae_path"], "--diffueraser_path", p["diffueraser_path"],
-           "--dpo_data_root", str(data), "--nframes", str(NFRAMES), "--resolution", str(SIZE),
-           "--train_batch_size", "1", "--seed", "7", "--max_train_steps", "4", "--dataloader_num_workers", "1"]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    if DE_REPO:
-        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
+    cmd = train_command(tiny.paths, "--dpo_data_root", data, *run_flags(NFRAMES, SIZE, batch=1, lr=None),
+                        "--max_train_steps", "4", "--dataloader_num_workers", "1")
+    env = subprocess_env()
     # damaged after the build: its header and end marker pass the build-time checks, its body does not decode
     bad.write_bytes(bad.read_bytes()[:60] + b"\0" * 200 + bad.read_bytes()[-12:])
     proc = subprocess.run([*cmd, "--output_dir", str(tmp_path / "skip"), "--skip_invalid"], capture_output=True,

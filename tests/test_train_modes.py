@@ -6,55 +6,21 @@ DiffuEraser classes with tiny random weights, on CPU; skipped without a DiffuEra
 
 from __future__ import annotations
 
-import os
-from types import SimpleNamespace
-
 import pytest
 
-from helpers import diffueraser_skip_reason, write_pair_dataset
+from model_fixtures import load_tiny_modules, make_batch, make_step, tiny_case, training_marks
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(DE_REPO, ("accelerate",))
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytestmark = training_marks()
 NFRAMES, SIZE = 4, 64
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
-
-    root = tmp_path_factory.mktemp("tiny_modes")
-    source = import_source(DE_REPO)
-    paths = build_tiny_weights(root / "weights", source)
-    data = write_pair_dataset(root / "dpo_data")
-    return SimpleNamespace(root=root, source=source, paths=paths, data=data)
+def tiny(tiny_weights, tmp_path_factory):
+    return tiny_case(tiny_weights, tmp_path_factory, "tiny_modes")
 
 
-def load(tiny):
-    from regdpo.train.weights import load_modules
-
-    p = tiny.paths
-    return load_modules(tiny.source, base_model_path=p["base_model_path"], vae_path=p["vae_path"],
-                        diffueraser_path=p["diffueraser_path"])
-
-
-def make_batch(tiny, modules):
-    from regdpo.dataset import DPODataset, collate_fn
-
-    ds = DPODataset(SimpleNamespace(dpo_data_root=str(tiny.data), nframes=NFRAMES, resolution=SIZE, dataset_seed=0),
-                    modules.tokenizer)
-    return collate_fn([ds[0], ds[1]])
-
-
-def make_step(modules, train_modules):
-    from regdpo.train.config import DPOStepConfig
-    from regdpo.train.step import DiffuEraserDPOStep
-
-    return DiffuEraserDPOStep(vae=modules.vae, text_encoder=modules.text_encoder, brushnet=modules.brushnet,
-                              unet_main=modules.unet_main, noise_scheduler=modules.noise_scheduler,
-                              config=DPOStepConfig(train_modules=train_modules, loss_form="diff", beta_dpo=2500.0))
+def step_of(modules, train_modules):
+    return make_step(modules, train_modules=train_modules, loss_form="diff", beta_dpo=2500.0)
 
 
 class CheckpointCounter:
@@ -79,9 +45,9 @@ def one_step(tiny, train_modules, checkpointing, counter=None):
 
     from regdpo.train.modes import enable_gradient_checkpointing
 
-    m = load(tiny)
-    batch = make_batch(tiny, m)
-    step = make_step(m, train_modules)
+    m = load_tiny_modules(tiny)
+    batch = make_batch(tiny, m, NFRAMES, SIZE)
+    step = step_of(m, train_modules)
     if checkpointing:
         enable_gradient_checkpointing(m.unet_main, m.brushnet, train_modules)
     x = step.inputs(batch, torch.Generator().manual_seed(0))
@@ -118,9 +84,9 @@ def test_train_mode_changes_no_output(tiny):
     from regdpo.backends.models_tiny import FULL, _unet_models
     from regdpo.train.modes import active_dropout, eval_mode
 
-    m = load(tiny)
-    step = make_step(m, "spatial")
-    x = step.inputs(make_batch(tiny, m), torch.Generator().manual_seed(1))
+    m = load_tiny_modules(tiny)
+    step = step_of(m, "spatial")
+    x = step.inputs(make_batch(tiny, m, NFRAMES, SIZE), torch.Generator().manual_seed(1))
     with torch.no_grad():
         train_w, train_l = step.policy_mse(x)
         with eval_mode(m.brushnet, m.unet_main):

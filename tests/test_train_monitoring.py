@@ -8,24 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from helpers import REPO as REPO_ROOT
-from helpers import diffueraser_skip_reason, write_pair_dataset
+from model_fixtures import DE_REPO, needs_diffueraser, run_flags, run_train, tiny_case
 from regdpo.train import tracking
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
 NFRAMES, SIZE = 4, 64
-
-
-def _reason() -> str | None:
-    return diffueraser_skip_reason(DE_REPO, ("accelerate",))
+needs_training = needs_diffueraser("accelerate")
 
 
 # ---------------------------------------------------------------------- flags (no models needed)
@@ -66,33 +58,16 @@ def test_tracker_values():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    reason = _reason()
-    if reason:
-        pytest.skip(reason)
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
-
-    root = tmp_path_factory.mktemp("tiny_monitor")
-    source = import_source(DE_REPO)
-    paths = build_tiny_weights(root / "weights", source)
-    data = write_pair_dataset(root / "dpo_data", neg_types=("blur",))
-    return SimpleNamespace(root=root, paths=paths, data=data)
+def tiny(tiny_weights, tmp_path_factory):
+    return tiny_case(tiny_weights, tmp_path_factory, "tiny_monitor", neg_types=("blur",))
 
 
 def run_script(tiny, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    p = tiny.paths
-    cmd = [sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"),
-           "--base_model_name_or_path", p["base_model_path"], "--vae_path", p["vae_path"],
-           "--diffueraser_path", p["diffueraser_path"], "--dpo_data_root", str(tiny.data),
-           "--output_dir", str(out), "--nframes", str(NFRAMES), "--resolution", str(SIZE),
-           "--train_batch_size", "2", "--learning_rate", "1e-3", "--seed", "7", "--checkpointing_steps", "100", *extra]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    if DE_REPO:
-        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return run_train(tiny.paths, "--dpo_data_root", tiny.data, "--output_dir", out, *run_flags(NFRAMES, SIZE),
+                     "--checkpointing_steps", "100", *extra)
 
 
+@needs_training
 def test_report_to_tensorboard_writes_event_files(tiny):
     if not any(importlib.util.find_spec(n) for n in ("tensorboard", "tensorboardX")):
         pytest.skip("neither tensorboard nor tensorboardX is installed")
@@ -194,6 +169,7 @@ def dev_evalset(tiny):
     return out
 
 
+@needs_training
 def test_validation_lines_appear_in_metrics_jsonl_and_equal_regdpo_eval(tiny, dev_evalset):
     p = tiny.paths
     out = tiny.root / "validated"

@@ -8,50 +8,30 @@ Needs what tests/test_train_contract.py needs (REGDPO_DIFFUERASER_REPO, the [mod
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from helpers import REPO as REPO_ROOT
-from helpers import diffueraser_skip_reason, write_pair_dataset
+from model_fixtures import run_flags, run_train, tiny_case, training_marks
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(DE_REPO, ("accelerate", "webdataset"))
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytestmark = training_marks("webdataset")
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
+def tiny(tiny_weights, tmp_path_factory):
     from regdpo.cli import main as regdpo_main
 
-    root = tmp_path_factory.mktemp("tiny_shards")
-    paths = build_tiny_weights(root / "weights", import_source(DE_REPO))
-    data = write_pair_dataset(root / "dpo_data", videos=(("clip_a", 7), ("clip_b", 6), ("clip_c", 6)),
-                              neg_types=("blur", "hallucination"))
-    packed = root / "packed"
-    assert regdpo_main(["pack", str(data), str(packed), "--shard_size", "1", "--no_progress"]) == 0
-    return SimpleNamespace(root=root, paths=paths, packed=packed)
+    tiny = tiny_case(tiny_weights, tmp_path_factory, "tiny_shards",
+                     videos=(("clip_a", 7), ("clip_b", 6), ("clip_c", 6)), neg_types=("blur", "hallucination"))
+    tiny.packed = tiny.root / "packed"
+    assert regdpo_main(["pack", str(tiny.data), str(tiny.packed), "--shard_size", "1", "--no_progress"]) == 0
+    return tiny
 
 
 def run(tiny, out: Path, shards, *extra: str) -> subprocess.CompletedProcess:
-    p = tiny.paths
-    cmd = [sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"),
-           "--base_model_name_or_path", p["base_model_path"], "--vae_path", p["vae_path"],
-           "--diffueraser_path", p["diffueraser_path"], "--dpo_shards", str(shards),
-           "--output_dir", str(out), "--nframes", "4", "--resolution", "64",
-           "--train_batch_size", "1", "--learning_rate", "1e-3", "--seed", "7", *extra]
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    if DE_REPO:
-        env["REGDPO_DIFFUERASER_REPO"] = DE_REPO
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+    return run_train(tiny.paths, "--dpo_shards", shards, "--output_dir", out, *run_flags(batch=1), *extra)
 
 
 def metrics(out: Path) -> list[dict]:

@@ -7,52 +7,28 @@ skipped without a DiffuEraser checkout::
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from helpers import REPO as REPO_ROOT
-from helpers import diffueraser_skip_reason, tree_files, write_pair_dataset
+from helpers import tree_files
+from model_fixtures import run_flags, run_train, subprocess_env, tiny_case, training_marks
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(DE_REPO, ("accelerate",))
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytestmark = training_marks()
 NFRAMES, SIZE = 2, 64
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
-
-    root = tmp_path_factory.mktemp("tiny_weights")
-    source = import_source(DE_REPO)
-    paths = build_tiny_weights(root / "weights", source)
-    data = write_pair_dataset(root / "dpo_data", videos=(("clip_a", 3), ("clip_b", 3)))
-    return SimpleNamespace(root=root, source=source, paths=paths, data=data)
-
-
-def env() -> dict:
-    out = dict(os.environ, PYTHONPATH=str(REPO_ROOT / "src"))
-    if DE_REPO:
-        out["REGDPO_DIFFUERASER_REPO"] = DE_REPO
-    return out
+def tiny(tiny_weights, tmp_path_factory):
+    return tiny_case(tiny_weights, tmp_path_factory, "train_weights", videos=(("clip_a", 3), ("clip_b", 3)))
 
 
 def run_script(tiny, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    p = tiny.paths
-    cmd = [sys.executable, str(REPO_ROOT / "train_region_reg_dpo.py"),
-           "--base_model_name_or_path", p["base_model_path"], "--vae_path", p["vae_path"],
-           "--diffueraser_path", p["diffueraser_path"], "--dpo_data_root", str(tiny.data),
-           "--output_dir", str(out), "--nframes", str(NFRAMES), "--resolution", str(SIZE),
-           "--train_batch_size", "1", "--learning_rate", "1e-3", "--seed", "1", "--max_train_steps", "2",
-           "--checkpointing_steps", "2", *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, env=env(), timeout=900)
+    return run_train(tiny.paths, "--dpo_data_root", tiny.data, "--output_dir", out,
+                     *run_flags(NFRAMES, SIZE, batch=1, seed=1), "--max_train_steps", "2", "--checkpointing_steps",
+                     "2", *extra)
 
 
 def tensors(folder: Path) -> dict:
@@ -105,7 +81,7 @@ def test_untrained_motion_modules_are_written_back_bit_for_bit_after_fp16(tiny):
 
 def run_export(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "regdpo", "export", *args], capture_output=True, text=True,
-                          env=env(), timeout=600)
+                          env=subprocess_env(), timeout=600)
 
 
 def test_export_turns_a_checkpoint_into_diffueraser_weights(tiny, bf16_motion, tmp_path):
