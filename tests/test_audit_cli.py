@@ -152,6 +152,37 @@ def test_corrupt_frame_and_non_binary_mask_are_reported(dataset, tmp_path, capsy
     assert flicker["verdict"] == "not_measured" and not flicker["passes"]
 
 
+def test_a_frame_of_another_size_gets_no_thumbnail_and_no_traceback(dataset, tmp_path, capsys):
+    """The fault campaign's case: a GT frame replaced by (a link to) a frame of another video, of another
+    size. The audit fails that video and still writes its HTML report: the item's thumbnail is left out
+    ("frames unreadable"), never an IndexError from mixing two sizes."""
+    import cv2
+
+    from regdpo.audit import report
+
+    root, _, clips = dataset
+    copy = tmp_path / "data"
+    shutil.copytree(root, copy)
+    video = f"good_{clips[0]}"
+    frame = copy / video / fmt.GT_DIR / "00000.png"
+    smaller = cv2.imread(str(frame))[: H - 8, : W - 8]
+    elsewhere = tmp_path / "elsewhere.png"
+    cv2.imwrite(str(elsewhere), smaller)
+    frame.unlink()
+    frame.symlink_to(elsewhere)
+    item = {"video": video, "neg_type": "blur", "stream": "blur", "metrics": {}}
+    assert report.item_thumbnail(copy, item, {"largest_hole_frame": 0}) is None
+    frame.unlink()
+    shutil.copy(elsewhere, frame)  # the same as a plain file
+    assert report.item_thumbnail(copy, item, {"largest_hole_frame": 0}) is None
+    assert report.item_thumbnail(root, item, {"largest_hole_frame": 0}) is not None
+    capsys.readouterr()
+    assert main(["audit", str(copy), "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err + captured.out
+    assert (copy / "audit.html").is_file() and video in (copy / "audit.html").read_text()
+
+
 def test_bad_input_is_a_one_line_error(tmp_path, capsys):
     assert main(["audit", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -157,7 +157,8 @@ def item_thumbnail(
         inv = item.get("invariants", {})
         if show_invariants and inv.get("outside_max_abs_diff"):
             t = int(inv.get("outside_worst_frame", 0))
-            gt, neg, hole = read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(stream, t)), read_mask(path(fmt.MASK_DIR, t))
+            gt, neg, hole = _same_size(read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(stream, t)),
+                                       read_mask(path(fmt.MASK_DIR, t)))
             diff = np.abs(neg.astype(np.int16) - gt).max(axis=2).astype(np.float32)
             diff[hole] = 0  # only the violation: the hole differs by design and would hide it in the scaling
             # any differing pixel at least mid-grey, however small the difference, dilated to be visible
@@ -168,22 +169,32 @@ def item_thumbnail(
             caption = f"frame {t}: GT + hole | {stream} | where it differs outside the hole (enhanced)"
         elif neg_type == "flicker" and item["metrics"].get("peak_frame"):
             t = int(item["metrics"]["peak_frame"])
-            hole = read_mask(path(fmt.MASK_DIR, t)) | read_mask(path(fmt.MASK_DIR, t - 1))
-            y0, y1, x0, x1 = _crop_box(hole)
-            tiles = [read_rgb(path(stream, t - 1))[y0:y1, x0:x1], read_rgb(path(stream, t))[y0:y1, x0:x1],
-                     read_rgb(path(fmt.GT_DIR, t - 1))[y0:y1, x0:x1], read_rgb(path(fmt.GT_DIR, t))[y0:y1, x0:x1]]
+            *frames, hole, hole_before = _same_size(
+                read_rgb(path(stream, t - 1)), read_rgb(path(stream, t)), read_rgb(path(fmt.GT_DIR, t - 1)),
+                read_rgb(path(fmt.GT_DIR, t)), read_mask(path(fmt.MASK_DIR, t)), read_mask(path(fmt.MASK_DIR, t - 1)))
+            y0, y1, x0, x1 = _crop_box(hole | hole_before)
+            tiles = [frame[y0:y1, x0:x1] for frame in frames]
             caption = f"flicker frames {t - 1}, {t} | GT frames {t - 1}, {t} (crop around the hole)"
         else:
             t = int(video.get("largest_hole_frame", 0))
-            hole = read_mask(path(fmt.MASK_DIR, t))
+            gt, neg, hole = _same_size(read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(stream, t)),
+                                       read_mask(path(fmt.MASK_DIR, t)))
             y0, y1, x0, x1 = _crop_box(hole)
-            gt, neg = read_rgb(path(fmt.GT_DIR, t)), read_rgb(path(stream, t))
             tiles = [media.overlay_hole(gt, hole)[y0:y1, x0:x1], gt[y0:y1, x0:x1], neg[y0:y1, x0:x1]]
             caption = f"frame {t}: GT + hole | GT | {stream} (crop around the hole)"
     except (RegdpoError, OSError, ValueError):
         return None
     strip = media.hstack([media.resize_to_height(tile, THUMB_HEIGHT) for tile in tiles])
     return media.encode_jpeg(strip), caption
+
+
+def _same_size(*images: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``images`` unchanged when they share one height x width; ``ValueError`` otherwise (a frame of
+    another video linked or copied in: the item has no thumbnail, its audit says what is wrong)."""
+    sizes = {image.shape[:2] for image in images}
+    if len(sizes) != 1:
+        raise ValueError(f"frames of different sizes {sorted(sizes)}")
+    return images
 
 
 def _sort_key(item: dict[str, Any]) -> float:
