@@ -14,11 +14,20 @@ entries a K = 1 run writes, byte for byte), selected through a manifest. For K =
 - samples per second of the shard reader (``DPODataset`` with ``args.dpo_shards``) and of the folder
   ``DPODataset`` (random window, crop, flip, reversal as in bench_dataset), in one process and through a
   ``DataLoader`` with 2 workers, interleaved run by run so that load on a shared machine hits both alike.
+  A reading run is one whole epoch, as training reads it (with workers: a fresh ``DataLoader`` iterator,
+  whose workers start, each epoch): every pair once, every clip's GT decoded once, every item made
+  consumed. The rate is ``(items - 1) / (time from the first item to the last)``; the start-up (iterator
+  made, workers started, first item) is printed apart, as seconds to the first item;
+- CPU seconds per item of each reader (this process and its DataLoader workers; less sensitive to other
+  work on a shared machine than wall time), the share of it in the main process, and the hand-over of one
+  item from a worker to the main process step by step (``collate_fn``, the copy into shared memory that
+  the worker's queue makes when it pickles the batch, freeing it), measured in this process: with
+  workers every item pays it, whichever reader made it.
 
 Printed as ratios packed / folders; goals at K = 4: bytes per pair <= 0.35x, files per pair <= 0.001x (at a
 full shard), reading >= 1.5x as fast (exit status 1 when one is missed).
 
-    python bench/bench_pack.py                          # 2 copies, 16 samples per reading run
+    python bench/bench_pack.py                          # 2 copies, 2 epochs per reader and mode
     python bench/bench_pack.py --work /tmp/bp --keep    # keep the generated data for the next run
 """
 
@@ -27,11 +36,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -104,33 +115,91 @@ def reader_args(root: Path, nframes: int, resolution: int, manifest: Path, packe
     return args
 
 
-def _items(dataset, workers: int, epoch: int):
-    """The dataset's items one after another, epoch after epoch from ``epoch`` (a reading run may ask for more
-    items than one epoch holds: the K = 1 selection has 12 pairs)."""
-    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
-    while True:
-        dataset.set_epoch(epoch)
-        if workers == 0 and iterable:
-            yield from dataset
-        elif workers == 0:
-            for index in torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch)).tolist():
-                yield dataset[index]
-        else:
-            yield from torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_fn,
-                                                   shuffle=not iterable,
-                                                   generator=torch.Generator().manual_seed(epoch))
-        epoch += 1
+@dataclass
+class Reading:
+    """One reading run: a whole epoch of a reader (see ``read_epoch``)."""
+
+    items: int
+    first_s: float  # from the start of the epoch (iterator made, workers started) to the first item
+    steady_s: float  # from the first item to the last
+    main_cpu_s: float  # CPU seconds of this process during the run
+    worker_cpu_s: float  # CPU seconds of the DataLoader workers (reaped children) during the run
+
+    @property
+    def rate(self) -> float:
+        """Samples per second after the first item: ``(items - 1) / steady_s``."""
+        return (self.items - 1) / max(self.steady_s, 1e-9)
 
 
-def rate(dataset, samples: int, workers: int, epoch: int) -> float:
-    """Samples per second over ``samples`` items (after one warm-up item), batch 1."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def read_epoch(dataset, workers: int, epoch: int) -> Reading:
+    """Read epoch ``epoch`` of ``dataset`` to its end, batch 1, as training reads it.
+
+    ``workers`` 0: in this process, the items themselves (the shard reader's stream; the folder reader's
+    items in a seeded random order), no collate. ``workers`` > 0: a fresh ``DataLoader`` iterator with
+    ``collate_fn`` (what training does each epoch without ``persistent_workers``); its workers are joined
+    at the epoch's end, so their CPU time is counted (``RUSAGE_CHILDREN``). Every item made is consumed:
+    no prefetched item is thrown away at the end of a run.
+    """
     torch.set_num_threads(1)
-    items = _items(dataset, workers, epoch)
-    next(items)
-    t0 = time.perf_counter()
-    for _ in range(samples):
-        next(items)
-    return samples / (time.perf_counter() - t0)
+    dataset.set_epoch(epoch)
+    iterable = isinstance(dataset, torch.utils.data.IterableDataset)
+    children0, cpu0, t0 = _children_cpu(), time.process_time(), time.perf_counter()
+    if workers == 0 and iterable:
+        items = iter(dataset)
+    elif workers == 0:
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(epoch)).tolist()
+        items = (dataset[i] for i in order)
+    else:
+        items = iter(torch.utils.data.DataLoader(dataset, batch_size=1, num_workers=workers, collate_fn=collate_fn,
+                                                 shuffle=not iterable,
+                                                 generator=torch.Generator().manual_seed(epoch)))
+    count, first = 0, None
+    for _ in items:
+        count += 1
+        if first is None:
+            first = time.perf_counter()
+    last = time.perf_counter()
+    cpu1 = time.process_time()
+    del items
+    if first is None:
+        raise SystemExit("a reading run read no item")
+    return Reading(count, first - t0, last - first, cpu1 - cpu0, _children_cpu() - children0)
+
+
+def handover(item: dict) -> dict[str, float]:
+    """CPU seconds of handing one item from a ``DataLoader`` worker to the main process, step by step (here,
+    in this process): ``collate_fn`` (a batch of one: every tensor copied by ``torch.stack``), moving the
+    batch into shared memory (what the worker's queue does when it pickles the batch: a copy into fresh
+    shared memory), freeing it (the main process, once the batch is dropped); and, for comparison,
+    stacking straight into shared memory as ``torch.utils.data.default_collate`` does in a worker (one
+    copy instead of two). ``mb``: megabytes of the collated batch."""
+    tensors = [v for v in item.values() if isinstance(v, torch.Tensor)]
+    out = {}
+    t = time.process_time()
+    batch = collate_fn([item])
+    out["collate"] = time.process_time() - t
+    stacked = [v for v in batch.values() if isinstance(v, torch.Tensor)]
+    out["mb"] = sum(v.numel() * v.element_size() for v in stacked) / 1e6
+    t = time.process_time()
+    for v in stacked:
+        v.share_memory_()
+    out["share"] = time.process_time() - t
+    t = time.process_time()
+    del batch, stacked
+    out["free"] = time.process_time() - t
+    t = time.process_time()
+    direct = []
+    for v in tensors:  # torch.utils.data.default_collate's path in a worker
+        storage = v._typed_storage()._new_shared(v.numel(), device=v.device)
+        direct.append(torch.stack([v], 0, out=v.new(storage).resize_(1, *v.shape)))
+    out["stack_shared"] = time.process_time() - t
+    del direct
+    return out
 
 
 def main(argv=None) -> int:
@@ -139,8 +208,7 @@ def main(argv=None) -> int:
     p.add_argument("--copies", type=int, default=2, help="sources per fixture clip (default 2)")
     p.add_argument("--nframes", type=int, default=22)
     p.add_argument("--resolution", type=int, default=512)
-    p.add_argument("--samples", type=int, default=16, help="items per reading run (default 16)")
-    p.add_argument("--rounds", type=int, default=2, help="interleaved reading runs per reader (default 2)")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved reading runs (epochs) per reader (default 2)")
     p.add_argument("--work", type=Path, default=None, help="work folder (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the work folder (the generated data is reused)")
     args = p.parse_args(argv)
@@ -186,12 +254,22 @@ def main(argv=None) -> int:
                 folder = DPODataset(reader_args(root, args.nframes, args.resolution, manifest, None), WordTokenizer())
                 shards = DPODataset(reader_args(root, args.nframes, args.resolution, manifest, reading), WordTokenizer())
                 for workers in (0, 2):
-                    f_rates, p_rates = [], []
+                    runs = {"folder": [], "packed": []}
                     for r in range(args.rounds):  # interleaved: load hits both alike
-                        f_rates.append(rate(folder, args.samples, workers, r))
-                        p_rates.append(rate(shards, args.samples, workers, r))
-                    row[f"read_folder_w{workers}"] = statistics.median(f_rates)
-                    row[f"read_packed_w{workers}"] = statistics.median(p_rates)
+                        runs["folder"].append(read_epoch(folder, workers, r))
+                        runs["packed"].append(read_epoch(shards, workers, r))
+                    for name, readings in runs.items():
+                        row[f"read_{name}_w{workers}"] = statistics.median(x.rate for x in readings)
+                        row[f"first_{name}_w{workers}"] = statistics.median(x.first_s for x in readings)
+                        row[f"cpu_{name}_w{workers}"] = statistics.median(
+                            (x.main_cpu_s + x.worker_cpu_s) / x.items for x in readings)
+                        row[f"main_cpu_{name}_w{workers}"] = statistics.median(x.main_cpu_s / x.items for x in readings)
+                if k == 4:
+                    shards.set_epoch(0)
+                    stream = iter(shards)
+                    handovers = [handover(next(stream)) for _ in range(3)]
+                    del stream
+                    row["handover"] = {key: statistics.median(h[key] for h in handovers) for key in handovers[0]}
                 rows[k] = row
         print()
         print("| K | pairs | bytes/pair folders | packed | ratio | files/pair folders | packed (this set) | "
@@ -209,6 +287,22 @@ def main(argv=None) -> int:
             for workers, label in ((0, "one process"), (2, "DataLoader, 2 workers")):
                 f, s = r[f"read_folder_w{workers}"], r[f"read_packed_w{workers}"]
                 print(f"| {k} | {label} | {f:.2f} | {s:.2f} | **{s / f:.2f}** |")
+        print()
+        print("| K | reader | CPU s/item folder | shards | ratio | of it in the main process: folder | shards | "
+              "first item s: folder | shards |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for k, r in rows.items():
+            for workers, label in ((0, "one process"), (2, "DataLoader, 2 workers")):
+                f, s = r[f"cpu_folder_w{workers}"], r[f"cpu_packed_w{workers}"]
+                print(f"| {k} | {label} | {f:.3f} | {s:.3f} | {f / s:.2f} | {r[f'main_cpu_folder_w{workers}']:.3f} | "
+                      f"{r[f'main_cpu_packed_w{workers}']:.3f} | {r[f'first_folder_w{workers}']:.2f} | "
+                      f"{r[f'first_packed_w{workers}']:.2f} |")
+        h = rows[4]["handover"]
+        print()
+        print(f"hand-over of one K = 4 item from a worker ({h['mb']:.0f} MB once collated), CPU s: collate_fn "
+              f"{h['collate']:.3f} + into shared memory {h['share']:.3f} + freeing {h['free']:.3f} = "
+              f"{h['collate'] + h['share'] + h['free']:.3f} (stacking straight into shared memory, as "
+              f"default_collate does in a worker: {h['stack_shared']:.3f})")
         r = rows[4]
         goals = [("bytes/pair <= 0.35x", r["bytes_packed"] / r["bytes_folder"] <= 0.35),
                  ("files/pair <= 0.001x (1 GB shards)", r["files_packed_full"] / r["files_folder"] <= 0.001),

@@ -224,3 +224,25 @@ def test_the_folder_readers_upscale_policy_applies_to_shards(data):
     with pytest.raises(UsageError, match="max_upscale"):
         DPODataset(args(root, packed, resolution=128), FakeTokenizer())
     assert len(DPODataset(args(root, packed, resolution=128, max_upscale=2.0), FakeTokenizer())) == 16
+
+
+def test_bench_pack_reads_whole_epochs_and_counts_the_workers_cpu(data):
+    """bench/bench_pack.py's reading run: one whole epoch, every item consumed, in one process and through
+    2 workers (whose CPU time it counts); its hand-over figures are of the collated batch."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import bench_pack
+
+    root, packed = data
+    for dataset in (DPODataset(args(root), FakeTokenizer()), DPODataset(args(root, packed), FakeTokenizer())):
+        for workers in (0, 2):
+            reading = bench_pack.read_epoch(dataset, workers, epoch=1)
+            assert reading.items == len(dataset) == 16
+            assert (reading.worker_cpu_s > 0) == (workers > 0) and reading.main_cpu_s > 0
+            assert reading.first_s > 0 and reading.steady_s > 0 and reading.rate > 0
+    item = next(iter(dataset))
+    batch = collate_fn([item])
+    costs = bench_pack.handover(item)
+    assert costs["mb"] == sum(v.numel() * v.element_size() for v in batch.values() if isinstance(v, torch.Tensor)) / 1e6
+    assert all(costs[k] >= 0 for k in ("collate", "share", "free", "stack_shared"))
