@@ -297,8 +297,10 @@ def main(argv=None) -> int:
                 print(f"| {k} | {label} | {f:.3f} | {s:.3f} | {f / s:.2f} | {r[f'main_cpu_folder_w{workers}']:.3f} | "
                       f"{r[f'main_cpu_packed_w{workers}']:.3f} | {r[f'first_folder_w{workers}']:.2f} | "
                       f"{r[f'first_packed_w{workers}']:.2f} |")
-        h = rows[4]["handover"]
+        h, r = rows[4]["handover"], rows[4]
         print()
+        print(f"K = 4, CPU s per item with 2 workers minus in one process: folder "
+              f"{r['cpu_folder_w2'] - r['cpu_folder_w0']:+.3f}, shards {r['cpu_packed_w2'] - r['cpu_packed_w0']:+.3f}")
         print(f"hand-over of one K = 4 item from a worker ({h['mb']:.0f} MB once collated), CPU s: collate_fn "
               f"{h['collate']:.3f} + into shared memory {h['share']:.3f} + freeing {h['free']:.3f} = "
               f"{h['collate'] + h['share'] + h['free']:.3f} (stacking straight into shared memory, as "
