@@ -25,9 +25,10 @@ bootstrap 95 % interval, and a verdict per metric. Writes DIR/eval.json and DIR/
 EPILOG = """\
 --backend models: SPEC is a DiffuEraser weights folder (brushnet/, unet_main/): a release, or the
 --output_dir of train_region_reg_dpo.py; each runs DiffuEraser's standard inference with the ProPainter
-prior and the shared weight flags below. --backend classical (no GPU): SPEC is a classical fill:
-inpaint, blur, hallucination, flicker (or e.g. blur_s0.50). auto (default): models when a weight flag is
-given, else classical.
+prior and the shared weight flags below. Each clip's prior is computed once for all the models and kept in
+DIR/priors/ for resumes (--no_prior_cache: once per model; the same results). --backend classical (no
+GPU): SPEC is a classical fill: inpaint, blur, hallucination, flicker (or e.g. blur_s0.50). auto
+(default): models when a weight flag is given, else classical.
 """
 
 
@@ -39,7 +40,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", default=[], metavar="NAME=SPEC",
                         help="a model to evaluate; the first is the baseline the others are compared with")
     parser.add_argument("--output_dir", type=Path, required=True, help="where eval.json, eval.html, the per-clip "
-                        "results (units/) and with --save_frames the frames go")
+                        "results (units/), the ProPainter priors (priors/) and with --save_frames the frames go")
     parser.add_argument("--split", default="test", help="the split to evaluate (default: %(default)s)")
     parser.add_argument("--backend", choices=("auto", "classical", "models"), default="auto",
                         help="what runs the models (default: auto)")
