@@ -11,41 +11,34 @@ otherwise it skips and says why::
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import diffueraser_skip_reason
+from model_fixtures import DE_REPO, needs_diffueraser
 
-DE_REPO = os.environ.get("REGDPO_DIFFUERASER_REPO") or None
-REASON = diffueraser_skip_reason(DE_REPO)
-pytestmark = [pytest.mark.skipif(REASON is not None, reason=REASON or ""),
-              pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
+pytestmark = [needs_diffueraser(), pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 FRAMES, SIZE = 2, 128  # ProPainter's RAFT needs a 128 px short side at the working ratio; 2 frames: CPU time
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    from regdpo.backends.models_source import import_source
-    from regdpo.backends.models_tiny import build_tiny_weights
-
+def weights(tiny_paths, tmp_path_factory):
+    """The session's tiny weights (read-only) and a second DiffuEraser folder: a copy of theirs with the motion
+    UNet's weights perturbed (other weights, the same ProPainter)."""
     import shutil
 
     import torch
     from safetensors.torch import load_file, save_file
 
-    root = tmp_path_factory.mktemp("prior_weights")
-    base = build_tiny_weights(root / "a", import_source(DE_REPO))
-    other = root / "other"  # another DiffuEraser: the base's with its motion UNet's weights perturbed
-    shutil.copytree(base["diffueraser_path"], other)
+    other = tmp_path_factory.mktemp("prior_weights") / "other"
+    shutil.copytree(tiny_paths["diffueraser_path"], other)
     path = other / "unet_main" / "diffusion_pytorch_model.safetensors"
     gen = torch.Generator().manual_seed(1)
     state = {k: v + 0.05 * torch.randn(v.shape, generator=gen, dtype=v.dtype) if v.is_floating_point() else v
              for k, v in load_file(path).items()}
     save_file(state, path)
-    return base, str(other)
+    return tiny_paths, str(other)
 
 
 def _config(paths):
