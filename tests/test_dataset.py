@@ -482,6 +482,34 @@ def test_dataloader_with_workers(root, collate):
     assert torch.equal(b["conditioning_pos"], b["conditioning_neg"])
 
 
+def _collate_and_report_sharing(items):
+    """In a worker: collate_fn's batch and, per tensor key, whether collate_fn put it in shared memory
+    (the worker's queue copies any other tensor into shared memory once more)."""
+    batch = collate_fn(items)
+    return batch, {k: v.is_shared() for k, v in batch.items() if isinstance(v, torch.Tensor)}
+
+
+def test_collate_fn_stacks_into_shared_memory_in_a_worker_and_keeps_one_condition(root):
+    ds = DPODataset(make_args(root), FakeTokenizer())
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, collate_fn=_collate_and_report_sharing)
+    for batch, shared in loader:
+        assert shared and all(shared.values()), shared
+        assert batch["conditioning_neg"] is batch["conditioning_pos"]
+    items = [ds[0], ds[1]]
+    batch = collate_fn(items)  # in this process: plain memory, equal to torch's own collate
+    assert not batch["pixel_values_pos"].is_shared()
+    reference = torch.utils.data.default_collate(items)
+    assert batch.keys() == reference.keys()
+    for key, value in items[0].items():  # tensors stacked as torch does; other values listed
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(batch[key], reference[key]), key
+        else:
+            assert batch[key] == [item[key] for item in items], key
+    assert batch["conditioning_neg"] is batch["conditioning_pos"]
+    separate = [dict(items[0], conditioning_neg=items[0]["conditioning_neg"].clone()), items[1]]
+    assert collate_fn(separate)["conditioning_neg"] is not collate_fn(separate)["conditioning_pos"]
+
+
 def test_workers_draw_different_parameters(root):
     """Unseeded: workers must not share one RNG stream (the classic numpy-in-workers bug)."""
     ds = DPODataset(make_args(root, random_flip=True, random_reverse=True), FakeTokenizer())

@@ -42,7 +42,7 @@ Fields of an item (float32 tensors unless said; ``F = nframes``, ``R = resolutio
 BrushNet train on it (the frame with its hole blacked out, then normalised): both sides of
 a pair must get the same condition, or the model could tell winner from loser through the
 condition alone. Within one item both keys refer to the same tensor object (clone before
-editing one in place); a collated batch holds two separate tensors.
+editing one in place), and so do they in a batch of ``collate_fn``.
 
 Randomness: with ``args.dataset_seed`` set, the parameters of item ``i`` depend only on
 ``(seed, epoch, i)`` (``set_epoch`` changes them between epochs), whatever the worker or
@@ -353,13 +353,22 @@ class FolderFrames:
 def collate_fn(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Batch items for a ``DataLoader``: tensors stacked along a new first dim, strings listed.
 
-    A plain module-level function, so it pickles into ``num_workers > 0`` workers.
-    ``torch.utils.data.default_collate`` gives the same result.
+    A plain module-level function, so it pickles into ``num_workers > 0`` workers. Tensors go through
+    ``torch.utils.data.default_collate``, which in a worker stacks straight into shared memory (one copy of
+    the batch instead of two on its way to the main process). A key whose tensor is, in every item, the
+    same object as an earlier key's (``conditioning_neg`` is ``conditioning_pos``) gets that key's batch
+    tensor: the same condition stays one tensor (clone before editing one in place), not a second copy.
     """
     if not items:
         raise ValueError("collate_fn got an empty batch")
     batch: dict[str, Any] = {}
-    for key, value in items[0].items():
+    keys = list(items[0])
+    for position, key in enumerate(keys):
         values = [item[key] for item in items]
-        batch[key] = torch.stack(values) if isinstance(value, torch.Tensor) else list(values)
+        if not isinstance(values[0], torch.Tensor):
+            batch[key] = list(values)
+            continue
+        same_as = next((earlier for earlier in keys[:position] if isinstance(batch[earlier], torch.Tensor)
+                        and all(item[earlier] is value for item, value in zip(items, values))), None)
+        batch[key] = batch[same_as] if same_as is not None else torch.utils.data.default_collate(values)
     return batch
