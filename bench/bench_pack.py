@@ -173,7 +173,8 @@ def read_epoch(dataset, workers: int, epoch: int) -> Reading:
 
 def handover(item: dict) -> dict[str, float]:
     """CPU seconds of handing one item from a ``DataLoader`` worker to the main process, step by step (here,
-    in this process): ``collate_fn`` (a batch of one: every tensor copied by ``torch.stack``), moving the
+    in this process): stacking in plain memory (``collate_fn`` outside a worker; a batch of one: every tensor
+    copied by ``torch.stack``; in a worker ``collate_fn`` takes the shared-memory path below), moving the
     batch into shared memory (what the worker's queue does when it pickles the batch: a copy into fresh
     shared memory), freeing it (the main process, once the batch is dropped); and, for comparison,
     stacking straight into shared memory as ``torch.utils.data.default_collate`` does in a worker (one
@@ -301,10 +302,11 @@ def main(argv=None) -> int:
         print()
         print(f"K = 4, CPU s per item with 2 workers minus in one process: folder "
               f"{r['cpu_folder_w2'] - r['cpu_folder_w0']:+.3f}, shards {r['cpu_packed_w2'] - r['cpu_packed_w0']:+.3f}")
-        print(f"hand-over of one K = 4 item from a worker ({h['mb']:.0f} MB once collated), CPU s: collate_fn "
-              f"{h['collate']:.3f} + into shared memory {h['share']:.3f} + freeing {h['free']:.3f} = "
-              f"{h['collate'] + h['share'] + h['free']:.3f} (stacking straight into shared memory, as "
-              f"default_collate does in a worker: {h['stack_shared']:.3f})")
+        print(f"hand-over of one K = 4 item from a worker ({h['mb']:.0f} MB once stacked), CPU s: stacking "
+              f"{h['collate']:.3f} + the queue's copy into shared memory {h['share']:.3f} + freeing "
+              f"{h['free']:.3f} = {h['collate'] + h['share'] + h['free']:.3f} (a collate that stacks in plain "
+              f"memory; regdpo's collate_fn, through default_collate, stacks straight into shared memory in a "
+              f"worker: {h['stack_shared']:.3f})")
         r = rows[4]
         goals = [("bytes/pair <= 0.35x", r["bytes_packed"] / r["bytes_folder"] <= 0.35),
                  ("files/pair <= 0.001x (1 GB shards)", r["files_packed_full"] / r["files_folder"] <= 0.001),
