@@ -95,6 +95,24 @@ def tiny_case(tiny_weights: SimpleNamespace, tmp_path_factory, name: str, **data
     return SimpleNamespace(root=root, source=tiny_weights.source, paths=tiny_weights.paths, data=data)
 
 
+def textured_evalset(root: Path, frames: int, size: int) -> Path:
+    """``root/evalset``: an eval set of 2 synthetic textured videos (``root/videos``), split ``test:2``,
+    ``frames`` x ``size`` x ``size`` clips, made through ``regdpo evalset``."""
+    from regdpo.audit.synthetic import textured_clip
+    from regdpo.cli import main
+    from regdpo.frames import write_rgb
+
+    videos = root / "videos"
+    for k in range(2):
+        (videos / f"v{k}").mkdir(parents=True)
+        for i, frame in enumerate(textured_clip(frames + 2, size, size + 16, seed=k + 5)):
+            write_rgb(videos / f"v{k}" / f"{i:05d}.png", frame)
+    out = root / "evalset"
+    assert main(["evalset", str(out), "--video_root", str(videos), "--split", "test:2", "--nframes", str(frames),
+                 "--height", str(size), "--width", str(size), "--no_progress"]) == 0
+    return out
+
+
 def subprocess_env() -> dict[str, str]:
     """The environment of a script a test runs: this checkout's ``src`` as ``PYTHONPATH``, and ``DE_REPO`` as
     ``REGDPO_DIFFUERASER_REPO`` when set."""

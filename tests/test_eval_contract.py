@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from helpers import write_pair_dataset
-from model_fixtures import DE_REPO, run_flags, run_train, training_marks
+from model_fixtures import DE_REPO, run_flags, run_train, textured_evalset, training_marks
 
 pytestmark = training_marks()
 FRAMES, SIZE = 4, 128  # ProPainter's RAFT needs a 128 px short side at the working ratio
@@ -24,11 +24,10 @@ def test_base_and_a_three_step_dpo_run_compared_with_the_models_backend(tiny_wei
     from skimage.metrics import peak_signal_noise_ratio
 
     from regdpo import format as fmt
-    from regdpo.audit.synthetic import textured_clip
     from regdpo.cli import main
     from regdpo.evaluation.evalset import load_evalset
     from regdpo.evaluation.metrics import PIXEL_SPECS
-    from regdpo.frames import read_rgb, write_rgb
+    from regdpo.frames import read_rgb
 
     paths = tiny_weights.paths
     # a 3-step DPO run from the tiny base weights (as tests/test_train_contract.py)
@@ -38,14 +37,7 @@ def test_base_and_a_three_step_dpo_run_compared_with_the_models_backend(tiny_wei
                      "--checkpointing_steps", "100")
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    videos = tmp_path / "videos"
-    for k in range(2):
-        (videos / f"v{k}").mkdir(parents=True)
-        for i, frame in enumerate(textured_clip(FRAMES + 2, SIZE, SIZE + 16, seed=k + 5)):
-            write_rgb(videos / f"v{k}" / f"{i:05d}.png", frame)
-    evalset = tmp_path / "evalset"
-    assert main(["evalset", str(evalset), "--video_root", str(videos), "--split", "test:2", "--nframes", str(FRAMES),
-                 "--height", str(SIZE), "--width", str(SIZE), "--no_progress"]) == 0
+    evalset = textured_evalset(tmp_path, FRAMES, SIZE)
 
     out = tmp_path / "eval"
     shared = ["--base_model_path", paths["base_model_path"], "--vae_path", paths["vae_path"],

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model_fixtures import DE_REPO, needs_diffueraser
+from model_fixtures import DE_REPO, needs_diffueraser, textured_evalset
 
 pytestmark = [needs_diffueraser(), pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")]
 FRAMES, SIZE = 2, 128  # ProPainter's RAFT needs a 128 px short side at the working ratio; 2 frames: CPU time
@@ -90,22 +90,6 @@ def test_a_given_prior_gives_the_bytes_of_the_computed_one(weights):
         bare.close()
 
 
-def _evalset(root: Path) -> Path:
-    from regdpo.audit.synthetic import textured_clip
-    from regdpo.cli import main
-    from regdpo.frames import write_rgb
-
-    videos = root / "videos"
-    for k in range(2):
-        (videos / f"v{k}").mkdir(parents=True)
-        for i, frame in enumerate(textured_clip(FRAMES + 2, SIZE, SIZE + 16, seed=k + 5)):
-            write_rgb(videos / f"v{k}" / f"{i:05d}.png", frame)
-    out = root / "evalset"
-    assert main(["evalset", str(out), "--video_root", str(videos), "--split", "test:2", "--nframes", str(FRAMES),
-                 "--height", str(SIZE), "--width", str(SIZE), "--no_progress"]) == 0
-    return out
-
-
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file() and p.relative_to(root).parts[0] != "priors"}
@@ -116,7 +100,7 @@ def test_eval_runs_propainter_once_per_clip_for_all_models_byte_identical(weight
     from regdpo.cli import main
 
     base, other = weights
-    evalset = _evalset(tmp_path)
+    evalset = textured_evalset(tmp_path, FRAMES, SIZE)
     loads = []
     real_load = backend_module.load_propainter
     monkeypatch.setattr(backend_module, "load_propainter", lambda *a, **k: loads.append(1) or real_load(*a, **k))

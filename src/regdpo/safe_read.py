@@ -93,6 +93,18 @@ def open_input(path: str | os.PathLike, what: str = "file", *, follow_links: boo
     return os.fdopen(open_input_fd(path, what, follow_links=follow_links), "rb")
 
 
+def file_sha256(path: str | os.PathLike, what: str = "file") -> str:
+    """SHA-256 (hex) of the regular file ``path``, read in 1 MiB pieces through :func:`open_input` (never
+    blocks on a FIFO; ``what`` names the file in a refusal)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open_input(path, what) as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_input_bytes(path: str | os.PathLike, what: str = "file", *, follow_links: bool = True,
                      max_bytes: int | None = None) -> bytes:
     """The bytes of the regular file ``path`` (see :func:`open_input_fd`). ``max_bytes``: a larger file is an

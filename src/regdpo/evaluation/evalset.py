@@ -25,7 +25,7 @@ import numpy as np
 
 from .. import format as fmt
 from ..errors import FormatError, UsageError
-from ..safe_read import open_input
+from ..safe_read import file_sha256
 
 EVALSET_FILE = "evalset.json"
 CLIPS_DIR = "clips"
@@ -41,14 +41,6 @@ def source_key(dataset: str, source_id: str) -> str:
     ``video:my_clip``), the same pair the generator records in every ``meta.json`` (``source.dataset``,
     ``source.id``)."""
     return f"{dataset}:{source_id}"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open_input(path, "file") as fh:  # never blocks on a FIFO (regdpo.safe_read)
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

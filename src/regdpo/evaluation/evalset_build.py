@@ -34,7 +34,8 @@ from ..generate.masks import random_masks
 from ..generate.sources import SourceReader, VideoSource, list_images
 from ..safe_io import real_dir
 from ..seeding import rng
-from .evalset import CLIPS_DIR, EVALSET_FILE, EVALSET_VERSION, PROTOCOL_NAME, file_sha256
+from ..safe_read import file_sha256
+from .evalset import CLIPS_DIR, EVALSET_FILE, EVALSET_VERSION, PROTOCOL_NAME
 
 STATIONARY_AREA = (0.05, 0.25)
 """Hole area range (fractions of the frame) of the default stationary masks."""

@@ -9,13 +9,13 @@ cannot be loaded is a usage error (exit 2). Nothing is ever downloaded.
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import UsageError
+from ..safe_read import file_sha256
 from .learned import LearnedMetrics, frechet_distance
 from .metrics import MetricSpec, NotMeasured
 
@@ -76,17 +76,9 @@ def learned_from_args(args: argparse.Namespace, device: str) -> LearnedMetrics:
                 metrics.reasons[name] = reason
         elif named and metrics.reasons.get(names[0]):
             raise UsageError(metrics.reasons[names[0]])
-    metrics.weights = {flag: (_sha256(p[0]) if p[0] is not None and p[1] is None else None)
+    metrics.weights = {flag: (file_sha256(p[0], "weights file") if p[0] is not None and p[1] is None else None)
                        for flag, p in paths.items()}
     return metrics
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class LearnedClipMetrics:

@@ -43,6 +43,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from ..safe_read import file_sha256
+
 PRIOR_FORMAT = 1
 """Part of every key: raise it when the prior a given ProPainter makes changes (regdpo's ProPainter driver)."""
 
@@ -63,17 +65,6 @@ def prior_key(frames: np.ndarray, hole: np.ndarray, settings: Mapping[str, Any])
     for array in (frames, hole):
         digest.update(b"\0")
         digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file, read in 1 MiB pieces (``safe_read``: never blocks on a FIFO)."""
-    from ..safe_read import open_input
-
-    digest = hashlib.sha256()
-    with open_input(path, "weights file") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
@@ -237,7 +228,7 @@ class ProPainterPriors:
         repo = self.config.diffueraser_repo
         folder = Path(self.config.propainter_model_dir)
         return {"propainter": asdict(self.propainter_settings),
-                "weights": {name: file_sha256(folder / name) for name in PROPAINTER_FILES},
+                "weights": {name: file_sha256(folder / name, "weights file") for name in PROPAINTER_FILES},
                 "device_type": self.device.type,
                 "half": bool(self.dtype == torch.float16 and self.device.type != "cpu"),
                 "torch": torch.__version__, "code": str(Path(repo).resolve()) if repo else None}

@@ -267,11 +267,7 @@ def work_list(config: GenerateConfig, discovered: Sequence[VideoSource]) -> list
     """This process's entries: the sources outside ``--output_dir``, the first ``--max_videos`` of them, each
     expanded to its ``--masks_per_clip`` entries (``expand_masks``), then this shard's part (entry i goes to
     shard i % N)."""
-    from .sources import expand_masks
-
-    sources = named_sources(config, discovered)
-    sources = sources[: config.max_videos] if config.max_videos is not None else sources
-    return expand_masks(sources, config.masks_per_clip)[config.shard_index :: config.num_shards]
+    return this_process_entries(config, named_sources(config, discovered))
 
 
 def named_sources(config: GenerateConfig, discovered: Sequence[VideoSource]) -> list[VideoSource]:
@@ -282,12 +278,20 @@ def named_sources(config: GenerateConfig, discovered: Sequence[VideoSource]) -> 
     return keep_committed_names(discovered, config.output_dir)  # a committed video's name never moves
 
 
-def entry_names(config: GenerateConfig, discovered: Sequence[VideoSource]) -> set[str]:
-    """The names of every entry the sources make, before ``--max_videos`` and shards: a failure record of
-    any other name is of a source that is gone (``--resume`` drops it)."""
+def this_process_entries(config: GenerateConfig, named: Sequence[VideoSource]) -> list[VideoSource]:
+    """``work_list`` of sources already named (``named_sources``)."""
     from .sources import expand_masks
 
-    return {s.name for s in expand_masks(named_sources(config, discovered), config.masks_per_clip)}
+    sources = named[: config.max_videos] if config.max_videos is not None else named
+    return expand_masks(sources, config.masks_per_clip)[config.shard_index :: config.num_shards]
+
+
+def entry_names(config: GenerateConfig, named: Sequence[VideoSource]) -> set[str]:
+    """The names of every entry the named sources (``named_sources``) make, before ``--max_videos`` and
+    shards: a failure record of any other name is of a source that is gone (``--resume`` drops it)."""
+    from .sources import expand_masks
+
+    return {s.name for s in expand_masks(named, config.masks_per_clip)}
 
 
 def build_backend(args: argparse.Namespace, config: GenerateConfig) -> NegativeBackend:
@@ -343,7 +347,8 @@ def run(args: argparse.Namespace) -> int:
     discovered = [s for s in discovered if not _inside(s.path, config.output_dir)]  # never our own output
     if config.exclude_evalset is not None:
         discovered = exclude_evalset_sources(discovered, config.exclude_evalset)
-    sources = work_list(config, discovered)  # (the donors of object masks: every discovered video)
+    named = named_sources(config, discovered)  # every committed video's meta.json read once
+    sources = this_process_entries(config, named)  # (the donors of object masks: every discovered video)
     captions = load_captions(config.captions) if config.captions else {}
     check_output_dir(config)
     if config.backend == "classical" and models_config.ModelsConfig.from_args(args).any_weight_path_given():
@@ -364,7 +369,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with sigterm_as_interrupt():
             summary = run_generation(config, backend, sources, captions, donor_sources=discovered, engine=engine,
-                                     known_names=entry_names(config, discovered) if config.resume else None)
+                                     known_names=entry_names(config, named) if config.resume else None)
     except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM (Terminated)
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
         print(f"\nregdpo generate: {what}; the video in progress was abandoned, the finished videos in "
